@@ -422,6 +422,47 @@ zmlx_status zmlx_attention_decode(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx
 zmlx_status zmlx_kv_append(zmlx_ctx *ctx, zmlx_dtype T, const void *rows, int64_t n_tok, int H,
                            int hd, void *cache, int64_t cap, int64_t pos);
 
+/*
+ * The attention block of a decode step fused into one call, for n_tok
+ * consecutive tokens whose first position is read from memory when the op
+ * executes (so a captured graph replays at the current position):
+ *   qkv    : [n_tok, Hq·hd + Hkv·hd + Hkv·hd_v] in T: per token the q heads,
+ *            the k heads, then the v heads (one packed q/k/v projection).
+ *            Modified in place (q and k normed and rotated).
+ *   pos    : one int32 in the ctx's memory (device memory on CUDA): token t
+ *            sits at position pos[0] + t.
+ *   p->q_norm, p->k_norm : [hd] in T, per-head RMS norm weights (eps), or NULL
+ *            for no norm; p->rope : the rotation of q and k, or NULL for none.
+ *   caches : [Hkv, cap, hd] / [Hkv, cap, hd_v] in T; token t's k and v land
+ *            at pos[0] + t.
+ *   out    : [n_tok, Hq·hd_v] in T.
+ * The result is the same bits as, per token, rms_norm of its q heads and k
+ * heads, rope at its position, kv_append of k and v, and attention_decode
+ * with n_ctx = its position + 1, run one after another on the same ctx.
+ * A position outside [0, cap - n_tok] gives ZMLX_ERR_RANGE (on CUDA at the
+ * next zmlx_ctx_sync, with the caches untouched).
+ */
+typedef struct zmlx_attn_step_params {
+    zmlx_attn_params attn;
+    const zmlx_rope_params *rope;
+    const void *q_norm, *k_norm;
+    float eps;
+} zmlx_attn_step_params;
+
+zmlx_status zmlx_attention_step(zmlx_ctx *ctx, const zmlx_attn_step_params *p, zmlx_dtype T,
+                                void *qkv, int64_t n_tok, const int32_t *pos, void *k_cache,
+                                void *v_cache, void *out);
+
+/* idx[r] = the index of the largest value of row r of x [n_rows, n] in T;
+ * ties go to the lower index, NaN entries are ignored (a row of NaN gives 0).
+ * idx is int32 in the ctx's memory. */
+zmlx_status zmlx_argmax(zmlx_ctx *ctx, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
+                        int32_t *idx);
+
+/* x[i] += delta for i < n, int32 in the ctx's memory: a position counter a
+ * captured graph advances by itself. */
+zmlx_status zmlx_i32_add(zmlx_ctx *ctx, int32_t *x, int64_t n, int32_t delta);
+
 /* ------------------------------------------------------------- embedding */
 
 /* out[i, :] = round_T(deq(table row ids[i])) ; table: E=1, transpose=1,
@@ -507,7 +548,11 @@ void zmlx_model_quant_summary(const zmlx_model *m, zmlx_wcat c, char *buf, size_
  *   add_rms_norm add_rms_norm            vs add, rms_norm
  *   router       top-k of the logits, softmax over the k (ZMLX's fused top-k
  *                gating)                  vs softmax over all E, top-k, renormalise
- * swiglu, combine and add_rms_norm are bit-identical to their counterparts by
+ *   attention    one packed q/k/v projection and attention_step (a single
+ *                CUDA graph per decode step on CUDA)
+ *                                         vs q, k, v projections, rms_norm, rope,
+ *                                            kv_append, attention_decode
+ * swiglu, combine, add_rms_norm and attention are bit-identical to their counterparts by
  * construction (DESIGN.md §4). router is equal in exact arithmetic (when the
  * model renormalises the top-k weights) but rounds differently: the routing
  * weights may differ in the last f32 bits. Models without norm_topk_prob
@@ -518,16 +563,17 @@ enum {
     ZMLX_PATCH_COMBINE = 1u << 1,
     ZMLX_PATCH_ADD_RMS_NORM = 1u << 2,
     ZMLX_PATCH_ROUTER = 1u << 3,
-    ZMLX_PATCH_COUNT_ = 4,
+    ZMLX_PATCH_ATTENTION = 1u << 4,
+    ZMLX_PATCH_COUNT_ = 5,
     ZMLX_PATCH_NONE = 0,
     ZMLX_PATCH_ALL = (1u << ZMLX_PATCH_COUNT_) - 1,
     /* the switches that are bit-identical to their unfused counterparts */
-    ZMLX_PATCH_EXACT = ZMLX_PATCH_SWIGLU | ZMLX_PATCH_COMBINE | ZMLX_PATCH_ADD_RMS_NORM,
+    ZMLX_PATCH_EXACT = ZMLX_PATCH_SWIGLU | ZMLX_PATCH_COMBINE | ZMLX_PATCH_ADD_RMS_NORM | ZMLX_PATCH_ATTENTION,
 };
 typedef unsigned zmlx_patch_plan;
 
 /* Name of switch i (0 <= i < ZMLX_PATCH_COUNT_): "swiglu", "combine",
- * "add_rms_norm", "router"; NULL otherwise. */
+ * "add_rms_norm", "router", "attention"; NULL otherwise. */
 const char *zmlx_patch_switch_name(int i);
 
 /*
@@ -587,15 +633,40 @@ zmlx_status zmlx_session_step(zmlx_session *s, int32_t id, char *err, size_t err
 
 /* Logits (f32 [vocab], host memory, owned by the session) of the last token
  * fed; NULL when there are none: before the first token, after
- * zmlx_session_reset, and after a prefill/step whose forward pass failed. */
-const float *zmlx_session_logits(const zmlx_session *s);
-/* argmax of those logits (ties: the lower id); -1 when there are none. */
+ * zmlx_session_reset, and after a prefill/step whose forward pass failed.
+ * Fetched from the backend on the first call after each token (a greedy loop
+ * that only reads the argmax never copies them). */
+const float *zmlx_session_logits(zmlx_session *s);
+/* argmax of those logits (zmlx_argmax: ties to the lower id, NaN ignored),
+ * computed on the backend; -1 when there are none. */
 int32_t zmlx_session_argmax(const zmlx_session *s);
 /* Positions cached so far, and the capacity. */
 int64_t zmlx_session_pos(const zmlx_session *s);
 int64_t zmlx_session_capacity(const zmlx_session *s);
 /* Bytes of backend memory the session holds (weights copies, cache, scratch). */
 size_t zmlx_session_mem_bytes(const zmlx_session *s);
+/* 1 when zmlx_session_step runs as one replayed CUDA graph (a CUDA context
+ * and the attention switch on, ZMLX_NO_GRAPH unset), else 0. */
+int zmlx_session_uses_graph(const zmlx_session *s);
+
+/*
+ * Time the next decode step without taking it: the whole step and its parts,
+ * each captured alone as a CUDA graph and replayed `reps` times at the
+ * current position (medians). attn: the attention blocks (norm, projections,
+ * attention_step, o_proj) of every layer; moe: the MLP blocks (norm, router,
+ * experts); head: final norm, LM head, argmax; rest = step - the three.
+ * Parts replayed alone overlap nothing, so they are upper bounds.
+ * bytes: what the step reads at the current position (weights actually
+ * used, the k routed experts per MoE layer, and the KV cache).
+ * CUDA sessions that use the graph only (else ZMLX_ERR_UNSUPPORTED). The
+ * session's position and cache are unchanged; the logits are recomputed.
+ */
+typedef struct zmlx_decode_profile {
+    double step_us, attn_us, moe_us, head_us, rest_us;
+    double bytes;
+} zmlx_decode_profile;
+zmlx_status zmlx_session_profile_decode(zmlx_session *s, int reps, zmlx_decode_profile *out,
+                                        char *err, size_t errlen);
 
 /* -------------------------------------------------------------- tokenizer
  *

@@ -9,7 +9,12 @@
 # checkpoint (make-tiny --preset, ~16 GiB) and runs `zmlx validate` on CUDA:
 # fused vs unfused over TOKENS_VALIDATE greedy tokens, with a capsule.
 #
-#   scripts/device-check.sh [all|build|test|sanitize|bench|model]...   (default: all)
+# The `decode` step runs `zmlx bench decode` on that checkpoint at prompt
+# lengths DECODE_PROMPTS (512 4000) for DECODE_TOKENS (256) greedy tokens.
+#
+# `profile` (not in all): ncu durations of one eager decode step's kernels.
+#
+#   scripts/device-check.sh [all|build|test|sanitize|bench|decode|model|profile]...   (default: all)
 # Environment: BUILD (default build-device), LAYERS (48), TOKENS (1,4,16,32,64),
 # SHAPES (the four), JOBS (nproc).
 set -u
@@ -24,7 +29,7 @@ mkdir -p "$OUTDIR"
 steps=${*:-all}
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
-want() { [[ " $steps " == *" all "* || " $steps " == *" $1 "* ]]; }
+want() { [[ ( " $steps " == *" all "* && $1 != profile ) || " $steps " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUTDIR/gpu.txt"
 
@@ -68,13 +73,44 @@ if want bench; then
     done
 fi
 
-if want model; then
-    MODEL_DIR=${MODEL_DIR:-$BUILD/qwen3-30b-a3b-random}
+MODEL_DIR=${MODEL_DIR:-$BUILD/qwen3-30b-a3b-random}
+full_model() {
     if [ ! -f "$MODEL_DIR/config.json" ]; then
         t0=$(date +%s)
         "$BUILD/zmlx" make-tiny --preset qwen3-30b-a3b --out "$MODEL_DIR" >"$OUTDIR/make-tiny.log" 2>&1
         note "make-tiny qwen3-30b-a3b: rc=$? ($(( $(date +%s) - t0 )) s)"
     fi
+}
+
+if want decode; then
+    full_model
+    for p in ${DECODE_PROMPTS:-512 4000}; do
+        "$BUILD/zmlx" bench decode --model "$MODEL_DIR" --backend cuda --prompt-tokens "$p" \
+            --tokens "${DECODE_TOKENS:-256}" --json "$OUTDIR/decode-cuda-qwen3-30b-a3b-p$p.json" \
+            >"$OUTDIR/decode-p$p.txt" 2>"$OUTDIR/decode-p$p.err"
+        note "bench decode qwen3-30b-a3b prompt $p: rc=$?"
+    done
+fi
+
+if want profile; then
+    # ncu over one eager token (ZMLX_NO_GRAPH: kernel by kernel): every kernel
+    # of the first layers at position 0, then attention at position 512
+    full_model
+    run1() { ZMLX_NO_GRAPH=1 ncu --clock-control none --section SpeedOfLight "$@"; }
+    run1 --launch-count 40 "$BUILD/zmlx" bench decode --model "$MODEL_DIR" --backend cuda \
+        --prompt-tokens 1 --tokens 1 --no-baseline >"$OUTDIR/ncu-step.txt" 2>&1
+    run1 --kernel-name-base demangled --kernel-name 'regex:k_attn<' --launch-skip 192 --launch-count 3 \
+        "$BUILD/zmlx" bench decode --model "$MODEL_DIR" --backend cuda --prompt-tokens 512 --tokens 1 \
+        --no-baseline >"$OUTDIR/ncu-attn512.txt" 2>&1
+    for f in ncu-step ncu-attn512; do
+        echo "-- $f"
+        awk '/^  [a-zA-Z_].*\(/ { name = $1 } /Duration/ { print name, $(NF-1), $NF }' "$OUTDIR/$f.txt"
+    done | tee "$OUTDIR/ncu-summary.txt"
+    note "profile: see ncu-summary.txt"
+fi
+
+if want model; then
+    full_model
     "$BUILD/zmlx" validate "$MODEL_DIR" --backend cuda --patch exact --max-tokens "${TOKENS_VALIDATE:-500}" \
         --runs 1 --ignore-eos --json "$OUTDIR/validate-cuda-qwen3-30b-a3b.json" >"$OUTDIR/validate.txt" 2>&1
     note "validate qwen3-30b-a3b cuda: rc=$? $(grep -E '^FIDELITY' "$OUTDIR/validate.txt")"
@@ -88,4 +124,5 @@ echo
 echo "================ device-check summary"
 printf '%s\n' "${summary[@]}"
 for s in $SHAPES; do [ -f "$OUTDIR/bench-$s.txt" ] && cat "$OUTDIR/bench-$s.txt"; done
+for f in "$OUTDIR"/decode-p*.txt; do [ -f "$f" ] && cat "$f"; done
 [ -f "$OUTDIR/validate.txt" ] && sed -n '/VALIDATION REPORT/,$p' "$OUTDIR/validate.txt"

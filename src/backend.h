@@ -47,6 +47,12 @@ typedef struct zmlx_backend {
                                 const int32_t *ids, int64_t n, void *out);
     zmlx_status (*kv_append)(zmlx_ctx *, zmlx_dtype T, const void *rows, int64_t n_tok, int H,
                              int hd, void *cache, int64_t cap, int64_t pos);
+    zmlx_status (*attention_step)(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T,
+                                  void *qkv, int64_t n_tok, const int32_t *pos, void *k_cache,
+                                  void *v_cache, void *out);
+    zmlx_status (*argmax)(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
+                          int32_t *idx);
+    zmlx_status (*i32_add)(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
     /* memory (see zmlx_mem_* in zmlx.h) */
     zmlx_status (*mem_alloc)(zmlx_ctx *, size_t bytes, void **out);
     void (*mem_free)(zmlx_ctx *, void *p);

@@ -129,6 +129,11 @@ void zmlx_graph_free(zmlx_ctx *c, zmlx_graph *g) {
 
 static int valid_T(zmlx_dtype T) { return zmlx_dtype_is_float(T); }
 
+static int valid_attn(const zmlx_attn_params *p) {
+    return p->Hq >= 1 && p->Hkv >= 1 && p->Hq % p->Hkv == 0 && p->hd >= 1 && p->hd_v >= 1 &&
+           p->cap >= 1 && p->window >= 0;
+}
+
 /* Weight view usable by this context: well-formed, and in the memory the
  * backend works on. */
 static zmlx_status check_weight(const zmlx_ctx *c, const zmlx_qweight *W) {
@@ -270,9 +275,7 @@ zmlx_status zmlx_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dtype T, void
 zmlx_status zmlx_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T,
                                   const void *q, const void *k_cache, const void *v_cache,
                                   int64_t n_ctx, void *out) {
-    CHECK(p && valid_T(T) && q && k_cache && v_cache && out);
-    CHECK(p->Hq >= 1 && p->Hkv >= 1 && p->Hq % p->Hkv == 0 && p->hd >= 1 && p->hd_v >= 1);
-    CHECK(p->cap >= 1 && p->window >= 0);
+    CHECK(p && valid_T(T) && q && k_cache && v_cache && out && valid_attn(p));
     if (n_ctx < 1 || n_ctx > p->cap) return ZMLX_ERR_RANGE;
     return backend_of(c)->attention_decode(c, p, T, q, k_cache, v_cache, n_ctx, out);
 }
@@ -296,6 +299,31 @@ zmlx_status zmlx_kv_append(zmlx_ctx *c, zmlx_dtype T, const void *rows, int64_t 
     return backend_of(c)->kv_append(c, T, rows, n_tok, H, hd, cache, cap, pos);
 }
 
+zmlx_status zmlx_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
+                                int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
+                                void *out) {
+    CHECK(p && valid_T(T) && qkv && pos && k_cache && v_cache && out && n_tok >= 0);
+    CHECK(valid_attn(&p->attn) && p->eps >= 0.0f);
+    const zmlx_rope_params *r = p->rope;
+    CHECK(!r || (r->head_dim == p->attn.hd && r->rot_dims >= 2 && r->rot_dims <= r->head_dim &&
+                 r->rot_dims % 2 == 0 && (r->inv_freq || r->base > 0.0f)));
+    if (n_tok > p->attn.cap) return ZMLX_ERR_RANGE;
+    if (n_tok == 0) return ZMLX_OK;
+    return backend_of(c)->attention_step(c, p, T, qkv, n_tok, pos, k_cache, v_cache, out);
+}
+
+zmlx_status zmlx_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n, int32_t *idx) {
+    CHECK(valid_T(T) && x && idx && n_rows >= 0 && n >= 1 && n <= INT32_MAX);
+    if (n_rows == 0) return ZMLX_OK;
+    return backend_of(c)->argmax(c, T, x, n_rows, n, idx);
+}
+
+zmlx_status zmlx_i32_add(zmlx_ctx *c, int32_t *x, int64_t n, int32_t delta) {
+    CHECK(x && n >= 0);
+    if (n == 0) return ZMLX_OK;
+    return backend_of(c)->i32_add(c, x, n, delta);
+}
+
 /* --------------------------------------------------------------- tables */
 
 const zmlx_backend zmlx_backend_ref = {
@@ -314,6 +342,9 @@ const zmlx_backend zmlx_backend_ref = {
     .attention_decode = zr_attention_decode,
     .embed_lookup = zr_embed_lookup,
     .kv_append = zr_kv_append,
+    .attention_step = zr_attention_step,
+    .argmax = zr_argmax,
+    .i32_add = zr_i32_add,
     .mem_alloc = zh_mem_alloc,
     .mem_free = zh_mem_free,
     .upload = zh_copy,

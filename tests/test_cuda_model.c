@@ -19,9 +19,11 @@
  *    On failure the per-step errors of both against CPU_REF are printed.
  *  - the models' own linears (plain and gathered) and embedding tables on CUDA
  *    against an f64 oracle of their dequantized weights, at M = 1 and 13.
- *  - CUDA, unpatched (ZMLX_PATCH_NONE) vs the bit-exact fused plan
- *    (ZMLX_PATCH_EXACT): identical greedy tokens and memcmp-identical logits
- *    for 500 generated tokens.
+ *  - CUDA, unpatched (ZMLX_PATCH_NONE: eager, separate projections) vs the
+ *    bit-exact fused plan (ZMLX_PATCH_EXACT: packed q/k/v, attention_step,
+ *    each step one replayed graph): identical greedy tokens and
+ *    memcmp-identical logits for 500 generated tokens, with a decode profile
+ *    (replays) taken half-way through on the patched session.
  * Without a usable GPU (or a build without CUDA) it exits 77.
  */
 #include "harness.h"
@@ -64,7 +66,7 @@ static zmlx_session *new_session(const zmlx_model *m, zmlx_ctx *ctx, zmlx_patch_
 }
 
 /* A copy of the session's logits, so a poisoned buffer shows an unwritten read. */
-static void grab(const zmlx_session *s, float *dst, int64_t V) {
+static void grab(zmlx_session *s, float *dst, int64_t V) {
     h_poison(dst, (size_t)V * 4);
     const float *l = zmlx_session_logits(s);
     if (l) memcpy(dst, l, (size_t)V * 4);
@@ -147,7 +149,16 @@ static void exact_vs_unpatched(const char *dir, zmlx_model *m, zmlx_ctx *gpu, in
     float *la = h_alloc((size_t)V * 4), *lb = h_alloc((size_t)V * 4);
     int first_diff = -1;
     int ok = a && b && feed(a, g_prompt, PROMPT_N) && feed(b, g_prompt, PROMPT_N);
+    CHECKF(b && a && zmlx_session_uses_graph(b) && !zmlx_session_uses_graph(a), "%s: graph use", dir);
     for (int i = 0; ok && i < N_EXACT && first_diff < 0; i++) {
+        if (i == 100) {
+            /* profiling replays the step and its parts: the session must go on as if it had not */
+            zmlx_decode_profile pr;
+            char err[512] = "";
+            zmlx_status st = zmlx_session_profile_decode(b, 3, &pr, err, sizeof err);
+            CHECKF(st == ZMLX_OK && pr.step_us > 0 && pr.attn_us > 0 && pr.moe_us > 0 && pr.head_us > 0 &&
+                       pr.bytes > 0, "%s: profile: %s", dir, err);
+        }
         grab(a, la, V);
         grab(b, lb, V);
         int32_t ta = zmlx_session_argmax(a), tb = zmlx_session_argmax(b);

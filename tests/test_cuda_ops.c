@@ -3,7 +3,8 @@
  * through the public API: add, rms_norm, add_rms_norm (== add + rms_norm,
  * memcmp), softmax, the four routers (indices exact, weights within rounding,
  * NaN logits -> ZMLX_ERR_RANGE at the next sync), rope, attention_decode
- * (GQA, window, sinks), kv_append, memory round trips, measure_bandwidth and graph
+ * (GQA, window, sinks), attention_step (== the unfused ops, bit for bit; graph
+ * replays with a device position), argmax, i32_add, kv_append, memory round trips, measure_bandwidth and graph
  * capture/replay; the forward's per-token ops at the tiny models' shapes
  * (n-token call == one-token calls, bit for bit). f64 oracles written here.
  * Exits 77 without a GPU.
@@ -555,6 +556,156 @@ static void test_model_shapes(void) {
     }
 }
 
+/* attention_step (device position) == rms_norm, rope, kv_append and
+ * attention_decode on the same GPU, bit for bit (outputs, rewritten qkv,
+ * caches), for multi-chunk and single-chunk contexts, a window and sinks;
+ * close to the CPU reference; a graph that replays it with i32_add advancing
+ * the position == eager calls; an out-of-range position flags
+ * ZMLX_ERR_RANGE at the sync and leaves the caches alone. */
+static void test_attention_step(void) {
+    h_rng r = {31};
+    enum { HQ = 8, HKV = 2, HD = 64, NT = 5 };
+    const int64_t CAP = 300, row = (HQ + 2 * HKV) * HD, nq = HQ * HD, nk = HKV * HD;
+    float hsinks[HQ];
+    for (int h = 0; h < HQ; h++) hsinks[h] = -1.0f + 0.3f * (float)h;
+    float *sinks = ct_dev(hsinks, sizeof hsinks);
+    for (int ti = 0; ti < 3; ti++)
+        for (int v = 0; v < 3; v++) {
+            const zmlx_dtype T = TS[ti];
+            const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(NT * row) * es;
+            const size_t ob = (size_t)(NT * nq) * es;
+            const int32_t pos0 = v == 1 ? 10 : 137; /* one chunk of 64 / several */
+            const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = HD, .base = 10000.0f};
+            const zmlx_attn_params ap = {HQ, HKV, HD, HD, CAP, 0.125f, v == 2 ? 50 : 0, v == 2 ? sinks : NULL};
+            void *hqkv = ct_rand(&r, T, NT * row, -2, 2), *hk = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
+            void *hv = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
+            void *hqn = ct_rand(&r, T, HD, 0.5f, 1.5f), *hkn = ct_rand(&r, T, HD, 0.5f, 1.5f);
+            void *qn = ct_dev(hqn, HD * es), *kn = ct_dev(hkn, HD * es);
+            const zmlx_attn_step_params sp = {ap, &rp, qn, kn, 1e-6f};
+            int32_t *pos = ct_dev(&pos0, sizeof pos0);
+            void *qkv1 = ct_dev(hqkv, qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
+            void *qkv2 = ct_dev(hqkv, qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);
+            CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, NT, pos, k1, v1, o1), ZMLX_OK);
+            for (int64_t t = 0; t < NT; t++) {
+                char *q = (char *)qkv2 + (size_t)(t * row) * es, *k = q + (size_t)nq * es, *vv = k + (size_t)nk * es;
+                CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, q, qn, HQ, HD, 1e-6f, q), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, k, kn, HKV, HD, 1e-6f, k), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_rope(g_ctx, &rp, T, q, 1, HQ, NULL, pos0 + t), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_rope(g_ctx, &rp, T, k, 1, HKV, NULL, pos0 + t), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_kv_append(g_ctx, T, k, 1, HKV, HD, k2, CAP, pos0 + t), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_kv_append(g_ctx, T, vv, 1, HKV, HD, v2, CAP, pos0 + t), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_attention_decode(g_ctx, &ap, T, q, k2, v2, pos0 + t + 1,
+                                                   (char *)o2 + (size_t)(t * nq) * es), ZMLX_OK);
+            }
+            CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+            void *O1 = ct_host(o1, ob), *O2 = ct_host(o2, ob), *Q1 = ct_host(qkv1, qb), *Q2 = ct_host(qkv2, qb);
+            void *K1 = ct_host(k1, cb), *K2 = ct_host(k2, cb), *V1 = ct_host(v1, cb), *V2 = ct_host(v2, cb);
+            CHECKF(!memcmp(O1, O2, ob) && !memcmp(Q1, Q2, qb), "T%d v%d: step != unfused ops (out, qkv)", ti, v);
+            CHECKF(!memcmp(K1, K2, cb) && !memcmp(V1, V2, cb), "T%d v%d: step != unfused ops (caches)", ti, v);
+            /* the CPU reference on host copies of the same inputs */
+            void *hq2 = h_alloc(qb), *hk2 = h_alloc(cb), *hv2 = h_alloc(cb), *ho = h_alloc(ob);
+            memcpy(hq2, hqkv, qb), memcpy(hk2, hk, cb), memcpy(hv2, hv, cb);
+            zmlx_attn_step_params hsp = sp;
+            hsp.q_norm = hqn, hsp.k_norm = hkn, hsp.attn.sinks = v == 2 ? hsinks : NULL;
+            CHECK_EQ_INT(zmlx_attention_step(NULL, &hsp, T, hq2, NT, &pos0, hk2, hv2, ho), ZMLX_OK);
+            double *ref = h_alloc(sizeof(double) * (size_t)(NT * nq)), *mag = h_alloc(sizeof(double) * (size_t)(NT * nq));
+            for (int64_t i = 0; i < NT * nq; i++) ref[i] = ct_get(T, ho, i), mag[i] = 1.0;
+            char what[96];
+            snprintf(what, sizeof what, "T%d v%d attention_step vs CPU", ti, v);
+            /* q/k round to T after the norm and rope: a 1-ulp difference there moves the output by ~eps */
+            ct_close(what, T, O1, ref, mag, NT * nq, 4 * ct_eps(T), 4 * ct_eps(T) + 1e-5);
+            free(hq2); free(hk2); free(hv2); free(ho); free(ref); free(mag);
+            free(O1); free(O2); free(Q1); free(Q2); free(K1); free(K2); free(V1); free(V2);
+
+            /* graph: one token per replay, position advanced inside the graph */
+            if (v == 1) {
+                const size_t rb = (size_t)row * es, ob1 = (size_t)nq * es;
+                void *g_qkv = ct_dev_poison(rb), *g_out = ct_dev_poison(ob1);
+                void *kg = ct_dev(hk, cb), *vg = ct_dev(hv, cb), *ke = ct_dev(hk, cb), *ve = ct_dev(hv, cb);
+                void *e_qkv = ct_dev_poison(rb), *e_out = ct_dev_poison(ob1);
+                int32_t *gpos = ct_dev(&pos0, sizeof pos0), *epos = ct_dev(&pos0, sizeof pos0);
+                zmlx_graph *g = NULL;
+                CHECK_EQ_INT(zmlx_graph_capture_begin(g_ctx), ZMLX_OK);
+                zmlx_status s1 = zmlx_attention_step(g_ctx, &sp, T, g_qkv, 1, gpos, kg, vg, g_out);
+                zmlx_status s2 = zmlx_i32_add(g_ctx, gpos, 1, 1);
+                CHECK_EQ_INT(zmlx_graph_capture_end(g_ctx, &g), ZMLX_OK);
+                CHECK(s1 == ZMLX_OK && s2 == ZMLX_OK);
+                int bad = 0;
+                for (int64_t t = 0; t < 3 && g; t++) {
+                    const char *src = (const char *)hqkv + (size_t)(t * row) * es;
+                    CHECK_EQ_INT(zmlx_mem_upload(g_ctx, g_qkv, src, rb), ZMLX_OK);
+                    CHECK_EQ_INT(zmlx_mem_upload(g_ctx, e_qkv, src, rb), ZMLX_OK);
+                    CHECK_EQ_INT(zmlx_graph_launch(g_ctx, g), ZMLX_OK);
+                    CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, e_qkv, 1, epos, ke, ve, e_out), ZMLX_OK);
+                    CHECK_EQ_INT(zmlx_i32_add(g_ctx, epos, 1, 1), ZMLX_OK);
+                    void *A = ct_host(g_out, ob1), *B = ct_host(e_out, ob1);
+                    bad += memcmp(A, B, ob1) != 0;
+                    free(A); free(B);
+                }
+                int32_t pend = 0;
+                CHECK_EQ_INT(zmlx_mem_download(g_ctx, &pend, gpos, sizeof pend), ZMLX_OK);
+                CHECKF(bad == 0 && pend == pos0 + 3, "T%d: graph replays != eager steps (%d differ, pos %d)", ti, bad,
+                       (int)pend);
+                zmlx_graph_free(g_ctx, g);
+                void *bufs[] = {g_qkv, g_out, kg, vg, ke, ve, e_qkv, e_out, gpos, epos};
+                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) zmlx_mem_free(g_ctx, bufs[i]);
+            }
+            /* out of range: flagged at the sync, caches untouched */
+            if (v == 0) {
+                const int32_t bad_pos = (int32_t)(CAP - NT + 1);
+                CHECK_EQ_INT(zmlx_mem_upload(g_ctx, pos, &bad_pos, sizeof bad_pos), ZMLX_OK);
+                void *K0 = ct_host(k1, cb);
+                CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, NT, pos, k1, v1, o1), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_ERR_RANGE);
+                CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+                void *Kafter = ct_host(k1, cb);
+                CHECK(!memcmp(K0, Kafter, cb));
+                free(K0); free(Kafter);
+            }
+            free(hqkv); free(hk); free(hv); free(hqn); free(hkn);
+            void *bufs[] = {qn, kn, pos, qkv1, k1, v1, o1, qkv2, k2, v2, o2};
+            for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) zmlx_mem_free(g_ctx, bufs[i]);
+        }
+    zmlx_mem_free(g_ctx, sinks);
+}
+
+/* argmax == the CPU's on rows with ties, NaN, a row of NaN and a vocabulary-
+ * sized row; i32_add adds. */
+static void test_argmax(void) {
+    h_rng r = {32};
+    for (int ti = 0; ti < 3; ti++) {
+        const zmlx_dtype T = TS[ti];
+        const int64_t sizes[] = {1, 33, 1000, 151936};
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int64_t n = sizes[si], rows = 4;
+            const size_t b = (size_t)(rows * n) * zmlx_dtype_size(T);
+            void *hx = ct_rand(&r, T, rows * n, -4, 4);
+            /* row 1: the max twice (ties -> lower); row 2: NaN first and a NaN at the max's
+             * neighbour; row 3: all NaN */
+            for (int64_t i = 0; i < n; i++) ct_set(T, hx, 3 * n + i, NAN);
+            if (n > 3) {
+                ct_set(T, hx, n + n / 3, 100.0), ct_set(T, hx, n + 2 * n / 3, 100.0);
+                ct_set(T, hx, 2 * n, NAN), ct_set(T, hx, 2 * n + n / 2, 50.0), ct_set(T, hx, 2 * n + n / 2 + 1, NAN);
+            }
+            void *x = ct_dev(hx, b);
+            int32_t *idx = ct_dev_poison(rows * sizeof(int32_t)), want[4], got[4];
+            CHECK_EQ_INT(zmlx_argmax(g_ctx, T, x, rows, n, idx), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_argmax(NULL, T, hx, rows, n, want), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_mem_download(g_ctx, got, idx, sizeof got), ZMLX_OK);
+            CHECKF(!memcmp(got, want, sizeof got), "T%d n=%lld argmax %d %d %d %d, CPU %d %d %d %d", ti, (long long)n,
+                   got[0], got[1], got[2], got[3], want[0], want[1], want[2], want[3]);
+            if (n > 3) CHECK(want[1] == n / 3 && want[2] == n / 2 && want[3] == 0);
+            free(hx);
+            zmlx_mem_free(g_ctx, x);
+            CHECK_EQ_INT(zmlx_i32_add(g_ctx, idx, rows, -7), ZMLX_OK);
+            int32_t after[4];
+            CHECK_EQ_INT(zmlx_mem_download(g_ctx, after, idx, sizeof after), ZMLX_OK);
+            CHECK(after[0] == got[0] - 7 && after[3] == got[3] - 7);
+            zmlx_mem_free(g_ctx, idx);
+        }
+    }
+}
+
 int main(void) {
     int skip = ct_open();
     if (skip) return skip;
@@ -564,6 +715,8 @@ int main(void) {
     RUN(test_router_ties);
     RUN(test_rope);
     RUN(test_attention);
+    RUN(test_attention_step);
+    RUN(test_argmax);
     RUN(test_plumbing);
     RUN(test_model_shapes);
     zmlx_ctx_free(g_ctx);

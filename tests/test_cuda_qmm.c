@@ -440,6 +440,15 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
 /* Every linear of the three tiny models (make-tiny defaults: D 64, 4/2 heads
  * of 16, 8 experts top-2, I 64, V 256, 8-bit gs64 router; the tied 3-bit gs32
  * variant: D 128, 6/2 heads of 32, 6 experts top-3, I 192, V 300; mxfp4). */
+/* The MMV K-range counts other than 4 (qmm_impl.cuh mmv_ks): K >= 4096 (8
+ * ranges: fused gate/up and fused down+combine against the unfused kernels
+ * and the oracle), and >= 65536 rows (2 ranges, an LM head's shape). */
+static void test_mmv_ranges(void) {
+    moe_case(7, AFF4, 1, ZMLX_BF16, 1, 2, 3, 4096, 4096, ZMLX_ACT_SWIGLU);
+    moe_case(8, AFF4, 1, ZMLX_F16, 3, 2, 3, 4096, 256, ZMLX_ACT_SWIGLU);
+    sweep_linear(9, "65536-row head", AFF4, 1, 65536, 128, 1);
+}
+
 static void test_model_shapes(void) {
     const fmt a3 = {ZMLX_QMODE_AFFINE, 3, 32}, mx = {ZMLX_QMODE_MXFP4, 4, 32}, r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const fmt fs[3] = {AFF4, a3, mx};
@@ -477,6 +486,7 @@ int main(void) {
     RUN(test_plain_and_bad_ids);
     RUN(test_embed);
     RUN(test_model_shapes);
+    if (!quick) RUN(test_mmv_ranges);
     zmlx_ctx_free(g_ctx);
     return harness_done();
 }

@@ -289,6 +289,48 @@ static void test_rope_attn(zmlx_ctx *c) {
     CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, qv, kc, vc, -1, o), RNG);
     CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, qv, kc, vc, 4, o), RNG);
     CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, qv, kc, vc, 3, o), ZMLX_OK);
+
+    /* attention_step: packed rows of (4 + 2 + 2) heads of 4; position from memory */
+    float qkv[2 * 32] = {0}, o2[2 * 16];
+    int32_t pos = 1;
+    zmlx_rope_params r4 = p;
+    r4.head_dim = 4, r4.rot_dims = 4;
+    zmlx_attn_step_params sp = {a, &r4, NULL, NULL, 1e-6f}, sq;
+    CHECK_EQ_INT(zmlx_attention_step(c, NULL, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_U8, qkv, 2, &pos, kc, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, NULL, 2, &pos, kc, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, NULL, kc, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, &pos, NULL, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, &pos, kc, vc, NULL), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, -1, &pos, kc, vc, o2), INV);
+    sq = sp, sq.attn.Hkv = 3;
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    sq = sp, sq.eps = -1.0f;
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    zmlx_rope_params r8 = p; /* head_dim 8 != hd 4 */
+    sq = sp, sq.rope = &r8;
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 4, &pos, kc, vc, o2), RNG); /* > cap */
+    pos = 2; /* 2 + 2 > cap 3 */
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), RNG);
+    pos = -1;
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 1, &pos, kc, vc, o2), RNG);
+    pos = 1;
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 0, &pos, kc, vc, o2), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), ZMLX_OK);
+
+    /* argmax, i32_add */
+    int32_t idx[2] = {0};
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, x, 2, 0, idx), INV);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, x, -1, 4, idx), INV);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_U8, x, 2, 4, idx), INV);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, NULL, 2, 4, idx), INV);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, x, 2, 4, NULL), INV);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, x, 2, 4, idx), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_i32_add(c, NULL, 1, 1), INV);
+    CHECK_EQ_INT(zmlx_i32_add(c, idx, -1, 1), INV);
+    CHECK_EQ_INT(zmlx_i32_add(c, idx, 2, 3), ZMLX_OK);
+    CHECK(idx[0] == 3 && idx[1] == 3);
 }
 
 static void test_yarn_args(void) {

@@ -4,6 +4,9 @@
  * sliding window (last `window` positions), per-head sinks as an extra
  * softmax column, output rounded to T once.
  *
+ * Also attention_step (the fused attention block) and argmax on the host
+ * backends.
+ *
  * Cache rows that must not be read (at or past n_ctx, before the window) hold
  * NaN, so reading one shows up as a NaN output. Tolerance: 1e-5 of Σ_j p_j|v_j|
  * (f32 scores/softmax/accumulation vs f64), plus one ulp of T for f16/bf16.
@@ -115,8 +118,94 @@ static void test_exact(void) {
     CHECK(out[0] == 2.0f);
 }
 
+/* attention_step on the host backends: for n tokens, the same bits as the
+ * unfused ops on separate q/k/v arrays one token at a time (which also pins
+ * the packed row layout: q heads, k heads, v heads), with hd_v != hd and a
+ * window; n tokens in one call == n one-token calls; an out-of-range
+ * position returns ZMLX_ERR_RANGE with the caches untouched. */
+static void test_step(zmlx_ctx *c) {
+    h_rng r = {77};
+    enum { HQ = 4, HKV = 2, HD = 8, HDV = 6, NT = 4, CAP = 40 };
+    const int row = HQ * HD + HKV * HD + HKV * HDV;
+    for (int ti = 0; ti < 3; ti++) {
+        const zmlx_dtype T = Ts[ti];
+        const size_t es = zmlx_dtype_size(T);
+        char qkv[NT * row * 4], q1[NT * row * 4], kc[3][HKV * CAP * HD * 4], vc[3][HKV * CAP * HDV * 4];
+        char o[3][NT * HQ * HDV * 4], qn[HD * 4], kn[HD * 4];
+        for (int i = 0; i < NT * row; i++) zc_store(T, qkv, i, h_uniform(&r, -2, 2));
+        for (int i = 0; i < HD; i++) zc_store(T, qn, i, h_uniform(&r, 0.5f, 1.5f)), zc_store(T, kn, i, h_uniform(&r, 0.5f, 1.5f));
+        for (int i = 0; i < HKV * CAP * HD; i++) zc_store(T, kc[0], i, h_uniform(&r, -1, 1));
+        for (int i = 0; i < HKV * CAP * HDV; i++) zc_store(T, vc[0], i, h_uniform(&r, -1, 1));
+        for (int i = 1; i < 3; i++) memcpy(kc[i], kc[0], sizeof kc[0]), memcpy(vc[i], vc[0], sizeof vc[0]);
+        const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = HD, .base = 10000.0f};
+        const zmlx_attn_params ap = {HQ, HKV, HD, HDV, CAP, 0.3f, 20, NULL};
+        const zmlx_attn_step_params sp = {ap, &rp, qn, kn, 1e-5f};
+        const int32_t pos0 = 23;
+        memcpy(q1, qkv, sizeof qkv);
+        CHECK_EQ_INT(zmlx_attention_step(c, &sp, T, q1, NT, &pos0, kc[0], vc[0], o[0]), ZMLX_OK);
+        for (int t = 0; t < NT; t++) {
+            /* separate arrays for the unfused ops */
+            char q[HQ * HD * 4], k[HKV * HD * 4], v[HKV * HDV * 4], q2[row * 4];
+            const char *src = qkv + (size_t)(t * row) * es;
+            memcpy(q, src, HQ * HD * es), memcpy(k, src + HQ * HD * es, HKV * HD * es);
+            memcpy(v, src + (HQ + HKV) * HD * es, HKV * HDV * es);
+            CHECK_EQ_INT(zmlx_rms_norm(c, T, q, qn, HQ, HD, 1e-5f, q), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_rms_norm(c, T, k, kn, HKV, HD, 1e-5f, k), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_rope(c, &rp, T, q, 1, HQ, NULL, pos0 + t), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_rope(c, &rp, T, k, 1, HKV, NULL, pos0 + t), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_kv_append(c, T, k, 1, HKV, HD, kc[1], CAP, pos0 + t), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_kv_append(c, T, v, 1, HKV, HDV, vc[1], CAP, pos0 + t), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_attention_decode(c, &ap, T, q, kc[1], vc[1], pos0 + t + 1,
+                                               o[1] + (size_t)(t * HQ * HDV) * es), ZMLX_OK);
+            /* one token per call */
+            const int32_t pt = pos0 + t;
+            memcpy(q2, src, (size_t)row * es);
+            CHECK_EQ_INT(zmlx_attention_step(c, &sp, T, q2, 1, &pt, kc[2], vc[2], o[2] + (size_t)(t * HQ * HDV) * es),
+                         ZMLX_OK);
+            CHECKF(!memcmp(q1 + (size_t)(t * row) * es, q, HQ * HD * es) &&
+                       !memcmp(q1 + (size_t)(t * row + HQ * HD) * es, k, HKV * HD * es),
+                   "T%d token %d: normed/rotated q, k", ti, t);
+        }
+        const size_t ob = (size_t)(NT * HQ * HDV) * es;
+        CHECKF(!memcmp(o[0], o[1], ob) && !memcmp(kc[0], kc[1], sizeof kc[0]) && !memcmp(vc[0], vc[1], sizeof vc[0]),
+               "T%d: step != unfused ops", ti);
+        CHECKF(!memcmp(o[0], o[2], ob) && !memcmp(kc[0], kc[2], sizeof kc[0]), "T%d: n tokens != n calls", ti);
+        const int32_t bad = CAP - NT + 1;
+        memcpy(kc[1], kc[0], sizeof kc[0]);
+        CHECK_EQ_INT(zmlx_attention_step(c, &sp, T, q1, NT, &bad, kc[0], vc[0], o[0]), ZMLX_ERR_RANGE);
+        CHECK(!memcmp(kc[0], kc[1], sizeof kc[0]));
+    }
+}
+
+/* argmax: first of equal maxima, NaN never wins, a row of NaN gives 0,
+ * -inf rows give 0. */
+static void test_argmax(void) {
+    const float nan = NAN, inf = INFINITY;
+    const float x[5][4] = {{1, 3, 3, 2}, {nan, 1, 2, nan}, {nan, nan, nan, nan}, {-inf, -inf, -inf, -inf},
+                           {-1, -inf, nan, -0.5f}};
+    const int32_t want[5] = {1, 2, 0, 0, 3};
+    for (int ti = 0; ti < 3; ti++) {
+        char buf[20 * 4];
+        for (int i = 0; i < 20; i++) zc_store(Ts[ti], buf, i, (&x[0][0])[i]);
+        int32_t idx[5];
+        CHECK_EQ_INT(zmlx_argmax(NULL, Ts[ti], buf, 5, 4, idx), ZMLX_OK);
+        CHECKF(!memcmp(idx, want, sizeof want), "T%d: %d %d %d %d %d", ti, idx[0], idx[1], idx[2], idx[3], idx[4]);
+    }
+}
+
 int main(void) {
     RUN(test_random);
     RUN(test_exact);
+    RUN(test_argmax);
+    zmlx_ctx_opts o;
+    zmlx_ctx_opts_default(&o);
+    o.n_threads = 2;
+    zmlx_ctx *cpu = NULL;
+    CHECK_EQ_INT(zmlx_ctx_create(&o, &cpu, NULL, 0), ZMLX_OK);
+    h_current = "step, ctx NULL";
+    test_step(NULL);
+    h_current = "step, ctx cpu";
+    if (cpu) test_step(cpu);
+    zmlx_ctx_free(cpu);
     return harness_done();
 }

@@ -52,6 +52,9 @@ double cli_peak_rss_bytes(void);
 /* GPU model and driver version from /proc/driver/nvidia ("unknown" if absent). */
 void cli_gpu_info(char *gpu, size_t glen, char *driver, size_t dlen);
 
+/* `zmlx bench decode` (cmd_bench_decode.c), called by `zmlx bench`. */
+int bench_decode(int argc, char **argv);
+
 /* Write s as a JSON string literal (quotes and escapes). */
 void cli_json_str(FILE *f, const char *s);
 

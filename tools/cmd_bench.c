@@ -6,7 +6,7 @@
  * measured in the same run (at the start, and around each token count's
  * timing: the ratio uses the latter) and the fused/unfused speedup, fused and
  * unfused timed in alternating passes (DESIGN.md §8).
- * Other kinds (`decode`) are not there yet.
+ * `zmlx bench decode` is in cmd_bench_decode.c.
  */
 #include "cli.h"
 #include "cli_run.h"
@@ -538,14 +538,15 @@ static int bench_moe_layer(int argc, char **argv) {
     return rc;
 }
 
-CLI_COMMAND(bench, "benchmarks: bench moe-layer (MoE block fused vs unfused)")
+CLI_COMMAND(bench, "benchmarks: bench moe-layer (MoE block fused vs unfused), bench decode (whole model)")
 
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: zmlx bench moe-layer [options]   (--help for options)\n");
+        fprintf(argc < 2 ? stderr : stdout, "usage: zmlx bench moe-layer|decode [options]   (--help for options)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "moe-layer")) return bench_moe_layer(argc - 1, argv + 1);
-    fprintf(stderr, "zmlx bench: '%s' is not supported yet (available: moe-layer)\n", argv[1]);
+    if (!strcmp(argv[1], "decode")) return bench_decode(argc - 1, argv + 1);
+    fprintf(stderr, "zmlx bench: '%s' is not supported yet (available: moe-layer, decode)\n", argv[1]);
     return 2;
 }

@@ -59,6 +59,18 @@ zmlx_status zr_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtyp
                                 const void *q, const void *k_cache, const void *v_cache,
                                 int64_t n_ctx, void *out);
 
+/* The fused attention step as the composition its contract names: per token,
+ * the ctx's own rms_norm, rope, kv_append and attention_decode entries (so it
+ * is the unfused path's bits on every host backend). Position from pos[0]. */
+zmlx_status zr_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
+                              int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
+                              void *out);
+
+/* ref_elementwise.c: row argmax (ties low, NaN ignored), int32 add */
+zmlx_status zr_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
+                      int32_t *idx);
+zmlx_status zr_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
+
 /* ref_kv.c */
 zmlx_status zr_kv_append(zmlx_ctx *, zmlx_dtype T, const void *rows, int64_t n_tok, int H, int hd,
                          void *cache, int64_t cap, int64_t pos);

@@ -48,3 +48,31 @@ zmlx_status zr_attention_decode(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx_d
     free(sc);
     return ZMLX_OK;
 }
+
+zmlx_status zr_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
+                              int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
+                              void *out) {
+    const zmlx_backend *be = c ? c->be : &zmlx_backend_ref;
+    const zmlx_attn_params *a = &p->attn;
+    const int64_t pos0 = pos[0];
+    if (pos0 < 0 || pos0 > a->cap - n_tok) return ZMLX_ERR_RANGE;
+    const size_t es = zmlx_dtype_size(T);
+    const int64_t nq = (int64_t)a->Hq * a->hd, nk = (int64_t)a->Hkv * a->hd;
+    const int64_t row = nq + nk + (int64_t)a->Hkv * a->hd_v;
+    for (int64_t t = 0; t < n_tok; t++) {
+        char *q = (char *)qkv + (size_t)(t * row) * es, *k = q + (size_t)nq * es, *v = k + (size_t)nk * es;
+        const int64_t at = pos0 + t;
+        zmlx_status st = ZMLX_OK;
+        if (p->q_norm) st = be->rms_norm(c, T, q, p->q_norm, a->Hq, a->hd, p->eps, q);
+        if (st == ZMLX_OK && p->k_norm) st = be->rms_norm(c, T, k, p->k_norm, a->Hkv, a->hd, p->eps, k);
+        if (st == ZMLX_OK && p->rope) st = be->rope(c, p->rope, T, q, 1, a->Hq, NULL, at);
+        if (st == ZMLX_OK && p->rope) st = be->rope(c, p->rope, T, k, 1, a->Hkv, NULL, at);
+        if (st == ZMLX_OK) st = be->kv_append(c, T, k, 1, a->Hkv, a->hd, k_cache, a->cap, at);
+        if (st == ZMLX_OK) st = be->kv_append(c, T, v, 1, a->Hkv, a->hd_v, v_cache, a->cap, at);
+        if (st == ZMLX_OK)
+            st = be->attention_decode(c, a, T, q, k_cache, v_cache, at + 1,
+                                      (char *)out + (size_t)(t * a->Hq * a->hd_v) * es);
+        if (st != ZMLX_OK) return st;
+    }
+    return ZMLX_OK;
+}

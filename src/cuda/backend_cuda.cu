@@ -188,6 +188,7 @@ static void cu_destroy(zmlx_ctx *c) {
         }
     }
     cudaFree(s->err_flag);
+    cudaFree(s->att_counters);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
     c->backend_state = NULL;
@@ -211,6 +212,9 @@ static zmlx_backend make_table(void) {
     t.attention_decode = zcu_attention_decode;
     t.embed_lookup = zcu_embed_lookup;
     t.kv_append = cu_kv_append;
+    t.attention_step = zcu_attention_step;
+    t.argmax = zcu_argmax;
+    t.i32_add = zcu_i32_add;
     t.mem_alloc = cu_mem_alloc;
     t.mem_free = cu_mem_free;
     t.upload = cu_upload;
@@ -251,7 +255,9 @@ extern "C" zmlx_status zmlx_cuda_backend_init(zmlx_ctx *c, char *err, size_t err
     s->l2_bytes = (size_t)prop.l2CacheSize;
     if ((e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc((void **)&s->err_flag, sizeof(int))) != cudaSuccess ||
-        (e = cudaMemset(s->err_flag, 0, sizeof(int))) != cudaSuccess)
+        (e = cudaMemset(s->err_flag, 0, sizeof(int))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&s->att_counters, ZCU_ATT_COUNTERS * sizeof(unsigned))) != cudaSuccess ||
+        (e = cudaMemset(s->att_counters, 0, ZCU_ATT_COUNTERS * sizeof(unsigned))) != cudaSuccess)
         return zc_err(err, errlen, zcu_status(e), "CUDA setup on device %d: %s", dev, cudaGetErrorString(e));
     return ZMLX_OK;
 }

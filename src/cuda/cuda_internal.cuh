@@ -36,6 +36,8 @@ typedef struct zcu_buf {
     struct zcu_buf *older;
 } zcu_buf;
 
+enum { ZCU_ATT_COUNTERS = 1 << 16 };
+
 typedef struct zcu_state {
     int device;
     cudaStream_t stream;
@@ -43,7 +45,9 @@ typedef struct zcu_state {
     size_t l2_bytes;
     int capturing;
     int *err_flag;      /* device int: set by kernels that detect bad data (NaN logits) */
-    zcu_buf scratch[3]; /* [0]: expert sort lists, [1]: y of the large-M combine, [2]: spare */
+    zcu_buf scratch[3]; /* [0]: expert sort lists, [1]: y of the large-M combine, [2]: attention partials */
+    unsigned *att_counters; /* ZCU_ATT_COUNTERS zeroed ints: attention chunk counters (each
+                               returns to 0 when its last block is done) */
 } zcu_state;
 
 static inline zcu_state *zcu_state_of(zmlx_ctx *c) { return (zcu_state *)c->backend_state; }
@@ -336,6 +340,12 @@ zmlx_status zcu_rope(zmlx_ctx *, const zmlx_rope_params *p, zmlx_dtype T, void *
 zmlx_status zcu_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T,
                                  const void *q, const void *k_cache, const void *v_cache,
                                  int64_t n_ctx, void *out);
+zmlx_status zcu_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
+                               int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
+                               void *out);
+zmlx_status zcu_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
+                       int32_t *idx);
+zmlx_status zcu_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
 }
 
 #endif

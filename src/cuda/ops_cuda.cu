@@ -1,8 +1,9 @@
 /*
- * ops_cuda.cu — the non-matmul primitives on the GPU: add, rms_norm,
- * add_rms_norm, softmax, the MoE router, rope and the single-token attention
- * step. Formulas and rounding points follow the reference kernels
- * (src/cpu/ref_norm.c, ref_router.c, ref_rope.c, ref_attn.c); reductions run
+ * ops_cuda.cu — the non-matmul, non-attention primitives on the GPU: add,
+ * rms_norm, add_rms_norm, softmax, the MoE router, argmax and the int32
+ * counter add (rope and attention: attn_cuda.cu). Formulas and rounding
+ * points follow the reference kernels (src/cpu/ref_norm.c, ref_router.c,
+ * ref_elementwise.c); reductions run
  * in fixed shuffle trees instead of index order, so results agree with the
  * CPU within rounding and are bit-identical from run to run.
  *
@@ -10,44 +11,9 @@
  * returned by the asynchronous call: the kernel sets the state's error flag
  * and the next zmlx_ctx_sync returns ZMLX_ERR_RANGE.
  */
-#include "cuda/cuda_internal.cuh"
+#include "cuda/rows.cuh"
 
 static unsigned nblocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
-
-/* ------------------------------------------------------ reductions */
-
-__device__ __forceinline__ float wsum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-/* max that lets a NaN through (as zr_softmax_f32 does) */
-__device__ __forceinline__ float nmax(float a, float b) {
-    return (isnan(a) || a > b) ? a : (isnan(b) ? b : b);
-}
-__device__ __forceinline__ float wmax(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = nmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* Block-wide sum / max: warp trees, then warp 0 over the per-warp values in
- * warp order. Every thread gets the result. sh: >= 32 floats. */
-template <bool MAX>
-__device__ float block_reduce(float v, float *sh) {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = MAX ? wmax(v) : wsum(v);
-    __syncthreads(); /* sh may still be read by a previous reduction */
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        float r = lane < nw ? sh[lane] : (MAX ? -INFINITY : 0.0f);
-        r = MAX ? wmax(r) : wsum(r);
-        if (lane == 0) sh[32] = r;
-    }
-    __syncthreads();
-    return sh[32];
-}
 
 /* --------------------------------------------------------- add, norms */
 
@@ -69,106 +35,12 @@ extern "C" zmlx_status zcu_add(zmlx_ctx *c, zmlx_dtype T, const void *a, const v
     return ZCU_DISPATCH_T(T, add_t, zcu_state_of(c)->stream, a, b, n, out);
 }
 
-/* Block per row of RMS_T threads; thread i owns the 8-element chunks
- * c = i + RMS_T*j, the first RMS_REG of them kept in registers between the
- * two passes (rows up to 8192 elements), the rest read again. With x2
- * (add_rms_norm) r = round_T(x + x2) is written to r and the row is normed
- * from those rounded values (r may alias x or x2: every element is read and
- * written by one thread). Each thread sums its squares in index order, then
- * block_reduce: the order depends only on D, so add_rms_norm equals add +
- * rms_norm bit for bit whatever the pointers' alignment. */
-enum { RMS_T = 256, RMS_REG = 4 };
-
-/* elements i0..i0+7 of p as f32 (0 past D); one 16-byte load when it can
- * (a plain load, not __ldg: the second pass may read r written by this kernel) */
-template <typename TT>
-__device__ __forceinline__ void ld8(const TT *p, int64_t i0, int64_t D, float (&v)[8]) {
-    const TT *q = p + i0;
-    if (i0 + 8 <= D && sizeof(TT) == 2 && ((uintptr_t)q & 15) == 0) {
-        const uint4 u = *(const uint4 *)q;
-        const TT *h = (const TT *)&u;
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = zcu_ld(h, j);
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = i0 + j < D ? zcu_ld(q, j) : 0.0f;
-    }
-}
-
-/* first pass over one chunk: v = the row's values (r = round_T(x + x2) when
- * x2), ss += v·v in index order */
-template <typename TT>
-__device__ __forceinline__ void rms_in(const TT *x, const TT *x2, TT *r, int64_t i0, int64_t D,
-                                       float (&v)[8], float &ss) {
-    ld8(x, i0, D, v);
-    if (x2) {
-        float v2[8];
-        ld8(x2, i0, D, v2);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            v[j] = zcu_round(r, __fadd_rn(v[j], v2[j]));
-            if (i0 + j < D) zcu_st(r, i0 + j, v[j]);
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-        if (i0 + j < D) ss = __fadd_rn(ss, __fmul_rn(v[j], v[j]));
-}
-
-/* y = round_T(v·inv), times the weight values wv when there is a weight */
-template <typename TT>
-__device__ __forceinline__ void rms_out(const float (&v)[8], float inv, bool has_w,
-                                        const float (&wv)[8], TT *y, int64_t i0, int64_t D) {
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        if (i0 + j >= D) break;
-        const float nv = zcu_round(y, __fmul_rn(v[j], inv));
-        zcu_st(y, i0 + j, has_w ? __fmul_rn(wv[j], nv) : nv);
-    }
-}
-
-/* The weights of the register-held chunks are loaded in the first pass, with
- * the row: the weight is cold (one per layer), so loading it after the block
- * reduction cost a second memory round trip. */
 template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_rms(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps, TT *r, TT *y) {
     __shared__ float sh[33];
-    const int64_t base = (int64_t)blockIdx.x * D, tid = threadIdx.x;
-    const bool has_w = weight != NULL;
-    x += base;
-    if (x2) x2 += base, r += base;
-    y += base;
-    float v[RMS_REG][8], wv[RMS_REG][8], ss = 0.0f;
-#pragma unroll
-    for (int j = 0; j < RMS_REG; j++) {
-        const int64_t i0 = (tid + j * RMS_T) * 8;
-        if (i0 < D && has_w) ld8(weight, i0, D, wv[j]);
-    }
-#pragma unroll
-    for (int j = 0; j < RMS_REG; j++) {
-        const int64_t i0 = (tid + j * RMS_T) * 8;
-        if (i0 < D) rms_in(x, x2, r, i0, D, v[j], ss);
-    }
-    for (int64_t i0 = (tid + RMS_REG * RMS_T) * 8; i0 < D; i0 += RMS_T * 8) {
-        float t[8];
-        rms_in(x, x2, r, i0, D, t, ss);
-    }
-    ss = block_reduce<false>(ss, sh);
-    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, (float)D), eps)));
-    /* y may alias the source (rms_norm): every read of it is done */
-#pragma unroll
-    for (int j = 0; j < RMS_REG; j++) {
-        const int64_t i0 = (tid + j * RMS_T) * 8;
-        if (i0 < D) rms_out(v[j], inv, has_w, wv[j], y, i0, D);
-    }
-    const TT *src = x2 ? r : x;
-    for (int64_t i0 = (tid + RMS_REG * RMS_T) * 8; i0 < D; i0 += RMS_T * 8) {
-        float t[8], tw[8];
-        ld8(src, i0, D, t);
-        if (has_w) ld8(weight, i0, D, tw);
-        rms_out(t, inv, has_w, tw, y, i0, D);
-    }
+    const int64_t base = (int64_t)blockIdx.x * D;
+    rms_row(x + base, x2 ? x2 + base : x2, weight, D, eps, x2 ? r + base : r, y + base, sh);
 }
 
 template <typename TT>
@@ -371,108 +243,56 @@ extern "C" zmlx_status zcu_moe_route(zmlx_ctx *c, const zmlx_router_params *p, z
     return ZCU_DISPATCH_T(T, route_t, zcu_state_of(c), p, logits, n_tok, idx_out, w_out);
 }
 
-/* --------------------------------------------------------------- rope */
 
-/* thread -> (token, head, pair i) */
+/* ------------------------------------------------------------- argmax */
+
+/* Block per row. Thread i scans i, i + blockDim, ... keeping the first of
+ * its largest keys (okey order; NaN gets key 0 and so never wins, a row of
+ * NaN gives index 0); then the block takes the largest key and the lowest
+ * index holding it (ties to the lower index, as zr_argmax). */
 template <typename TT>
-__global__ void k_rope(zmlx_rope_params p, TT *x, int64_t n_tok, int n_heads, const int32_t *pos,
-                       int64_t pos0) {
-    const int half = p.rot_dims / 2;
-    const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= n_tok * n_heads * half) return;
-    const int i = (int)(id % half);
-    const int64_t th_ = id / half, t = th_ / n_heads;
-    const float inv = p.inv_freq ? p.inv_freq[i]
-                                 : exp2f(__fmul_rn(-__fdiv_rn((float)i, (float)half), log2f(p.base)));
-    const float ps = p.pos_scale == 0.0f ? 1.0f : p.pos_scale;
-    const float ms = p.mscale == 0.0f ? 1.0f : p.mscale;
-    const float L = __fmul_rn(ps, (float)(pos ? (int64_t)pos[t] : pos0 + t));
-    const float ang = __fmul_rn(L, inv);
-    const float c = cosf(ang), s = sinf(ang);
-    TT *row = x + th_ * p.head_dim;
-    const int64_t i1 = p.traditional ? 2 * i : i, i2 = p.traditional ? i1 + 1 : i1 + half;
-    const float a = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i1)));
-    const float b = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i2)));
-    zcu_st(row, i1, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
-    zcu_st(row, i2, __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
+__global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t *idx) {
+    __shared__ uint32_t shk[32], shi[32];
+    const TT *xr = x + (int64_t)blockIdx.x * n;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    uint32_t bk = 0, bi = 0xffffffffu;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = zcu_ld(xr, i);
+        const uint32_t k = v == v ? okey(v) : 0u;
+        if (k > bk || bi == 0xffffffffu) bk = k, bi = (uint32_t)i;
+    }
+    uint32_t mk = __reduce_max_sync(0xffffffffu, bk);
+    uint32_t mi = __reduce_min_sync(0xffffffffu, bk == mk ? bi : 0xffffffffu);
+    if (lane == 0) shk[w] = mk, shi[w] = mi;
+    __syncthreads();
+    if (w == 0) {
+        bk = lane < nw ? shk[lane] : 0u;
+        bi = lane < nw ? shi[lane] : 0xffffffffu;
+        mk = __reduce_max_sync(0xffffffffu, bk);
+        mi = __reduce_min_sync(0xffffffffu, bk == mk ? bi : 0xffffffffu);
+        if (lane == 0) idx[blockIdx.x] = mi == 0xffffffffu ? 0 : (int32_t)mi;
+    }
 }
 
 template <typename TT>
-static zmlx_status rope_t(cudaStream_t st, const zmlx_rope_params *p, void *x, int64_t n_tok,
-                          int n_heads, const int32_t *pos, int64_t pos0) {
-    const int64_t n = n_tok * n_heads * (p->rot_dims / 2);
-    k_rope<TT><<<nblocks(n, 128), 128, 0, st>>>(*p, (TT *)x, n_tok, n_heads, pos, pos0);
+static zmlx_status argmax_t(cudaStream_t st, const void *x, int64_t n_rows, int64_t n, int32_t *idx) {
+    k_argmax<TT><<<(unsigned)n_rows, 1024, 0, st>>>((const TT *)x, n, idx);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
 
-extern "C" zmlx_status zcu_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dtype T, void *x,
-                                int64_t n_tok, int n_heads, const int32_t *pos, int64_t pos0) {
-    return ZCU_DISPATCH_T(T, rope_t, zcu_state_of(c)->stream, p, x, n_tok, n_heads, pos, pos0);
+extern "C" zmlx_status zcu_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
+                                  int32_t *idx) {
+    return ZCU_DISPATCH_T(T, argmax_t, zcu_state_of(c)->stream, x, n_rows, n, idx);
 }
 
-/* ---------------------------------------------------------- attention */
-
-/* Block per query head. sc: f32 scratch [Hq, n + 1]: the scores, then the
- * probabilities. 1) warp per position: s_j = Σ_d (scale·q_d)·k_jd (lane
- * partials, shuffle tree); 2) block max / sum over the sink and the scores;
- * 3) thread per output feature: Σ_j p_j·v_jd in ascending j, no FMA. */
-template <typename TT>
-__global__ void __launch_bounds__(256)
-k_attn(zmlx_attn_params p, const TT *q, const TT *kc, const TT *vc, int64_t lo, int64_t n,
-       float *scr, TT *out) {
-    __shared__ float sh[33];
-    const int h = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int64_t g = h / (p.Hq / p.Hkv);
-    float *sc = scr + (int64_t)h * (n + 1);
-    const TT *qh = q + (int64_t)h * p.hd;
-    for (int64_t j = warp; j < n; j += nw) {
-        const TT *kr = kc + (g * p.cap + lo + j) * p.hd;
-        float s = 0.0f;
-        for (int d = lane; d < p.hd; d += 32)
-            s = __fadd_rn(s, __fmul_rn(__fmul_rn(p.scale, zcu_ld(qh, d)), zcu_ld(kr, d)));
-        s = wsum(s);
-        if (lane == 0) sc[j] = s;
-    }
-    __syncthreads();
-    const float sink = p.sinks ? p.sinks[h] : -INFINITY;
-    float m = sink;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) m = nmax(m, sc[j]);
-    m = block_reduce<true>(m, sh);
-    float s = 0.0f;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-        const float e = expf(__fsub_rn(sc[j], m));
-        sc[j] = e;
-        s = __fadd_rn(s, e);
-    }
-    s = block_reduce<false>(s, sh);
-    if (p.sinks) s = __fadd_rn(s, expf(__fsub_rn(sink, m)));
-    const float inv = __fdiv_rn(1.0f, s);
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sc[j] = __fmul_rn(sc[j], inv);
-    __syncthreads();
-    for (int d = threadIdx.x; d < p.hd_v; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < n; j++)
-            acc = __fadd_rn(acc, __fmul_rn(sc[j], zcu_ld(vc, (g * p.cap + lo + j) * p.hd_v + d)));
-        zcu_st(out, (int64_t)h * p.hd_v + d, acc);
-    }
+__global__ void k_i32_add(int32_t *x, int64_t n, int32_t delta) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = (int32_t)((uint32_t)x[i] + (uint32_t)delta);
 }
 
-template <typename TT>
-static zmlx_status attn_t(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, const void *kc,
-                          const void *vc, int64_t n_ctx, void *out) {
-    const int64_t lo = p->window > 0 && n_ctx > p->window ? n_ctx - p->window : 0, n = n_ctx - lo;
-    void *scr;
-    zmlx_status s = zcu_scratch(c, 2, (size_t)p->Hq * (size_t)(n + 1) * sizeof(float), &scr);
-    if (s != ZMLX_OK) return s;
-    k_attn<TT><<<(unsigned)p->Hq, 256, 0, zcu_state_of(c)->stream>>>(
-        *p, (const TT *)q, (const TT *)kc, (const TT *)vc, lo, n, (float *)scr, (TT *)out);
+extern "C" zmlx_status zcu_i32_add(zmlx_ctx *c, int32_t *x, int64_t n, int32_t delta) {
+    k_i32_add<<<nblocks(n, 256), 256, 0, zcu_state_of(c)->stream>>>(x, n, delta);
     ZCU_LAUNCHED();
     return ZMLX_OK;
-}
-
-extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T,
-                                            const void *q, const void *k_cache,
-                                            const void *v_cache, int64_t n_ctx, void *out) {
-    return ZCU_DISPATCH_T(T, attn_t, c, p, q, k_cache, v_cache, n_ctx, out);
 }

@@ -555,9 +555,17 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
  * partials are summed in range order (mmv_sum). Every output element depends
  * only on its own row and pair, never on the tile it shares, so the fused
  * kernels (gate+up in one tile; down + combine) equal the unfused ones. */
-/* MMV_MINB: blocks per SM the fast k_mmv variant is compiled for (6: 80
- * registers; measured against 1 (121) and 5 (92) in NOTES.md v5) */
-enum { MMV_KS = 4, MMV_U = 4, MMV_MINB = 6 };
+/* MMV_MINB: blocks per SM the fast k_mmv variant is compiled for at 4 K
+ * ranges (6: 80 registers; measured against 1 (121) and 5 (92) in NOTES.md
+ * v5); other range counts keep the same warps per SM.
+ * K ranges per row (KS, mmv_ks): 4, but 8 for K >= 4096 (a plain o_proj has
+ * too few 16-row tiles to fill the GPU with 4 warps each) and 2 for matrices
+ * of >= 65536 rows (the LM head: tiles to spare, and longer runs of steps per
+ * warp). KS depends only on the weight's shape, never on M or on which
+ * kernel family runs, so fused and unfused stay equal; a packed q/k/v and its
+ * parts (the same K, fewer than 65536 rows) share theirs. */
+enum { MMV_U = 4, MMV_MINB = 6 };
+static inline int mmv_ks(const zcu_qw &q) { return q.rows >= 65536 ? 2 : q.cols >= 4096 ? 8 : 4; }
 
 template <typename TT> struct mmv_consts;
 template <> struct mmv_consts<__nv_bfloat16> {
@@ -721,28 +729,30 @@ static bool mmv_fast(const zcu_qw &q, const void *x) {
 }
 
 /* Steps of split ks of a K-column row: contiguous, in order. */
+template <int KS>
 __device__ __forceinline__ void mmv_range(int64_t K, int ks, int64_t &s0, int64_t &s1) {
-    const int64_t ns = K / 64, per = (ns + MMV_KS - 1) / MMV_KS;
+    const int64_t ns = K / 64, per = (ns + KS - 1) / KS;
     s0 = ks * per < ns ? ks * per : ns;
     s1 = s0 + per < ns ? s0 + per : ns;
 }
-/* The result of one (row, pair): the MMV_KS partials (stride apart) in order. */
+/* The result of one (row, pair): the KS partials (stride apart) in order. */
+template <int KS>
 __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
     float v = 0.0f;
 #pragma unroll
-    for (int ks = 0; ks < MMV_KS; ks++) v = __fadd_rn(v, p[ks * stride]);
+    for (int ks = 0; ks < KS; ks++) v = __fadd_rn(v, p[ks * stride]);
     return v;
 }
 
-/* gather_qmm (y) or gate+up+act (h), MMV. Block (4 warps = the 4 K ranges)
+/* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
  * tile i = pair i. */
-template <typename TT, bool FUSED, bool FAST>
-__global__ void __launch_bounds__(MMV_KS * 32, FAST ? MMV_MINB : 1)
+template <typename TT, bool FUSED, bool FAST, int KS>
+__global__ void __launch_bounds__(KS * 32, FAST ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y) {
-    __shared__ float red[MMV_KS][16][MMV_TILE];
+    __shared__ float red[KS][16][MMV_TILE];
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int64_t ti = blockIdx.x / nrb, n0 = (blockIdx.x % nrb) * rpt;
     int64_t e, start;
@@ -761,23 +771,25 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t ra = na < N ? e * N + na : -1, rb = nb < N ? e * N + nb : -1;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     int64_t s0, s1;
-    mmv_range(K, ks, s0, s1);
+    mmv_range<KS>(K, ks, s0, s1);
     mmv_steps<TT, FAST ? mmv_consts<TT>::ST : -1>(qa, ra, FUSED ? qb : qa, rb, xc, s0, s1, tq, acc);
     red[ks][gq][2 * tq] = acc[0];
     red[ks][gq][2 * tq + 1] = acc[1];
     red[ks][gq + 8][2 * tq] = acc[2];
     red[ks][gq + 8][2 * tq + 1] = acc[3];
     __syncthreads();
-    const int r = threadIdx.x >> 3, col = threadIdx.x & 7; /* 128 threads: 16 rows x 8 */
-    if (col >= cnt || n0 + (r & (rpt - 1)) >= N) return;
-    const int64_t p = perm ? perm[start + col] : start, n = n0 + r;
-    if (FUSED) {
-        if (r >= 8) return;
-        const float g = mmv_sum(&red[0][r][col], 16 * MMV_TILE);
-        const float u = mmv_sum(&red[0][r + 8][col], 16 * MMV_TILE);
-        zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
-    } else {
-        zcu_st(y, p * N + n, mmv_sum(&red[0][r][col], 16 * MMV_TILE));
+    /* the 16 rows x 8 columns of results, over however many threads there are */
+    for (int i = threadIdx.x; i < 16 * MMV_TILE; i += KS * 32) {
+        const int r = i >> 3, col = i & 7;
+        if (col >= cnt || n0 + (r & (rpt - 1)) >= N || (FUSED && r >= 8)) continue;
+        const int64_t p = perm ? perm[start + col] : start, n = n0 + r;
+        if (FUSED) {
+            const float g = mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE);
+            const float u = mmv_sum<KS>(&red[0][r + 8][col], 16 * MMV_TILE);
+            zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
+        } else {
+            zcu_st(y, p * N + n, mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE));
+        }
     }
 }
 
@@ -785,24 +797,24 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * (token t, 16 output rows); warp (ks, j0) computes slots j0, j0+NS, ... over
  * K range ks; then thread r sums each slot's partials (mmv_sum), rounds to T
  * and combines the slots in order j = 0..k-1 from 0.0f. Shared: red[k][KS][16]. */
-template <typename TT, bool FAST>
+template <typename TT, bool FAST, int KS>
 __global__ void __launch_bounds__(512)
 k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts, TT *out) {
     extern __shared__ float cred[];
     const int64_t D = q.rows, K = q.cols, nrb = (D + 15) / 16;
     const int64_t t = blockIdx.x / nrb, d0 = (blockIdx.x % nrb) * 16;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, ks = w % MMV_KS, ns = (blockDim.x >> 5) / MMV_KS;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, ks = w % KS, ns = (blockDim.x >> 5) / KS;
     const int gq = lane >> 2, tq = lane & 3;
     int64_t s0, s1;
-    mmv_range(K, ks, s0, s1);
-    for (int j = w / MMV_KS; j < k; j += ns) {
+    mmv_range<KS>(K, ks, s0, s1);
+    for (int j = w / KS; j < k; j += ns) {
         const int64_t p = t * k + j, e = zcu_expert(idx, p, q.E);
         const int64_t ra = d0 + gq < D ? e * D + d0 + gq : -1, rb = d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         mmv_steps<TT, FAST ? mmv_consts<TT>::ST : -1>(q, ra, q, rb, gq == 0 ? h + p * K : NULL, s0, s1, tq, acc);
         if (tq == 0) { /* column 0 */
-            cred[(j * MMV_KS + ks) * 16 + gq] = acc[0];
-            cred[(j * MMV_KS + ks) * 16 + gq + 8] = acc[2];
+            cred[(j * KS + ks) * 16 + gq] = acc[0];
+            cred[(j * KS + ks) * 16 + gq + 8] = acc[2];
         }
     }
     __syncthreads();
@@ -810,7 +822,7 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
     if (r >= 16 || d0 + r >= D) return;
     float acc = 0.0f;
     for (int j = 0; j < k; j++)
-        acc = zcu_combine_step(acc, wts[t * k + j], zcu_round(out, mmv_sum(&cred[j * MMV_KS * 16 + r], 16)));
+        acc = zcu_combine_step(acc, wts[t * k + j], zcu_round(out, mmv_sum<KS>(&cred[j * KS * 16 + r], 16)));
     zcu_st(out, t * D + d0 + r, acc);
 }
 
@@ -955,24 +967,39 @@ template <typename TT> struct fam_embed {
 
 #define FAM(name, ...) name<__VA_ARGS__>::template go
 
+/* f(std::integral_constant<int, KS>) for the weight's K-range count */
+template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
+    const int ks = mmv_ks(q);
+    if (ks == 2) f(std::integral_constant<int, 2>{});
+    else if (ks == 8) f(std::integral_constant<int, 8>{});
+    else f(std::integral_constant<int, 4>{});
+}
+
 /* MMV launchers (affine 4-bit only, so no format dispatch; none for f32) */
 template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const bool fast = mmv_fast<TT>(a.qa, a.x) && mmv_fast<TT>(a.qb, a.x);
-        (fast ? k_mmv<TT, FUSED, true> : k_mmv<TT, FUSED, false>)<<<(unsigned)(nt * nrb), MMV_KS * 32, 0, a.st>>>(
-            a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles,
-            a.act, (TT *)a.y);
+        with_ks(a.qa, [&](auto ksc) {
+            constexpr int KS = decltype(ksc)::value;
+            (fast ? k_mmv<TT, FUSED, true, KS> : k_mmv<TT, FUSED, false, KS>)<<<(unsigned)(nt * nrb), KS * 32, 0, a.st>>>(
+                a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act,
+                (TT *)a.y);
+        });
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
     static zmlx_status combine(const qargs &a) {
-        const int ns = a.k < 4 ? a.k : 4;
-        const size_t shm = (size_t)a.k * MMV_KS * 16 * sizeof(float);
-        const int64_t nrb = (a.qa.rows + 15) / 16;
-        (mmv_fast<TT>(a.qa, a.x) ? k_mmv_combine<TT, true> : k_mmv_combine<TT, false>)<<<(unsigned)(a.n_tok * nrb), 32 * MMV_KS * ns, shm, a.st>>>(
-            a.qa, (const TT *)a.x, a.idx, a.k, a.w, (TT *)a.y);
+        with_ks(a.qa, [&](auto ksc) {
+            constexpr int KS = decltype(ksc)::value;
+            const int ns = a.k < 16 / KS ? a.k : 16 / KS; /* <= 512 threads */
+            const size_t shm = (size_t)a.k * KS * 16 * sizeof(float);
+            const int64_t nrb = (a.qa.rows + 15) / 16;
+            (mmv_fast<TT>(a.qa, a.x) ? k_mmv_combine<TT, true, KS> : k_mmv_combine<TT, false, KS>)<<<
+                (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st>>>(a.qa, (const TT *)a.x, a.idx, a.k, a.w,
+                                                                       (TT *)a.y);
+        });
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
@@ -1076,7 +1103,7 @@ static zmlx_status run_combine(zmlx_ctx *c, zmlx_dtype T, const void *h, int64_t
     qargs a = make_args(c, Wd, NULL, h, 1, idx, k, n_tok, 0, w, out);
     const int path = qmm_path(Wd, T, n_tok);
     /* one pair per MMV tile (small M): the fused kernel; shared bound of its partials */
-    if (path == PATH_MMV && n_tok < mmv_sort_tokens() && k * MMV_KS * 16 * sizeof(float) <= 48 * 1024)
+    if (path == PATH_MMV && n_tok < mmv_sort_tokens() && k * mmv_ks(a.qa) * 16 * sizeof(float) <= 48 * 1024)
         return mmv_launch<TT>::combine(a);
     switch (path) {
     case PATH_COLS:

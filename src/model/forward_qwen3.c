@@ -10,10 +10,13 @@
  *   a = rms_norm(x (+ pending MLP output), input_layernorm)
  *   q,k,v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ ; q,k normed per head ; RoPE(q,k) at pos.. ;
  *   k,v appended to the cache ; att = attention(q, cache) ; o = att·Woᵀ
+ *     (attention switch: one packed projection and zmlx_attention_step, the
+ *     same bits, with the position read from sc.pos)
  *   m = rms_norm(x += o, post_attention_layernorm)
  *   MoE: logits = m·Wrᵀ ; (idx, w) = route ; y = Σ_j w_j·down_e(swiglu(gate_e(m), up_e(m)))
  *   dense: y = down(swiglu(gate(m), up(m)))
- * then x += y, the final norm (last row only) and the LM head.
+ * then x += y, the final norm (last row only), the LM head and its argmax
+ * (left in sc.tok), and sc.pos advanced: nothing goes through the host.
  */
 #include "model/runtime.h"
 #include "core/core.h"
@@ -51,23 +54,30 @@ static zmlx_status attention(zmlx_session *s, const zr_layer *L, int64_t n, int6
     zr_scratch *c = &s->sc;
     zmlx_ctx *ctx = s->ctx;
     const zmlx_dtype T = s->T;
-    RUN("q_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->q, NULL, 1, c->q));
-    RUN("k_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->k, NULL, 1, c->k));
-    RUN("v_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->v, NULL, 1, c->v));
-    RUN("q_norm", zmlx_rms_norm(ctx, T, c->q, L->q_norm, n * d->H, d->hd, d->eps, c->q));
-    RUN("k_norm", zmlx_rms_norm(ctx, T, c->k, L->k_norm, n * d->Hkv, d->hd, d->eps, c->k));
     const zmlx_rope_params rp = {.head_dim = (int)d->hd, .rot_dims = (int)d->hd, .traditional = 0,
                                  .base = d->theta};
-    RUN("rope(q)", zmlx_rope(ctx, &rp, T, c->q, n, (int)d->H, NULL, s->pos));
-    RUN("rope(k)", zmlx_rope(ctx, &rp, T, c->k, n, (int)d->Hkv, NULL, s->pos));
-    RUN("k cache", zmlx_kv_append(ctx, T, c->k, n, (int)d->Hkv, (int)d->hd, L->kc, s->cap, s->pos));
-    RUN("v cache", zmlx_kv_append(ctx, T, c->v, n, (int)d->Hkv, (int)d->hd, L->vc, s->cap, s->pos));
     const zmlx_attn_params ap = {.Hq = (int)d->H, .Hkv = (int)d->Hkv, .hd = (int)d->hd, .hd_v = (int)d->hd,
                                  .cap = s->cap, .scale = d->attn_scale};
-    const size_t row = (size_t)(d->H * d->hd) * zmlx_dtype_size(T);
-    for (int64_t t = 0; t < n; t++)
-        RUN("attention", zmlx_attention_decode(ctx, &ap, T, (const char *)c->q + (size_t)t * row, L->kc, L->vc,
-                                               s->pos + t + 1, (char *)c->att + (size_t)t * row));
+    if ((s->patch & ZMLX_PATCH_ATTENTION) && L->has_qkv) {
+        const zmlx_attn_step_params sp = {.attn = ap, .rope = &rp, .q_norm = L->q_norm, .k_norm = L->k_norm,
+                                          .eps = d->eps};
+        RUN("qkv_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->qkv, NULL, 1, c->qkv));
+        RUN("attention step", zmlx_attention_step(ctx, &sp, T, c->qkv, n, c->pos, L->kc, L->vc, c->att));
+    } else {
+        RUN("q_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->q, NULL, 1, c->q));
+        RUN("k_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->k, NULL, 1, c->k));
+        RUN("v_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->v, NULL, 1, c->v));
+        RUN("q_norm", zmlx_rms_norm(ctx, T, c->q, L->q_norm, n * d->H, d->hd, d->eps, c->q));
+        RUN("k_norm", zmlx_rms_norm(ctx, T, c->k, L->k_norm, n * d->Hkv, d->hd, d->eps, c->k));
+        RUN("rope(q)", zmlx_rope(ctx, &rp, T, c->q, n, (int)d->H, NULL, s->pos));
+        RUN("rope(k)", zmlx_rope(ctx, &rp, T, c->k, n, (int)d->Hkv, NULL, s->pos));
+        RUN("k cache", zmlx_kv_append(ctx, T, c->k, n, (int)d->Hkv, (int)d->hd, L->kc, s->cap, s->pos));
+        RUN("v cache", zmlx_kv_append(ctx, T, c->v, n, (int)d->Hkv, (int)d->hd, L->vc, s->cap, s->pos));
+        const size_t row = (size_t)(d->H * d->hd) * zmlx_dtype_size(T);
+        for (int64_t t = 0; t < n; t++)
+            RUN("attention", zmlx_attention_decode(ctx, &ap, T, (const char *)c->q + (size_t)t * row, L->kc,
+                                                   L->vc, s->pos + t + 1, (char *)c->att + (size_t)t * row));
+    }
     RUN("o_proj", zmlx_gather_qmm(ctx, T, c->att, n, 0, &L->o, NULL, 1, c->o));
     return ZMLX_OK;
 }
@@ -109,48 +119,35 @@ static zmlx_status mlp(zmlx_session *s, const zr_layer *L, int64_t n, int64_t la
     return ZMLX_OK;
 }
 
-/* Logits of the last token to the host as f32, and their argmax. */
-static zmlx_status fetch_logits(zmlx_session *s) {
-    const int64_t V = s->d.V;
-    const void *src = s->sc.logits;
-    if (s->on_device) {
-        zmlx_status st = zmlx_mem_download(s->ctx, s->logits_T_host, src, (size_t)V * zmlx_dtype_size(s->T));
-        if (st != ZMLX_OK) return st;
-        src = s->logits_T_host;
-    }
-    zmlx_status st = zmlx_convert(ZMLX_F32, s->logits, s->T, src, (size_t)V);
-    if (st != ZMLX_OK) return st;
-    int32_t best = 0;
-    for (int64_t i = 1; i < V; i++)
-        if (s->logits[i] > s->logits[best]) best = (int32_t)i;
-    s->argmax = best;
-    s->have_logits = 1;
-    return ZMLX_OK;
-}
-
-zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, char *err, size_t errlen) {
+zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, unsigned sections, char *err,
+                             size_t errlen) {
     const zr_dims *d = &s->d;
     zr_scratch *c = &s->sc;
     zmlx_ctx *ctx = s->ctx;
     const zmlx_dtype T = s->T;
     const size_t drow = (size_t)d->D * zmlx_dtype_size(T);
     int64_t layer = -1;
-    RUN("token ids", zmlx_mem_upload(ctx, c->ids, ids, (size_t)n * sizeof(int32_t)));
-    RUN("embedding", zmlx_embed_lookup(ctx, T, &s->embed, c->ids, n, c->x));
+    if (sections & ZR_SEC_REST) RUN("embedding", zmlx_embed_lookup(ctx, T, &s->embed, ids, n, c->x));
     for (layer = 0; layer < d->L; layer++) {
         const zr_layer *L = &s->layers[layer];
-        /* the previous layer's MLP output joins the stream here */
-        RUN("input norm", resid_norm(s, c->x, layer ? c->y : NULL, L->in_norm, n, c->a));
-        zmlx_status st = attention(s, L, n, layer, err, errlen);
-        if (st != ZMLX_OK) return st;
-        RUN("post-attention norm", resid_norm(s, c->x, c->o, L->post_norm, n, c->a));
-        if ((st = mlp(s, L, n, layer, err, errlen)) != ZMLX_OK) return st;
+        zmlx_status st;
+        if (sections & ZR_SEC_ATTN) {
+            /* the previous layer's MLP output joins the stream here */
+            RUN("input norm", resid_norm(s, c->x, layer ? c->y : NULL, L->in_norm, n, c->a));
+            if ((st = attention(s, L, n, layer, err, errlen)) != ZMLX_OK) return st;
+        }
+        if (sections & ZR_SEC_MLP) {
+            RUN("post-attention norm", resid_norm(s, c->x, c->o, L->post_norm, n, c->a));
+            if ((st = mlp(s, L, n, layer, err, errlen)) != ZMLX_OK) return st;
+        }
     }
-    /* only the last token's logits are wanted */
-    const size_t last = (size_t)(n - 1) * drow;
-    RUN("final norm", resid_norm(s, (char *)c->x + last, (char *)c->y + last, s->final_norm, 1, c->xl));
-    RUN("lm head", zmlx_gather_qmm(ctx, T, c->xl, 1, 0, &s->head, NULL, 1, c->logits));
-    s->pos += n;
-    RUN("logits", fetch_logits(s));
+    if (sections & ZR_SEC_HEAD) {
+        /* only the last token's logits are wanted */
+        const size_t last = (size_t)(n - 1) * drow;
+        RUN("final norm", resid_norm(s, (char *)c->x + last, (char *)c->y + last, s->final_norm, 1, c->xl));
+        RUN("lm head", zmlx_gather_qmm(ctx, T, c->xl, 1, 0, &s->head, NULL, 1, c->logits));
+        RUN("argmax", zmlx_argmax(ctx, T, c->logits, 1, d->V, c->tok));
+    }
+    if (sections & ZR_SEC_REST) RUN("position", zmlx_i32_add(ctx, c->pos, 1, (int32_t)n));
     return ZMLX_OK;
 }

@@ -19,6 +19,10 @@
  * are in the activation dtype T. */
 typedef struct zr_layer {
     zmlx_qweight q, k, v, o, router, gate, up, down;
+    /* q, k and v stacked into one [Hq·hd + 2·Hkv·hd, D] matrix (has_qkv: the
+     * three share a format); q, k and v are then row views into it */
+    zmlx_qweight qkv;
+    int has_qkv;
     const void *in_norm, *post_norm, *q_norm, *k_norm;
     int is_moe;
     void *kc, *vc; /* [Hkv, cap, hd] in T */
@@ -49,7 +53,21 @@ typedef struct zr_scratch {
     void *xl;       /* [D]            final normed last row                  */
     void *logits;   /* [V]            in T                                   */
     int32_t *ids;   /* [nb]           token ids (device copy on CUDA)        */
+    void *qkv;      /* [nb, (H + 2·Hkv)·hd] packed projection                */
+    int32_t *pos;   /* [1]            position of the next token (the forward
+                                      advances it: graph replays need no upload) */
+    int32_t *tok;   /* [1]            argmax of the last logits, and the input
+                                      token of a graph step                   */
 } zr_scratch;
+
+/* Parts of the forward (zr_forward_qwen3's mask; profiling replays parts). */
+enum {
+    ZR_SEC_ATTN = 1,  /* per layer: input norm, attention, o_proj               */
+    ZR_SEC_MLP = 2,   /* per layer: post-attention norm, router, experts / MLP  */
+    ZR_SEC_HEAD = 4,  /* final norm, LM head, argmax                            */
+    ZR_SEC_REST = 8,  /* embedding, position advance                            */
+    ZR_SEC_ALL = 15,
+};
 
 struct zmlx_session {
     const zmlx_model *m;
@@ -69,13 +87,22 @@ struct zmlx_session {
     zr_scratch sc;
     void *logits_T_host; /* [V] in T (CUDA: download target)                */
     float *logits;       /* [V] f32 host                                     */
-    int have_logits;
+    int have_logits;     /* the last forward succeeded: sc.logits/tok are its */
+    int logits_fetched;  /* s->logits holds them                              */
     int32_t argmax;
+    int pos_synced;      /* sc.pos == s->pos                                 */
+    int tok_synced;      /* sc.tok == argmax                                 */
+    int use_graph;       /* steps replay `graph` (CUDA, attention switch)    */
+    zmlx_graph *graph;   /* one decode step, captured at the first graph step */
 };
 
-/* Run n (1..nb) tokens at positions s->pos.. through the model and leave the
- * last one's logits in s->logits (forward_qwen3.c). Advances s->pos. */
-zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, char *err,
-                             size_t errlen);
+/* Issue the ops of n (1..nb) tokens whose ids are in backend memory at
+ * positions sc.pos[0].. through the model (forward_qwen3.c): afterwards
+ * sc.logits holds the last token's logits, sc.tok their argmax and sc.pos has
+ * advanced by n. Only the parts in `sections` (ZR_SEC_*) are issued. Nothing
+ * is copied to or from the host, so the whole call can be captured as a
+ * graph. */
+zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, unsigned sections,
+                             char *err, size_t errlen);
 
 #endif /* ZMLX_RUNTIME_H */

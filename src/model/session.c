@@ -13,7 +13,8 @@
 
 /* ------------------------------------------------------------ patch plan */
 
-static const char *const patch_names[ZMLX_PATCH_COUNT_] = {"swiglu", "combine", "add_rms_norm", "router"};
+static const char *const patch_names[ZMLX_PATCH_COUNT_] = {"swiglu", "combine", "add_rms_norm", "router",
+                                                            "attention"};
 
 const char *zmlx_patch_switch_name(int i) {
     return i >= 0 && i < ZMLX_PATCH_COUNT_ ? patch_names[i] : NULL;
@@ -44,7 +45,7 @@ zmlx_status zmlx_patch_parse(const char *s, zmlx_patch_plan *out, int *is_auto, 
         if (found < 0)
             return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG,
                           "unknown patch '%.*s' in '%s' (known: none, exact, all, auto or a comma list of "
-                          "swiglu, combine, add_rms_norm, router)",
+                          "swiglu, combine, add_rms_norm, router, attention)",
                           (int)len, c, s);
         p |= 1u << found;
         if (!c[len]) break;
@@ -96,14 +97,23 @@ static const void *place_bytes(placer *p, const void *src, size_t bytes) {
     return dst;
 }
 
+/* Bytes of a quantized weight's packed codes and of its scales (biases:
+ * the same again when present). */
+static size_t q_code_bytes(const zmlx_qweight *w) {
+    int64_t rows = w->E * (w->transpose ? w->N : w->K), cols = w->transpose ? w->K : w->N;
+    return zmlx_quant_packed_bytes(w->bits, rows, cols);
+}
+static size_t q_scale_bytes(const zmlx_qweight *w) {
+    int64_t rows = w->E * (w->transpose ? w->N : w->K), cols = w->transpose ? w->K : w->N;
+    return zmlx_quant_scales_count(w->group_size, rows, cols) * zmlx_dtype_size(w->scale_dtype);
+}
+
 /* A quantized weight as the backend reads it: the host view itself on CPU,
  * a device copy on CUDA. */
 static void place_q(placer *p, const zmlx_qweight *src, zmlx_qweight *dst) {
     *dst = *src;
     if (!p->s->on_device) return;
-    int64_t rows = src->E * (src->transpose ? src->N : src->K), cols = src->transpose ? src->K : src->N;
-    size_t wb = zmlx_quant_packed_bytes(src->bits, rows, cols);
-    size_t sb = zmlx_quant_scales_count(src->group_size, rows, cols) * zmlx_dtype_size(src->scale_dtype);
+    size_t wb = q_code_bytes(src), sb = q_scale_bytes(src);
     dst->w = place_bytes(p, src->w, wb);
     dst->scales = place_bytes(p, src->scales, sb);
     dst->biases = src->biases ? place_bytes(p, src->biases, sb) : NULL;
@@ -130,6 +140,59 @@ static const void *place_norm(placer *p, const zm_fview *f) {
     return r;
 }
 
+/* Rows [r0, r0 + n) of a single-expert x·Wᵀ weight, as a weight of its own. */
+static zmlx_qweight row_view(const zmlx_qweight *w, int64_t r0, int64_t n) {
+    zmlx_qweight v = *w;
+    v.N = n;
+    const size_t cb = q_code_bytes(w) / (size_t)w->N, sb = q_scale_bytes(w) / (size_t)w->N;
+    v.w = (const char *)w->w + (size_t)r0 * cb;
+    v.scales = (const char *)w->scales + (size_t)r0 * sb;
+    if (w->biases) v.biases = (const char *)w->biases + (size_t)r0 * sb;
+    return v;
+}
+
+/* q, k and v stacked into one matrix in the session's memory (x·Wᵀ weights
+ * of one expert stack by rows: codes, scales and biases alike), and q, k, v
+ * as row views of it, so the packed and the separate projections read the
+ * same bytes. Weights of different formats stay apart (has_qkv = 0). */
+static void place_qkv(placer *p, const zm_layer *ml, zr_layer *L) {
+    const zmlx_qweight *src[3] = {&ml->q.q, &ml->k.q, &ml->v.q};
+    int same = 1;
+    for (int i = 0; i < 3; i++)
+        same &= src[i]->E == 1 && src[i]->transpose && src[i]->mode == src[0]->mode &&
+                src[i]->bits == src[0]->bits && src[i]->group_size == src[0]->group_size &&
+                src[i]->scale_dtype == src[0]->scale_dtype && !src[i]->biases == !src[0]->biases &&
+                src[i]->K == src[0]->K && src[i]->global_scale == src[0]->global_scale;
+    L->has_qkv = same;
+    if (!same) {
+        place_q(p, src[0], &L->q);
+        place_q(p, src[1], &L->k);
+        place_q(p, src[2], &L->v);
+        return;
+    }
+    zmlx_qweight *pk = &L->qkv;
+    *pk = *src[0];
+    pk->N = src[0]->N + src[1]->N + src[2]->N;
+    pk->on_device = p->s->on_device;
+    size_t cb = 0, sb = 0;
+    for (int i = 0; i < 3; i++) cb += q_code_bytes(src[i]), sb += q_scale_bytes(src[i]);
+    char *w = carve(p, cb), *sc = carve(p, sb), *bi = src[0]->biases ? carve(p, sb) : NULL;
+    pk->w = w;
+    pk->scales = sc;
+    pk->biases = bi;
+    for (int i = 0; i < 3 && w && p->st == ZMLX_OK; i++) {
+        const size_t c = q_code_bytes(src[i]), s = q_scale_bytes(src[i]);
+        p->st = zmlx_mem_upload(p->s->ctx, w, src[i]->w, c);
+        if (p->st == ZMLX_OK) p->st = zmlx_mem_upload(p->s->ctx, sc, src[i]->scales, s);
+        if (p->st == ZMLX_OK && bi) p->st = zmlx_mem_upload(p->s->ctx, bi, src[i]->biases, s);
+        w += c, sc += s;
+        if (bi) bi += s;
+    }
+    L->q = row_view(pk, 0, src[0]->N);
+    L->k = row_view(pk, src[0]->N, src[1]->N);
+    L->v = row_view(pk, src[0]->N + src[1]->N, src[2]->N);
+}
+
 static void place_weights(placer *p) {
     zmlx_session *s = p->s;
     const zmlx_model *m = s->m;
@@ -140,9 +203,7 @@ static void place_weights(placer *p) {
     for (int64_t l = 0; l < s->d.L; l++) {
         const zm_layer *ml = &m->layers[l];
         zr_layer *L = &s->layers[l];
-        place_q(p, &ml->q.q, &L->q);
-        place_q(p, &ml->k.q, &L->k);
-        place_q(p, &ml->v.q, &L->v);
+        place_qkv(p, ml, L);
         place_q(p, &ml->o.q, &L->o);
         L->is_moe = ml->is_moe;
         if (ml->is_moe) {
@@ -186,6 +247,9 @@ static void place_scratch(placer *p) {
     c->xl = carve(p, (size_t)d->D * es);
     c->logits = carve(p, (size_t)d->V * es);
     c->ids = carve(p, nb * sizeof(int32_t));
+    c->qkv = carve(p, nb * (size_t)((d->H + 2 * d->Hkv) * d->hd) * es);
+    c->pos = carve(p, sizeof(int32_t));
+    c->tok = carve(p, sizeof(int32_t));
 }
 
 /* The forward needs every linear quantized (it has only quantized matmuls). */
@@ -260,6 +324,7 @@ zmlx_status zmlx_session_new(const zmlx_model *m, zmlx_ctx *ctx, const zmlx_sess
     s->nb = o.max_batch ? o.max_batch : 128;
     if (s->nb > s->cap) s->nb = s->cap;
     s->argmax = -1;
+    s->use_graph = s->on_device && !getenv("ZMLX_NO_GRAPH");
     s->layers = calloc((size_t)s->d.L, sizeof *s->layers);
     s->logits = malloc((size_t)s->d.V * sizeof(float));
     s->logits_T_host = malloc((size_t)s->d.V * zmlx_dtype_size(s->T));
@@ -295,6 +360,7 @@ zmlx_status zmlx_session_new(const zmlx_model *m, zmlx_ctx *ctx, const zmlx_sess
 
 void zmlx_session_free(zmlx_session *s) {
     if (!s) return;
+    zmlx_graph_free(s->ctx, s->graph);
     zmlx_mem_free(s->ctx, s->kv);
     zmlx_mem_free(s->ctx, s->scr_mem);
     zmlx_mem_free(s->ctx, s->arena);
@@ -309,12 +375,71 @@ void zmlx_session_reset(zmlx_session *s) {
     s->pos = 0;
     s->have_logits = 0;
     s->argmax = -1;
+    s->pos_synced = 0;
+    s->tok_synced = 0;
 }
 
+/* The captured step encodes the patch plan: a new plan drops it. */
 void zmlx_session_set_patch(zmlx_session *s, zmlx_patch_plan p) {
-    if (s) s->patch = p & ZMLX_PATCH_ALL;
+    if (!s || s->patch == (p & ZMLX_PATCH_ALL)) return;
+    s->patch = p & ZMLX_PATCH_ALL;
+    zmlx_graph_free(s->ctx, s->graph);
+    s->graph = NULL;
 }
 zmlx_patch_plan zmlx_session_patch(const zmlx_session *s) { return s ? s->patch : 0; }
+
+/* Every layer must take the fused attention: the unfused one passes the
+ * host's position as an argument, which a graph would freeze. */
+int zmlx_session_uses_graph(const zmlx_session *s) {
+    if (!s || !s->use_graph || !(s->patch & ZMLX_PATCH_ATTENTION)) return 0;
+    for (int64_t l = 0; l < s->d.L; l++)
+        if (!s->layers[l].has_qkv) return 0;
+    return 1;
+}
+
+/* Record one decode step (input token sc.tok) as a graph. */
+static zmlx_status capture_step(zmlx_session *s, unsigned sections, zmlx_graph **out, char *err,
+                                size_t errlen) {
+    zmlx_status st = zmlx_graph_capture_begin(s->ctx);
+    if (st != ZMLX_OK) return zc_err(err, errlen, st, "cannot start a graph capture: %s", zmlx_status_str(st));
+    st = zr_forward_qwen3(s, s->sc.tok, 1, sections, err, errlen);
+    zmlx_graph *g = NULL;
+    zmlx_status end = zmlx_graph_capture_end(s->ctx, &g);
+    if (st != ZMLX_OK) {
+        zmlx_graph_free(s->ctx, g);
+        return st;
+    }
+    if (end != ZMLX_OK) return zc_err(err, errlen, end, "graph capture failed: %s", zmlx_status_str(end));
+    *out = g;
+    return ZMLX_OK;
+}
+
+/* One chunk of n tokens (n <= nb) through the model, without host syncs. A
+ * single token of a graph session replays the captured step, its input
+ * already on the device when it is the previous argmax. */
+static zmlx_status run_chunk(zmlx_session *s, const int32_t *ids, int64_t n, char *err, size_t errlen) {
+    zr_scratch *c = &s->sc;
+    zmlx_status st = ZMLX_OK;
+    if (!s->pos_synced) {
+        int32_t p32 = (int32_t)s->pos;
+        if ((st = zmlx_mem_upload(s->ctx, c->pos, &p32, sizeof p32)) != ZMLX_OK)
+            return zc_err(err, errlen, st, "uploading the position: %s", zmlx_status_str(st));
+        s->pos_synced = 1;
+    }
+    if (n == 1 && zmlx_session_uses_graph(s)) {
+        if (!(s->tok_synced && s->argmax == ids[0]) &&
+            (st = zmlx_mem_upload(s->ctx, c->tok, ids, sizeof(int32_t))) != ZMLX_OK)
+            return zc_err(err, errlen, st, "uploading the token: %s", zmlx_status_str(st));
+        s->tok_synced = 0;
+        if (!s->graph && (st = capture_step(s, ZR_SEC_ALL, &s->graph, err, errlen)) != ZMLX_OK) return st;
+        if ((st = zmlx_graph_launch(s->ctx, s->graph)) != ZMLX_OK)
+            return zc_err(err, errlen, st, "decode step (graph launch): %s", zmlx_status_str(st));
+        return ZMLX_OK;
+    }
+    if ((st = zmlx_mem_upload(s->ctx, c->ids, ids, (size_t)n * sizeof(int32_t))) != ZMLX_OK)
+        return zc_err(err, errlen, st, "uploading token ids: %s", zmlx_status_str(st));
+    return zr_forward_qwen3(s, c->ids, n, ZR_SEC_ALL, err, errlen);
+}
 
 static zmlx_status feed(zmlx_session *s, const int32_t *ids, int64_t n, char *err, size_t errlen) {
     if (!s || !ids || n < 1) return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "session: NULL argument or no tokens");
@@ -326,15 +451,29 @@ static zmlx_status feed(zmlx_session *s, const int32_t *ids, int64_t n, char *er
         if (ids[i] < 0 || ids[i] >= s->d.V)
             return zc_err(err, errlen, ZMLX_ERR_RANGE, "token id %d (at %lld) is outside the vocabulary [0, %lld)",
                           (int)ids[i], (long long)i, (long long)s->d.V);
+    s->have_logits = 0;
     for (int64_t done = 0; done < n;) {
         int64_t c = n - done < s->nb ? n - done : s->nb;
-        zmlx_status st = zr_forward_qwen3(s, ids + done, c, err, errlen);
+        zmlx_status st = run_chunk(s, ids + done, c, err, errlen);
+        /* the argmax comes back every chunk: it is the one host sync, and
+         * device-side data errors surface here */
+        if (st == ZMLX_OK && (st = zmlx_mem_download(s->ctx, &s->argmax, s->sc.tok, sizeof(int32_t))) != ZMLX_OK)
+            zc_err(err, errlen, st, "reading the argmax back: %s", zmlx_status_str(st));
+        if (st == ZMLX_OK && (st = zmlx_ctx_sync(s->ctx)) != ZMLX_OK)
+            zc_err(err, errlen, st, "the forward at position %lld failed on the device: %s", (long long)s->pos,
+                   zmlx_status_str(st));
         if (st != ZMLX_OK) {
-            s->have_logits = 0;
+            /* the device position and token may be anywhere now */
+            s->pos_synced = s->tok_synced = 0;
+            s->argmax = -1;
             return st;
         }
+        s->pos += c;
         done += c;
     }
+    s->have_logits = 1;
+    s->logits_fetched = 0;
+    s->tok_synced = 1;
     return ZMLX_OK;
 }
 
@@ -346,8 +485,93 @@ zmlx_status zmlx_session_step(zmlx_session *s, int32_t id, char *err, size_t err
     return feed(s, &id, 1, err, errlen);
 }
 
-const float *zmlx_session_logits(const zmlx_session *s) { return s && s->have_logits ? s->logits : NULL; }
+const float *zmlx_session_logits(zmlx_session *s) {
+    if (!s || !s->have_logits) return NULL;
+    if (s->logits_fetched) return s->logits;
+    const int64_t V = s->d.V;
+    const void *src = s->sc.logits;
+    if (s->on_device) {
+        if (zmlx_mem_download(s->ctx, s->logits_T_host, src, (size_t)V * zmlx_dtype_size(s->T)) != ZMLX_OK)
+            return NULL;
+        src = s->logits_T_host;
+    }
+    if (zmlx_convert(ZMLX_F32, s->logits, s->T, src, (size_t)V) != ZMLX_OK) return NULL;
+    s->logits_fetched = 1;
+    return s->logits;
+}
+
 int32_t zmlx_session_argmax(const zmlx_session *s) { return s && s->have_logits ? s->argmax : -1; }
 int64_t zmlx_session_pos(const zmlx_session *s) { return s ? s->pos : 0; }
 int64_t zmlx_session_capacity(const zmlx_session *s) { return s ? s->cap : 0; }
 size_t zmlx_session_mem_bytes(const zmlx_session *s) { return s ? s->mem_bytes : 0; }
+
+/* ------------------------------------------------------------- profile */
+
+static double q_bytes(const zmlx_qweight *w) {
+    return (double)q_code_bytes(w) + (double)q_scale_bytes(w) * (w->biases ? 2.0 : 1.0);
+}
+
+/* What one decode step at position pos reads: one embedding row, every
+ * attention and dense weight, the router and k of E experts per MoE layer,
+ * the LM head, and pos + 1 cached positions of K and V per layer. */
+static double step_bytes(const zmlx_session *s) {
+    const zr_dims *d = &s->d;
+    double b = q_bytes(&s->embed) / (double)s->embed.N + q_bytes(&s->head);
+    for (int64_t l = 0; l < d->L; l++) {
+        const zr_layer *L = &s->layers[l];
+        b += q_bytes(&L->q) + q_bytes(&L->k) + q_bytes(&L->v) + q_bytes(&L->o);
+        double mlp = q_bytes(&L->gate) + q_bytes(&L->up) + q_bytes(&L->down);
+        b += L->is_moe ? q_bytes(&L->router) + mlp * (double)d->k / (double)d->E : mlp;
+        b += 2.0 * (double)(d->Hkv * d->hd) * (double)zmlx_dtype_size(s->T) * (double)(s->pos + 1);
+    }
+    return b;
+}
+
+/* Replay graph g reps times from the session's position and argmax (after
+ * one untimed replay) and return the mean wall time per replay in µs. */
+static zmlx_status time_graph(zmlx_session *s, zmlx_graph *g, int reps, double *us) {
+    zr_scratch *c = &s->sc;
+    int32_t p32 = (int32_t)s->pos, tok = s->argmax;
+    zmlx_status st = ZMLX_OK;
+    for (int pass = 0; pass < 2 && st == ZMLX_OK; pass++) {
+        if ((st = zmlx_mem_upload(s->ctx, c->pos, &p32, sizeof p32)) != ZMLX_OK) break;
+        if ((st = zmlx_mem_upload(s->ctx, c->tok, &tok, sizeof tok)) != ZMLX_OK) break;
+        const int n = pass ? reps : 1;
+        double t0 = zc_now_sec();
+        for (int r = 0; r < n && st == ZMLX_OK; r++) st = zmlx_graph_launch(s->ctx, g);
+        if (st == ZMLX_OK) st = zmlx_ctx_sync(s->ctx);
+        *us = (zc_now_sec() - t0) * 1e6 / n;
+    }
+    return st;
+}
+
+zmlx_status zmlx_session_profile_decode(zmlx_session *s, int reps, zmlx_decode_profile *out, char *err,
+                                        size_t errlen) {
+    if (!s || !out || reps < 1) return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "profile: NULL argument or reps < 1");
+    memset(out, 0, sizeof *out);
+    if (!zmlx_session_uses_graph(s))
+        return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED,
+                      "profiling times graph replays: it needs a CUDA session with the attention switch");
+    if (!s->have_logits) return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "profile: feed at least one token first");
+    if (s->pos + reps + 1 > s->cap)
+        return zc_err(err, errlen, ZMLX_ERR_RANGE, "profile: %d replays from position %lld pass the capacity %lld",
+                      reps, (long long)s->pos, (long long)s->cap);
+    /* the replays overwrite the device logits: keep the session's on the host */
+    if (!zmlx_session_logits(s)) return zc_err(err, errlen, ZMLX_ERR_DEVICE, "profile: cannot read the logits");
+    out->bytes = step_bytes(s);
+    static const unsigned parts[4] = {ZR_SEC_ALL, ZR_SEC_ATTN, ZR_SEC_MLP, ZR_SEC_HEAD};
+    double *dst[4] = {&out->step_us, &out->attn_us, &out->moe_us, &out->head_us};
+    zmlx_status st = ZMLX_OK;
+    for (int i = 0; i < 4 && st == ZMLX_OK; i++) {
+        zmlx_graph *g = i == 0 ? s->graph : NULL;
+        if (!g && (st = capture_step(s, parts[i], &g, err, errlen)) != ZMLX_OK) break;
+        if (i == 0) s->graph = g;
+        st = time_graph(s, g, reps, dst[i]);
+        if (i > 0) zmlx_graph_free(s->ctx, g);
+        if (st != ZMLX_OK) zc_err(err, errlen, st, "profile replay failed: %s", zmlx_status_str(st));
+    }
+    out->rest_us = out->step_us - out->attn_us - out->moe_us - out->head_us;
+    /* the replays moved the device position and token: re-sync at the next feed */
+    s->pos_synced = s->tok_synced = 0;
+    return st;
+}

@@ -1,0 +1,146 @@
+/*
+ * rows.cuh — block-level row helpers shared by the CUDA primitives: warp and
+ * block reductions in fixed trees, and the RMS norm of one row by one block.
+ * Every kernel that norms a row (rms_norm, add_rms_norm, the q/k heads of
+ * attention_step) calls rms_row, so they all round identically.
+ */
+#ifndef ZMLX_CUDA_ROWS_CUH
+#define ZMLX_CUDA_ROWS_CUH
+#include "cuda/cuda_internal.cuh"
+
+/* ------------------------------------------------------ reductions */
+
+__device__ __forceinline__ float wsum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* max that lets a NaN through (as zr_softmax_f32 does) */
+__device__ __forceinline__ float nmax(float a, float b) {
+    return (isnan(a) || a > b) ? a : (isnan(b) ? b : b);
+}
+__device__ __forceinline__ float wmax(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = nmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum / max: warp trees, then warp 0 over the per-warp values in
+ * warp order. Every thread gets the result. sh: >= 32 floats. */
+template <bool MAX>
+__device__ float block_reduce(float v, float *sh) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = MAX ? wmax(v) : wsum(v);
+    __syncthreads(); /* sh may still be read by a previous reduction */
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        float r = lane < nw ? sh[lane] : (MAX ? -INFINITY : 0.0f);
+        r = MAX ? wmax(r) : wsum(r);
+        if (lane == 0) sh[32] = r;
+    }
+    __syncthreads();
+    return sh[32];
+}
+
+/* Block per row of RMS_T threads; thread i owns the 8-element chunks
+ * c = i + RMS_T*j, the first RMS_REG of them kept in registers between the
+ * two passes (rows up to 8192 elements), the rest read again. With x2
+ * (add_rms_norm) r = round_T(x + x2) is written to r and the row is normed
+ * from those rounded values (r may alias x or x2: every element is read and
+ * written by one thread). Each thread sums its squares in index order, then
+ * block_reduce: the order depends only on D, so add_rms_norm equals add +
+ * rms_norm bit for bit whatever the pointers' alignment. */
+enum { RMS_T = 256, RMS_REG = 4 };
+
+/* elements i0..i0+7 of p as f32 (0 past D); one 16-byte load when it can
+ * (a plain load, not __ldg: the second pass may read r written by this kernel) */
+template <typename TT>
+__device__ __forceinline__ void ld8(const TT *p, int64_t i0, int64_t D, float (&v)[8]) {
+    const TT *q = p + i0;
+    if (i0 + 8 <= D && sizeof(TT) == 2 && ((uintptr_t)q & 15) == 0) {
+        const uint4 u = *(const uint4 *)q;
+        const TT *h = (const TT *)&u;
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = zcu_ld(h, j);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = i0 + j < D ? zcu_ld(q, j) : 0.0f;
+    }
+}
+
+/* first pass over one chunk: v = the row's values (r = round_T(x + x2) when
+ * x2), ss += v·v in index order */
+template <typename TT>
+__device__ __forceinline__ void rms_in(const TT *x, const TT *x2, TT *r, int64_t i0, int64_t D,
+                                       float (&v)[8], float &ss) {
+    ld8(x, i0, D, v);
+    if (x2) {
+        float v2[8];
+        ld8(x2, i0, D, v2);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            v[j] = zcu_round(r, __fadd_rn(v[j], v2[j]));
+            if (i0 + j < D) zcu_st(r, i0 + j, v[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        if (i0 + j < D) ss = __fadd_rn(ss, __fmul_rn(v[j], v[j]));
+}
+
+/* y = round_T(v·inv), times the weight values wv when there is a weight */
+template <typename TT>
+__device__ __forceinline__ void rms_out(const float (&v)[8], float inv, bool has_w,
+                                        const float (&wv)[8], TT *y, int64_t i0, int64_t D) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (i0 + j >= D) break;
+        const float nv = zcu_round(y, __fmul_rn(v[j], inv));
+        zcu_st(y, i0 + j, has_w ? __fmul_rn(wv[j], nv) : nv);
+    }
+}
+
+/* One row by a block of RMS_T threads (sh: >= 33 floats); the body of every
+ * CUDA RMS norm (rows, q/k heads of the attention step).
+ * The weights of the register-held chunks are loaded in the first pass, with
+ * the row: the weight is cold (one per layer), so loading it after the block
+ * reduction cost a second memory round trip. */
+template <typename TT>
+__device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps,
+                                        TT *r, TT *y, float *sh) {
+    const int64_t tid = threadIdx.x;
+    const bool has_w = weight != NULL;
+    float v[RMS_REG][8], wv[RMS_REG][8], ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < RMS_REG; j++) {
+        const int64_t i0 = (tid + j * RMS_T) * 8;
+        if (i0 < D && has_w) ld8(weight, i0, D, wv[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < RMS_REG; j++) {
+        const int64_t i0 = (tid + j * RMS_T) * 8;
+        if (i0 < D) rms_in(x, x2, r, i0, D, v[j], ss);
+    }
+    for (int64_t i0 = (tid + RMS_REG * RMS_T) * 8; i0 < D; i0 += RMS_T * 8) {
+        float t[8];
+        rms_in(x, x2, r, i0, D, t, ss);
+    }
+    ss = block_reduce<false>(ss, sh);
+    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, (float)D), eps)));
+    /* y may alias the source (rms_norm): every read of it is done */
+#pragma unroll
+    for (int j = 0; j < RMS_REG; j++) {
+        const int64_t i0 = (tid + j * RMS_T) * 8;
+        if (i0 < D) rms_out(v[j], inv, has_w, wv[j], y, i0, D);
+    }
+    const TT *src = x2 ? r : x;
+    for (int64_t i0 = (tid + RMS_REG * RMS_T) * 8; i0 < D; i0 += RMS_T * 8) {
+        float t[8], tw[8];
+        ld8(src, i0, D, t);
+        if (has_w) ld8(weight, i0, D, tw);
+        rms_out(t, inv, has_w, tw, y, i0, D);
+    }
+}
+
+#endif
