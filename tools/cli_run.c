@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int64_t cli_parse_ids(const char *s, int32_t **out) {
     *out = NULL;
@@ -174,4 +175,24 @@ void cli_json_str(FILE *f, const char *s) {
         else fputc(*p, f);
     }
     fputc('"', f);
+}
+
+void cli_capsule_head(FILE *f, const char *kind, int on_gpu) {
+    zc_hwinfo hw;
+    zc_hwinfo_get(&hw);
+    char gpu[128] = "none", drv[64] = "none", date[32];
+    if (on_gpu) cli_gpu_info(gpu, sizeof gpu, drv, sizeof drv);
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    fprintf(f, "{\n  \"kind\": \"%s\",\n  \"zmlx_commit\": \"%s\",\n  \"date\": \"%s\",\n", kind, zc_git_commit(),
+            date);
+    fprintf(f, "  \"hardware\": {\"cpu\": ");
+    cli_json_str(f, hw.cpu);
+    fprintf(f, ", \"cpu_flags\": \"%s\", \"cores\": %d, \"gpu\": ", hw.cpu_flags, hw.cores);
+    cli_json_str(f, gpu);
+    fprintf(f, ", \"driver\": ");
+    cli_json_str(f, drv);
+    fprintf(f, ", \"compiler\": ");
+    cli_json_str(f, hw.compiler);
+    fprintf(f, "},\n");
 }

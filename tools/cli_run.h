@@ -55,6 +55,10 @@ void cli_gpu_info(char *gpu, size_t glen, char *driver, size_t dlen);
 /* `zmlx bench decode` (cmd_bench_decode.c), called by `zmlx bench`. */
 int bench_decode(int argc, char **argv);
 
+/* Open a capsule object: kind, commit, date and the hardware (the GPU and
+ * driver when on_gpu), each line ending in a comma. */
+void cli_capsule_head(FILE *f, const char *kind, int on_gpu);
+
 /* Write s as a JSON string literal (quotes and escapes). */
 void cli_json_str(FILE *f, const char *s);
 

@@ -237,23 +237,8 @@ int bench_decode(int argc, char **argv) {
             rc = 1;
             goto out;
         }
-        zc_hwinfo hw;
-        zc_hwinfo_get(&hw);
-        char gpu[256] = "none", drv[64] = "none", date[32];
-        if (r.backend == ZMLX_BACKEND_CUDA) cli_gpu_info(gpu, sizeof gpu, drv, sizeof drv);
-        time_t now = time(NULL);
-        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-        fprintf(jf, "{\n  \"kind\": \"decode\",\n  \"zmlx_commit\": \"%s\",\n  \"date\": \"%s\",\n", zc_git_commit(),
-                date);
-        fprintf(jf, "  \"hardware\": {\"cpu\": ");
-        cli_json_str(jf, hw.cpu);
-        fprintf(jf, ", \"cores\": %d, \"gpu\": ", hw.cores);
-        cli_json_str(jf, gpu);
-        fprintf(jf, ", \"driver\": ");
-        cli_json_str(jf, drv);
-        fprintf(jf, ", \"compiler\": ");
-        cli_json_str(jf, hw.compiler);
-        fprintf(jf, "},\n  \"model\": ");
+        cli_capsule_head(jf, "decode", r.backend == ZMLX_BACKEND_CUDA);
+        fprintf(jf, "  \"model\": ");
         cli_json_str(jf, preset ? preset : model);
         fprintf(jf, ",\n  \"backend\": \"%s\",\n  \"prompt_tokens\": %lld,\n  \"tokens\": %lld,\n"
                 "  \"bandwidth_gbps\": %.3f,\n  \"plans\": [\n", cli_backend_name(r.backend), np, n, bw);

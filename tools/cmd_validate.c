@@ -227,23 +227,9 @@ static int write_json(const char *path, const cli_run *r, const char *model_dir,
         fprintf(stderr, "zmlx validate: cannot write %s\n", path);
         return 0;
     }
-    zc_hwinfo hw;
-    zc_hwinfo_get(&hw);
-    char gpu[128] = "none", drv[64] = "none", date[32], buf[96];
-    if (r->backend == ZMLX_BACKEND_CUDA) cli_gpu_info(gpu, sizeof gpu, drv, sizeof drv);
-    time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    fprintf(f, "{\n  \"kind\": \"validate\",\n  \"zmlx_commit\": \"%s\",\n  \"date\": \"%s\",\n", zc_git_commit(),
-            date);
-    fprintf(f, "  \"hardware\": {\"cpu\": ");
-    cli_json_str(f, hw.cpu);
-    fprintf(f, ", \"cpu_flags\": \"%s\", \"cores\": %d, \"gpu\": ", hw.cpu_flags, hw.cores);
-    cli_json_str(f, gpu);
-    fprintf(f, ", \"driver\": ");
-    cli_json_str(f, drv);
-    fprintf(f, ", \"compiler\": ");
-    cli_json_str(f, hw.compiler);
-    fprintf(f, "},\n  \"backend\": \"%s\",\n  \"threads\": %d,\n  \"model\": ", cli_backend_name(r->backend),
+    char buf[96];
+    cli_capsule_head(f, "validate", r->backend == ZMLX_BACKEND_CUDA);
+    fprintf(f, "  \"backend\": \"%s\",\n  \"threads\": %d,\n  \"model\": ", cli_backend_name(r->backend),
             r->backend == ZMLX_BACKEND_CUDA ? 0 : r->threads);
     cli_json_str(f, model_dir);
     fprintf(f, ",\n  \"arch\": ");

@@ -82,17 +82,6 @@ static void att_split(const zmlx_attn_params *p, int64_t *C, int64_t *nch) {
     *nch = (span + c - 1) / c;
 }
 
-/* Grid (chunk, query head, token). Token t's context is base + t + 1
- * positions, base = pos[0] (device; 0 without pos) + pos0; q row of token t at
- * q + t·q_stride. part: [tokens, Hq, nch, 2 + hd_v] f32 (m, l, o);
- * cnt: [tokens, Hq] zeroed counters. Shared (floats): C scores, nch chunk
- * weights, hd scaled q values, max(ATT_W·hd_v, 2·nch) for the per-warp sums
- * of o, then the chunks' (m, l).
- * Scores: warp w takes positions w, w + ATT_W, ... four at a time (their
- * loads in flight together); lane l sums (scale·q_d)·k_d over its features
- * d = 4l + 128r + e (r, then e ascending), then a butterfly. o: warp w sums
- * e_j·v_j over the same positions (ascending) for the same features of v;
- * the ATT_W warp sums are then added in warp order. */
 enum { ATT_W = ATT_T / 32, ATT_JU = 4 };
 
 /* elements i..i+3 of p as f32 (0 past n): one 8- or 16-byte load when
@@ -116,6 +105,29 @@ __device__ __forceinline__ void ld4(const TT *p, int64_t i, int64_t n, float (&v
     }
 }
 
+/* Features d..d+3 of the ATT_JU rows jb, jb + ATT_W, ... of a [len, n]
+ * block (rows past len read row len - 1: loaded, never used). */
+template <typename TT>
+__device__ __forceinline__ void ld_rows(const TT *rows, int n, int64_t jb, int64_t len, int d,
+                                        float (&v)[ATT_JU][4]) {
+#pragma unroll
+    for (int u = 0; u < ATT_JU; u++) {
+        const int64_t j = jb + u * ATT_W < len ? jb + u * ATT_W : len - 1;
+        ld4(rows + j * n, d, n, v[u]);
+    }
+}
+
+/* Grid (chunk, query head, token). Token t's context is base + t + 1
+ * positions, base = pos[0] (device; 0 without pos) + pos0; q row of token t at
+ * q + t·q_stride. part: [tokens, Hq, nch, 2 + hd_v] f32 (m, l, o);
+ * cnt: [tokens, Hq] zeroed counters. Shared (floats): C scores, nch chunk
+ * weights, hd scaled q values, max(ATT_W·hd_v, 2·nch) for the per-warp sums
+ * of o, then the chunks' (m, l).
+ * Scores: warp w takes positions w, w + ATT_W, ... four at a time (their
+ * loads in flight together); lane l sums (scale·q_d)·k_d over its features
+ * d = 4l + 128r + e (r, then e ascending), then a butterfly. o: warp w sums
+ * e_j·v_j over the same positions (ascending) for the same features of v;
+ * the ATT_W warp sums are then added in warp order. */
 template <typename TT>
 __global__ void __launch_bounds__(ATT_T)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
@@ -146,11 +158,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
         for (int d = 4 * lane; d < p.hd; d += 128) {
             float kv[ATT_JU][4];
-#pragma unroll
-            for (int u = 0; u < ATT_JU; u++) {
-                const int64_t j = jb + u * ATT_W < len ? jb + u * ATT_W : len - 1;
-                ld4(kg + j * p.hd, d, p.hd, kv[u]);
-            }
+            ld_rows(kg, p.hd, jb, len, d, kv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
 #pragma unroll
@@ -178,11 +186,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int64_t jb = warp; jb < len; jb += ATT_JU * ATT_W) {
             float vv[ATT_JU][4];
-#pragma unroll
-            for (int u = 0; u < ATT_JU; u++) {
-                const int64_t j = jb + u * ATT_W < len ? jb + u * ATT_W : len - 1;
-                ld4(vg + j * p.hd_v, d, p.hd_v, vv[u]);
-            }
+            ld_rows(vg, p.hd_v, jb, len, d, vv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
                 if (jb + u * ATT_W < len) {
