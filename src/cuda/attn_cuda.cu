@@ -4,12 +4,15 @@
  *
  * Attention splits each (token, query head)'s attended positions into chunks
  * of C positions (C fixed by the cache capacity and window, so every call on
- * the same cache chunks alike): a block per chunk computes its scores, their
- * max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (no FMA, in the
- * fixed order k_attn describes); the last block of a (token, head) to finish (an integer
- * counter, reset by that block) combines the chunks in chunk order:
+ * the same cache chunks alike). A block takes one chunk for up to eight query
+ * heads of one kv head (a warp each; the chunk's K and V rows are staged in
+ * shared memory once for all of them); a warp computes its head's scores,
+ * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (no FMA, in
+ * the fixed order k_attn describes); the last block of a (token, kv head
+ * block) to finish (an integer counter, reset by that block) combines each
+ * head's chunks:
  *   M = max(sink, m_c), L = Σ_c l_c·exp(m_c - M) (+ exp(sink - M)),
- *   out = round_T((Σ_c o_c·exp(m_c - M)) · (1/L)).
+ *   out = round_T((Σ_c o_c·exp(m_c - M)) · (1/L)), the o sum in chunk order.
  * The order of every sum depends only on C and the position count, so results
  * are bit-identical from run to run, and attention_step (which reads its
  * position from device memory) equals attention_decode at the same position.
@@ -42,6 +45,7 @@ __device__ __forceinline__ void rope_pair(const zmlx_rope_params &p, TT *row, in
 template <typename TT>
 __global__ void k_rope(zmlx_rope_params p, TT *x, int64_t n_tok, int n_heads, const int32_t *pos,
                        int64_t pos0) {
+    zcu_pdl_entry();
     const int half = p.rot_dims / 2;
     const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= n_tok * n_heads * half) return;
@@ -53,7 +57,7 @@ template <typename TT>
 static zmlx_status rope_t(cudaStream_t st, const zmlx_rope_params *p, void *x, int64_t n_tok,
                           int n_heads, const int32_t *pos, int64_t pos0) {
     const int64_t n = n_tok * n_heads * (p->rot_dims / 2);
-    k_rope<TT><<<(unsigned)((n + 127) / 128), 128, 0, st>>>(*p, (TT *)x, n_tok, n_heads, pos, pos0);
+    zcu_launch(ZCU_PDL_ATTN, k_rope<TT>, (unsigned)((n + 127) / 128), 128, 0, st, *p, (TT *)x, n_tok, n_heads, pos, pos0);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -66,23 +70,51 @@ extern "C" zmlx_status zcu_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dty
 /* ---------------------------------------------------------- attention */
 
 enum {
-    ATT_T = 256,       /* threads per chunk block                                  */
-    ATT_NCH = 32,      /* chunks a full cache splits into (while C stays in range) */
-    ATT_MINC = 64,     /* chunk length bounds: at least a warp's worth per warp... */
-    ATT_MAXC = 2048,   /* ...and the scores of one chunk fit in 8 KB of shared     */
+    ATT_GB = 8,          /* most query heads per block (a warp each)                     */
+    ATT_NCH = 32,        /* chunks a full cache splits into (while C stays in range)     */
+    ATT_MINC = 16,       /* shortest chunk                                               */
+    ATT_SHM = 48 * 1024, /* a block's shared memory: the chunk's K and V rows, q, scores */
+    ATT_JU = 4,          /* positions whose loads are in flight together                 */
 };
 
-/* Chunk length C and the most chunks a (token, head) can have, from the
- * cache geometry alone (never from the current position). */
-static void att_split(const zmlx_attn_params *p, int64_t *C, int64_t *nch) {
+/* How a cache geometry splits (from the geometry alone, never from the current
+ * position): gb query heads per block, the largest divisor of the group size
+ * Hq/Hkv up to ATT_GB, so a block's heads share one kv head and the chunk's K
+ * and V rows are read once for all of them; chunk length C and the most
+ * chunks nch a (token, kv head) can have; partial stride (o, then m and l,
+ * 16-byte aligned); shared memory: K rows, V rows (each 16-byte aligned), then
+ * gb q rows and gb score rows in f32. */
+typedef struct {
+    int gb;
+    int64_t C, nch, stride;
+    size_t kv_bytes, shm;
+} att_geom;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g) {
+    const int G = p->Hq / p->Hkv;
+    g->gb = 1;
+    for (int d = ATT_GB; d > 1; d--)
+        if (G % d == 0) {
+            g->gb = d;
+            break;
+        }
     const int64_t span = p->window > 0 && p->window < p->cap ? p->window : p->cap;
     int64_t c = (span + ATT_NCH - 1) / ATT_NCH;
-    c = c < ATT_MINC ? ATT_MINC : (c > ATT_MAXC ? ATT_MAXC : c);
-    *C = c;
-    *nch = (span + c - 1) / c;
+    if (c < ATT_MINC) c = ATT_MINC;
+    const size_t per_pos = (size_t)(p->hd + p->hd_v) * tsz + (size_t)g->gb * 4;
+    const size_t fixed = 32 + (size_t)g->gb * (size_t)p->hd * 4; /* 32: the two roundings */
+    if (fixed + per_pos > ATT_SHM) return ZMLX_ERR_UNSUPPORTED;     /* head dims past ~5000 */
+    const int64_t cmax = (int64_t)((ATT_SHM - fixed) / per_pos);
+    if (c > cmax) c = cmax;
+    g->C = c;
+    g->nch = (span + c - 1) / c;
+    g->stride = (p->hd_v + 2 + 3) / 4 * 4;
+    g->kv_bytes = round16((size_t)c * (size_t)p->hd * tsz) + round16((size_t)c * (size_t)p->hd_v * tsz);
+    g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + c) * 4;
+    return ZMLX_OK;
 }
-
-enum { ATT_W = ATT_T / 32, ATT_JU = 4 };
 
 /* elements i..i+3 of p as f32 (0 past n): one 8- or 16-byte load when
  * aligned */
@@ -105,60 +137,75 @@ __device__ __forceinline__ void ld4(const TT *p, int64_t i, int64_t n, float (&v
     }
 }
 
-/* Features d..d+3 of the ATT_JU rows jb, jb + ATT_W, ... of a [len, n]
- * block (rows past len read row len - 1: loaded, never used). */
+/* Features d..d+3 of the ATT_JU rows jb.. of a [len, n] block in shared
+ * memory (rows past len read row len - 1: loaded, never used). */
 template <typename TT>
-__device__ __forceinline__ void ld_rows(const TT *rows, int n, int64_t jb, int64_t len, int d,
-                                        float (&v)[ATT_JU][4]) {
+__device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, int d, float (&v)[ATT_JU][4]) {
 #pragma unroll
-    for (int u = 0; u < ATT_JU; u++) {
-        const int64_t j = jb + u * ATT_W < len ? jb + u * ATT_W : len - 1;
-        ld4(rows + j * n, d, n, v[u]);
+    for (int u = 0; u < ATT_JU; u++) ld4(rows + (int64_t)min(jb + u, len - 1) * n, d, n, v[u]);
+}
+
+/* n elements from global src to shared dst by the block's threads: 16-byte
+ * cp.async copies when both ends and the size allow, else element by element.
+ * The caller waits (cp.async.wait_all) and syncs. */
+template <typename TT>
+__device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
+    const size_t bytes = (size_t)n * sizeof(TT);
+    if ((((uintptr_t)dst | (uintptr_t)src | bytes) & 15) == 0) {
+        const unsigned d0 = (unsigned)__cvta_generic_to_shared(dst);
+        for (size_t i = (size_t)threadIdx.x * 16; i < bytes; i += (size_t)blockDim.x * 16)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + (unsigned)i),
+                         "l"((const char *)src + i)
+                         : "memory");
+    } else {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
     }
 }
 
-/* Grid (chunk, query head, token). Token t's context is base + t + 1
- * positions, base = pos[0] (device; 0 without pos) + pos0; q row of token t at
- * q + t·q_stride. part: [tokens, Hq, nch, 2 + hd_v] f32 (m, l, o);
- * cnt: [tokens, Hq] zeroed counters. Shared (floats): C scores, nch chunk
- * weights, hd scaled q values, max(ATT_W·hd_v, 2·nch) for the per-warp sums
- * of o, then the chunks' (m, l).
- * Scores: warp w takes positions w, w + ATT_W, ... four at a time (their
- * loads in flight together); lane l sums (scale·q_d)·k_d over its features
- * d = 4l + 128r + e (r, then e ascending), then a butterfly. o: warp w sums
- * e_j·v_j over the same positions (ascending) for the same features of v;
- * the ATT_W warp sums are then added in warp order. */
+/* Grid (chunk, kv head x head block, token), gb warps: warp w takes query head
+ * h of the block's kv head. Token t's context is base + t + 1 positions,
+ * base = pos[0] (device; 0 without pos) + pos0; q row of token t at
+ * q + t·q_stride. part: [tokens, Hq, nch, stride] f32 (o, m, l);
+ * cnt: [tokens, gridDim.y] zeroed counters.
+ * The block stages the chunk's K and V rows in shared memory (all copies in
+ * flight at once), then each warp alone: scores four positions at a time,
+ * lane l summing (scale·q_d)·k_d over its features d = 4l + 128r + e (r, then
+ * e ascending), then a butterfly; m and l over the chunk (lane-strided, then a
+ * butterfly); o_d = Σ_j e_j·v_jd with j ascending, lane l owning the same
+ * features of v. */
 template <typename TT>
-__global__ void __launch_bounds__(ATT_T)
+__global__ void __launch_bounds__(ATT_GB * 32)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
-       const int32_t *pos, int64_t pos0, int64_t C, int64_t nch, float *part, unsigned *cnt, TT *out) {
-    extern __shared__ float dyn[];
-    __shared__ float sh[33];
+       const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, TT *out) {
+    zcu_pdl_entry();
+    extern __shared__ __align__(16) unsigned char att_shm[];
     __shared__ int last;
-    float *sc = dyn, *wc = sc + C, *qs = wc + nch, *vp = qs + p.hd;
-    const int c = blockIdx.x, h = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x;
+    const int64_t C = ag.C, nch = ag.nch, t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
     if (base < 0 || base > p.cap - n_tok) return; /* attention_step's prep flagged it */
     const int64_t n_ctx = base + t + 1, lo = p.window > 0 && n_ctx > p.window ? n_ctx - p.window : 0;
     const int64_t n = n_ctx - lo, nact = (n + C - 1) / C;
     if (c >= nact) return;
-    const int64_t j0 = lo + (int64_t)c * C, len = min(C, n - (int64_t)c * C);
-    const int64_t g = h / (p.Hq / p.Hkv), th = t * p.Hq + h;
-    const TT *qh = q + t * q_stride + (int64_t)h * p.hd;
-    const TT *kg = kc + (g * p.cap + j0) * p.hd, *vg = vc + (g * p.cap + j0) * p.hd_v;
-    for (int d = threadIdx.x; d < p.hd; d += ATT_T) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
+    const int len = (int)min(C, n - (int64_t)c * C), bpg = p.Hq / p.Hkv / ag.gb;
+    const int64_t j0 = lo + (int64_t)c * C, g = blockIdx.y / bpg;
+    const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.y % bpg) * ag.gb + warp;
+    TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ((size_t)C * p.hd * sizeof(TT) + 15) / 16 * 16);
+    float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
+    float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
+    att_stage(ks, kc + (g * p.cap + j0) * p.hd, (int64_t)len * p.hd);
+    att_stage(vs, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v);
+    const TT *qh = q + t * q_stride + h * p.hd;
+    for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
     __syncthreads();
 
-    /* every load of ATT_JU positions is issued before the first add, one
-     * 4-element load per lane and position (the loop carries no load-to-use
-     * chain) */
-    for (int64_t jb = warp; jb < len; jb += ATT_JU * ATT_W) {
+    for (int jb = 0; jb < len; jb += ATT_JU) {
         float s[ATT_JU];
 #pragma unroll
         for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
         for (int d = 4 * lane; d < p.hd; d += 128) {
             float kv[ATT_JU][4];
-            ld_rows(kg, p.hd, jb, len, d, kv);
+            ld_rows(ks, p.hd, jb, len, d, kv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
 #pragma unroll
@@ -168,87 +215,99 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
 #pragma unroll
         for (int u = 0; u < ATT_JU; u++) {
             s[u] = wsum(s[u]);
-            if (lane == 0 && jb + u * ATT_W < len) sc[jb + u * ATT_W] = s[u];
+            if (lane == 0 && jb + u < len) sc[jb + u] = s[u];
         }
     }
-    __syncthreads();
+    __syncwarp();
     float m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < len; j += ATT_T) m = nmax(m, sc[j]);
-    m = block_reduce<true>(m, sh);
+    for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
+    m = wmax(m);
     float l = 0.0f;
-    for (int64_t j = threadIdx.x; j < len; j += ATT_T) {
+    for (int j = lane; j < len; j += 32) {
         const float e = expf(__fsub_rn(sc[j], m));
         sc[j] = e;
         l = __fadd_rn(l, e);
     }
-    l = block_reduce<false>(l, sh); /* its barriers also publish sc */
+    l = wsum(l);
+    __syncwarp();
+    float *pc = part + ((t * p.Hq + h) * nch + c) * ag.stride;
     for (int d = 4 * lane; d < p.hd_v; d += 128) {
         float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int64_t jb = warp; jb < len; jb += ATT_JU * ATT_W) {
+        for (int jb = 0; jb < len; jb += ATT_JU) {
             float vv[ATT_JU][4];
-            ld_rows(vg, p.hd_v, jb, len, d, vv);
+            ld_rows(vs, p.hd_v, jb, len, d, vv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
-                if (jb + u * ATT_W < len) {
-                    const float e = sc[jb + u * ATT_W];
+                if (jb + u < len) {
+                    const float e = sc[jb + u];
 #pragma unroll
                     for (int i = 0; i < 4; i++) a[i] = __fadd_rn(a[i], __fmul_rn(e, vv[u][i]));
                 }
         }
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            if (d + i < p.hd_v) vp[warp * p.hd_v + d + i] = a[i];
+            if (d + i < p.hd_v) pc[d + i] = a[i];
     }
-    __syncthreads();
-    float *pc = part + (th * nch + c) * (2 + p.hd_v);
-    for (int d = threadIdx.x; d < p.hd_v; d += ATT_T) {
-        float acc = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_W; w++) acc = __fadd_rn(acc, vp[w * p.hd_v + d]);
-        pc[2 + d] = acc;
-    }
-    if (threadIdx.x == 0) pc[0] = m, pc[1] = l;
+    if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     if (nact > 1) {
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) {
-            last = atomicAdd(&cnt[th], 1u) == (unsigned)(nact - 1);
-            if (last) cnt[th] = 0;
+            const int64_t ci = t * gridDim.y + blockIdx.y;
+            last = atomicAdd(&cnt[ci], 1u) == (unsigned)(nact - 1);
+            if (last) cnt[ci] = 0;
         }
         __syncthreads();
         if (!last) return;
         __threadfence();
     } else {
-        __syncthreads();
+        __syncwarp();
     }
-    /* the combine, by the last block; other blocks' partials are read from L2
-     * (m and l by one thread per chunk into shared memory, o eight chunks per
-     * round: no chain of dependent loads) */
-    const float *ph = part + th * nch * (2 + p.hd_v);
-    float *ml = vp; /* the o sums are in part now: their space (>= 2·nch floats) takes m, l */
-    for (int64_t i = threadIdx.x; i < nact; i += ATT_T)
-        ml[2 * i] = __ldcg(ph + i * (2 + p.hd_v)), ml[2 * i + 1] = __ldcg(ph + i * (2 + p.hd_v) + 1);
-    __syncthreads();
+    /* the combine, by the last block, warp w for its head h (other blocks'
+     * partials read from L2): M over the chunks lane-strided then a butterfly,
+     * L likewise; lane l weighs chunks i0 + u by w_i = exp(m_i - M) computed
+     * on lane u, for its features of o, chunks ascending, eight loads in
+     * flight */
+    const float *ph = part + (t * p.Hq + h) * nch * ag.stride;
     const float sink = p.sinks ? p.sinks[h] : -INFINITY;
     float M = sink;
-    for (int64_t i = 0; i < nact; i++) M = nmax(M, ml[2 * i]);
-    for (int64_t i = threadIdx.x; i < nact; i += ATT_T) wc[i] = expf(__fsub_rn(ml[2 * i], M));
-    __syncthreads();
+    for (int64_t i = lane; i < nact; i += 32) M = nmax(M, __ldcg(ph + i * ag.stride + p.hd_v));
+    M = wmax(M);
     float L = 0.0f;
-    for (int64_t i = 0; i < nact; i++) L = __fadd_rn(L, __fmul_rn(ml[2 * i + 1], wc[i]));
+    for (int64_t i = lane; i < nact; i += 32)
+        L = __fadd_rn(L, __fmul_rn(__ldcg(ph + i * ag.stride + p.hd_v + 1),
+                                   expf(__fsub_rn(__ldcg(ph + i * ag.stride + p.hd_v), M))));
+    L = wsum(L);
     if (p.sinks) L = __fadd_rn(L, expf(__fsub_rn(sink, M)));
     const float inv = __fdiv_rn(1.0f, L);
-    for (int d = threadIdx.x; d < p.hd_v; d += ATT_T) {
-        float acc = 0.0f;
-        for (int64_t i0 = 0; i0 < nact; i0 += 8) {
-            float o[8];
+    for (int d0 = 0; d0 < p.hd_v; d0 += 128) { /* every lane runs the loop: the shuffles need all 32 */
+        const int d = d0 + 4 * lane;
+        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int64_t i0 = 0; i0 < nact; i0 += 32) {
+            const float wi = i0 + lane < nact ? expf(__fsub_rn(__ldcg(ph + (i0 + lane) * ag.stride + p.hd_v), M))
+                                              : 0.0f;
+            const int nu = (int)min((int64_t)32, nact - i0);
+            for (int u0 = 0; u0 < nu; u0 += 8) {
+                float4 o[8];
 #pragma unroll
-            for (int u = 0; u < 8; u++) o[u] = i0 + u < nact ? __ldcg(ph + (i0 + u) * (2 + p.hd_v) + 2 + d) : 0.0f;
+                for (int u = 0; u < 8; u++)
+                    o[u] = u0 + u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i0 + u0 + u) * ag.stride + d))
+                                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-            for (int u = 0; u < 8; u++)
-                if (i0 + u < nact) acc = __fadd_rn(acc, __fmul_rn(o[u], wc[i0 + u]));
+                for (int u = 0; u < 8; u++) {
+                    const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
+                    if (u0 + u < nu) {
+                        a[0] = __fadd_rn(a[0], __fmul_rn(o[u].x, w));
+                        a[1] = __fadd_rn(a[1], __fmul_rn(o[u].y, w));
+                        a[2] = __fadd_rn(a[2], __fmul_rn(o[u].z, w));
+                        a[3] = __fadd_rn(a[3], __fmul_rn(o[u].w, w));
+                    }
+                }
+            }
         }
-        zcu_st(out, th * p.hd_v + d, __fmul_rn(acc, inv));
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (d + i < p.hd_v) zcu_st(out, (t * p.Hq + h) * p.hd_v + d + i, __fmul_rn(a[i], inv));
     }
 }
 
@@ -257,34 +316,37 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
 static const size_t ATT_PART_BYTES = (size_t)64 << 20;
 
 /* Attention of n_tok tokens whose q rows are q_stride apart; base position
- * pos[0] (device; 0 without pos) + pos0. grid_nch: chunks to launch per (token, head)
- * (fewer than nch when the context is known on the host: same bits). */
+ * pos[0] (device; 0 without pos) + pos0. n_ctx0: the first token's context
+ * when the host knows it (launch only its chunks: same bits), else 0. */
 template <typename TT>
 static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, int64_t q_stride,
                             const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
-                            int64_t pos0, int64_t grid_nch, void *out) {
+                            int64_t pos0, int64_t n_ctx0, void *out) {
     zcu_state *s = zcu_state_of(c);
-    int64_t C, nch;
-    att_split(p, &C, &nch);
-    if (grid_nch <= 0 || grid_nch > nch) grid_nch = nch;
-    const size_t per_tok = (size_t)p->Hq * (size_t)nch * (size_t)(2 + p->hd_v) * sizeof(float);
+    att_geom g;
+    zmlx_status st = att_split(p, sizeof(TT), &g);
+    if (st != ZMLX_OK) return st;
+    int64_t grid_nch = g.nch;
+    if (n_ctx0 > 0) {
+        const int64_t lo = p->window > 0 && n_ctx0 > p->window ? n_ctx0 - p->window : 0;
+        grid_nch = (n_ctx0 - lo + g.C - 1) / g.C;
+    }
+    const size_t per_tok = (size_t)p->Hq * (size_t)g.nch * (size_t)g.stride * sizeof(float);
     int64_t tb = ZCU_ATT_COUNTERS / p->Hq;
     if ((size_t)tb * per_tok > ATT_PART_BYTES) tb = (int64_t)(ATT_PART_BYTES / per_tok);
     if (tb < 1) tb = 1;
     if (tb > n_tok) tb = n_tok;
     if (tb > 65535) tb = 65535;
     void *part;
-    zmlx_status st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
+    st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
-    const int64_t vp = (int64_t)ATT_W * p->hd_v > 2 * nch ? (int64_t)ATT_W * p->hd_v : 2 * nch;
-    const size_t shm = (size_t)(C + nch + p->hd + vp) * sizeof(float);
-    if (shm > 48 * 1024) return ZMLX_ERR_UNSUPPORTED; /* head dims past ~1000 */
+    const dim3 grid((unsigned)grid_nch, (unsigned)(p->Hq / g.gb), 1);
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
-        k_attn<TT><<<dim3((unsigned)grid_nch, (unsigned)p->Hq, (unsigned)nt), ATT_T, shm, s->stream>>>(
-            *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc, (const TT *)vc, n_tok - t0,
-            pos, pos0 + t0, C, nch, (float *)part, s->att_counters, (TT *)out + t0 * p->Hq * p->hd_v);
+        zcu_launch(ZCU_PDL_ATTN, k_attn<TT>, dim3(grid.x, grid.y, (unsigned)nt), 32 * g.gb, g.shm, s->stream, *p,
+                   (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc, (const TT *)vc, n_tok - t0, pos,
+                   pos0 + t0, g, (float *)part, s->att_counters, (TT *)out + t0 * p->Hq * p->hd_v);
         ZCU_LAUNCHED();
     }
     return ZMLX_OK;
@@ -293,10 +355,7 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
 template <typename TT>
 static zmlx_status decode_t(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, const void *kc,
                             const void *vc, int64_t n_ctx, void *out) {
-    int64_t C, nch;
-    att_split(p, &C, &nch);
-    const int64_t lo = p->window > 0 && n_ctx > p->window ? n_ctx - p->window : 0;
-    return attn_run<TT>(c, p, q, 0, kc, vc, 1, NULL, n_ctx - 1, (n_ctx - lo + C - 1) / C, out);
+    return attn_run<TT>(c, p, q, 0, kc, vc, 1, NULL, n_ctx - 1, n_ctx, out);
 }
 
 extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T,
@@ -316,6 +375,7 @@ template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, zmlx_rope_params rp,
             int has_rope, TT *qkv, int64_t n_tok, const int32_t *pos, TT *kc, TT *vc, int *err) {
+    zcu_pdl_entry();
     __shared__ float sh[33];
     const int64_t base = pos[0];
     if (base < 0 || base > p.cap - n_tok) {
@@ -354,9 +414,9 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     if (sp->rope) rp = *sp->rope;
     const int64_t blocks = (int64_t)(p->Hq + p->Hkv) * n_tok;
     if (blocks > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
-    k_attn_prep<TT><<<(unsigned)blocks, RMS_T, 0, s->stream>>>(
-        *p, (const TT *)sp->q_norm, (const TT *)sp->k_norm, sp->eps, rp, sp->rope != NULL, (TT *)qkv,
-        n_tok, pos, (TT *)kc, (TT *)vc, s->err_flag);
+    zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)blocks, RMS_T, 0, s->stream, *p, (const TT *)sp->q_norm,
+               (const TT *)sp->k_norm, sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv, n_tok, pos, (TT *)kc,
+               (TT *)vc, s->err_flag);
     ZCU_LAUNCHED();
     const int64_t row = (int64_t)(p->Hq + p->Hkv) * p->hd + (int64_t)p->Hkv * p->hd_v;
     return attn_run<TT>(c, p, qkv, row, kc, vc, n_tok, pos, 0, 0, out);

@@ -36,6 +36,13 @@ zmlx_status zcu_scratch(zmlx_ctx *c, int i, size_t bytes, void **out) {
     return ZMLX_OK;
 }
 
+int zcu_pdl_enabled(unsigned fam) {
+    static const unsigned mask = getenv("ZMLX_NO_PDL") ? 0u
+                                 : getenv("ZMLX_PDL") ? (unsigned)strtoul(getenv("ZMLX_PDL"), NULL, 0)
+                                                     : (unsigned)(ZCU_PDL_QMM | ZCU_PDL_OPS);
+    return (mask & fam) != 0;
+}
+
 /* ------------------------------------------------------------ memory */
 
 static zmlx_status cu_mem_alloc(zmlx_ctx *c, size_t bytes, void **out) {

@@ -62,6 +62,49 @@ static inline zmlx_status zcu_status(cudaError_t e) {
 /* after a kernel launch */
 #define ZCU_LAUNCHED() ZCU_TRY(cudaGetLastError())
 
+/* ------------------------------------ programmatic dependent launch */
+
+/* Kernels are launched with programmatic stream serialisation (Hopper's PDL):
+ * the stream's next kernel (also inside a graph captured from the stream) is
+ * launched while the current one runs, so its launch latency and block
+ * scheduling overlap our work instead of following it. The price is
+ * zcu_pdl_entry() in every kernel before its first read of anything an
+ * earlier kernel may have written (only weight prefetches come before it):
+ * it waits until the previous grid has completed and its writes are visible,
+ * then lets the next grid launch. Every block of every kernel waits before it
+ * can finish, so completion stays transitive (kernel n+2 never overtakes
+ * kernel n) and at most one grid is launched ahead. The attention kernels
+ * launch plainly: with PDL the H200 decode step was ~0.1 ms slower, with the
+ * qmm and small-op kernels ~0.1 ms faster (src/cuda/NOTES.md). For A/B runs:
+ * ZMLX_NO_PDL=1 launches everything plainly (the waits are then no-ops),
+ * ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default QMM|OPS). */
+__device__ __forceinline__ void zcu_pdl_entry() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+enum { ZCU_PDL_QMM = 1, ZCU_PDL_OPS = 2, ZCU_PDL_ATTN = 4 }; /* kernel families */
+int zcu_pdl_enabled(unsigned fam); /* whether family fam launches with PDL (env read once) */
+
+/* k<<<grid, block, shm, st>>>(args...) with the PDL attribute; the launch
+ * error is also left for ZCU_LAUNCHED(). */
+template <typename... P, typename... A>
+static inline cudaError_t zcu_launch(unsigned fam, void (*k)(P...), dim3 grid, dim3 block, size_t shm,
+                                     cudaStream_t st, A... args) {
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = shm;
+    cfg.stream = st;
+    cfg.attrs = &at;
+    cfg.numAttrs = zcu_pdl_enabled(fam) ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
 /* Grow scratch slot i to at least `bytes`; *out gets the buffer. */
 zmlx_status zcu_scratch(zmlx_ctx *c, int i, size_t bytes, void **out);
 

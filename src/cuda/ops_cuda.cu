@@ -19,13 +19,14 @@ static unsigned nblocks(int64_t n, int per) { return (unsigned)((n + per - 1) / 
 
 template <typename TT>
 __global__ void k_add(const TT *a, const TT *b, int64_t n, TT *out) {
+    zcu_pdl_entry();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) zcu_st(out, i, __fadd_rn(zcu_ld(a, i), zcu_ld(b, i)));
 }
 
 template <typename TT>
 static zmlx_status add_t(cudaStream_t st, const void *a, const void *b, int64_t n, void *out) {
-    k_add<TT><<<nblocks(n, 256), 256, 0, st>>>((const TT *)a, (const TT *)b, n, (TT *)out);
+    zcu_launch(ZCU_PDL_OPS, k_add<TT>, nblocks(n, 256), 256, 0, st, (const TT *)a, (const TT *)b, n, (TT *)out);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -38,6 +39,7 @@ extern "C" zmlx_status zcu_add(zmlx_ctx *c, zmlx_dtype T, const void *a, const v
 template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_rms(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps, TT *r, TT *y) {
+    zcu_pdl_entry();
     __shared__ float sh[33];
     const int64_t base = (int64_t)blockIdx.x * D;
     rms_row(x + base, x2 ? x2 + base : x2, weight, D, eps, x2 ? r + base : r, y + base, sh);
@@ -46,8 +48,8 @@ k_rms(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps, TT *r, 
 template <typename TT>
 static zmlx_status rms_t(cudaStream_t st, const void *x, const void *x2, const void *weight,
                          int64_t n_rows, int64_t D, float eps, void *r, void *y) {
-    k_rms<TT><<<(unsigned)n_rows, RMS_T, 0, st>>>((const TT *)x, (const TT *)x2, (const TT *)weight, D,
-                                                  eps, (TT *)r, (TT *)y);
+    zcu_launch(ZCU_PDL_OPS, k_rms<TT>, (unsigned)n_rows, RMS_T, 0, st, (const TT *)x, (const TT *)x2, (const TT *)weight,
+               D, eps, (TT *)r, (TT *)y);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -71,6 +73,7 @@ extern "C" zmlx_status zcu_rms_norm(zmlx_ctx *c, zmlx_dtype T, const void *x, co
  * expf is recomputed in the last pass rather than stored (y may alias x). */
 template <typename TT>
 __global__ void __launch_bounds__(256) k_softmax(const TT *x, int64_t n, TT *y) {
+    zcu_pdl_entry();
     __shared__ float sh[33];
     const TT *xr = x + (int64_t)blockIdx.x * n;
     float m = -INFINITY;
@@ -87,7 +90,7 @@ __global__ void __launch_bounds__(256) k_softmax(const TT *x, int64_t n, TT *y) 
 
 template <typename TT>
 static zmlx_status softmax_t(cudaStream_t st, const void *x, int64_t n_rows, int64_t n, void *y) {
-    k_softmax<TT><<<(unsigned)n_rows, 256, 0, st>>>((const TT *)x, n, (TT *)y);
+    zcu_launch(ZCU_PDL_OPS, k_softmax<TT>, (unsigned)n_rows, 256, 0, st, (const TT *)x, n, (TT *)y);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -134,6 +137,7 @@ __device__ __forceinline__ int warp_take(uint32_t *key, int n, uint32_t &bk, int
 template <typename TT>
 __global__ void __launch_bounds__(32)
 k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
+    zcu_pdl_entry();
     extern __shared__ float rsh[];
     const int E = p.E, k = p.k, lane = threadIdx.x;
     float *score = rsh, *sel = rsh + E, *gsc = rsh + 2 * E;
@@ -232,7 +236,7 @@ static zmlx_status route_t(zcu_state *s, const zmlx_router_params *p, const void
     if (shm > 200 * 1024) return ZMLX_ERR_UNSUPPORTED;
     if (shm > 48 * 1024)
         ZCU_TRY(cudaFuncSetAttribute(k_route<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-    k_route<TT><<<(unsigned)n_tok, 32, shm, s->stream>>>(*p, (const TT *)logits, idx, w, s->err_flag);
+    zcu_launch(ZCU_PDL_OPS, k_route<TT>, (unsigned)n_tok, 32, shm, s->stream, *p, (const TT *)logits, idx, w, s->err_flag);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -252,6 +256,7 @@ extern "C" zmlx_status zcu_moe_route(zmlx_ctx *c, const zmlx_router_params *p, z
  * index holding it (ties to the lower index, as zr_argmax). */
 template <typename TT>
 __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t *idx) {
+    zcu_pdl_entry();
     __shared__ uint32_t shk[32], shi[32];
     const TT *xr = x + (int64_t)blockIdx.x * n;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -276,7 +281,7 @@ __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t
 
 template <typename TT>
 static zmlx_status argmax_t(cudaStream_t st, const void *x, int64_t n_rows, int64_t n, int32_t *idx) {
-    k_argmax<TT><<<(unsigned)n_rows, 1024, 0, st>>>((const TT *)x, n, idx);
+    zcu_launch(ZCU_PDL_OPS, k_argmax<TT>, (unsigned)n_rows, 1024, 0, st, (const TT *)x, n, idx);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -287,12 +292,13 @@ extern "C" zmlx_status zcu_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int6
 }
 
 __global__ void k_i32_add(int32_t *x, int64_t n, int32_t delta) {
+    zcu_pdl_entry();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = (int32_t)((uint32_t)x[i] + (uint32_t)delta);
 }
 
 extern "C" zmlx_status zcu_i32_add(zmlx_ctx *c, int32_t *x, int64_t n, int32_t delta) {
-    k_i32_add<<<nblocks(n, 256), 256, 0, zcu_state_of(c)->stream>>>(x, n, delta);
+    zcu_launch(ZCU_PDL_OPS, k_i32_add, nblocks(n, 256), 256, 0, zcu_state_of(c)->stream, x, n, delta);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }

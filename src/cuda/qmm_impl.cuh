@@ -216,6 +216,7 @@ template <typename TT, int MODE, int BITS, int CH, bool FUSED>
 __global__ void __launch_bounds__(WARPS * 32)
 k_gemv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
        int64_t n_pairs, int act, TT *y) {
+    zcu_pdl_entry();
     constexpr int NR = FUSED ? 2 : 1;
     const int lane = threadIdx.x & 31;
     const int64_t N = qa.rows;
@@ -250,6 +251,7 @@ template <typename TT, int MODE, int BITS, int CH>
 __global__ void __launch_bounds__(WARPS * 32)
 k_gemv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts,
                int64_t n_tok, TT *out) {
+    zcu_pdl_entry();
     const int lane = threadIdx.x & 31;
     const int64_t D = q.rows;
     const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -301,6 +303,7 @@ __device__ __forceinline__ void qdot_cols(const zcu_qw &q, const TT *x, int64_t 
 template <typename TT, int MODE, int BITS, int CH, bool FUSED>
 __global__ void k_cols(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx,
                        int k, int64_t n_pairs, int act, TT *y) {
+    zcu_pdl_entry();
     const int64_t N = qa.cols, nch = N / CH;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_pairs * nch) return;
@@ -324,6 +327,7 @@ __global__ void k_cols(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const 
 template <typename TT, int MODE, int BITS, int CH>
 __global__ void k_cols_combine(zcu_qw q, const TT *h, const int32_t *idx, int k,
                                const float *wts, int64_t n_tok, TT *out) {
+    zcu_pdl_entry();
     const int64_t D = q.cols, nch = D / CH;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tok * nch) return;
@@ -349,6 +353,7 @@ __global__ void k_cols_combine(zcu_qw q, const TT *h, const int32_t *idx, int k,
  * Layout of the scratch: perm[P] | n_tiles | tiles[max_tiles] (int4). */
 static __global__ void __launch_bounds__(1024)
 k_sort(const int32_t *idx, int64_t P, int64_t E, int tm, int *perm, int *n_tiles, int4 *tiles) {
+    zcu_pdl_entry();
     extern __shared__ int sh[];
     int *cnt = sh;           /* [E] */
     int *ids = sh + E;       /* [SORT_CHUNK] staged expert ids */
@@ -423,6 +428,7 @@ template <typename TT, int MODE, int BITS, bool FUSED>
 __global__ void __launch_bounds__(128)
 k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
       const int *n_tiles, const int4 *tiles, int act, TT *y) {
+    zcu_pdl_entry();
     constexpr int NB = FUSED ? 2 : 1;
     __shared__ __align__(16) TT As[TILE_M * SROW];
     __shared__ __align__(16) TT Bs[NB][2][TILE_N * SROW]; /* [matrix][hi, lo]: 46 KB when FUSED */
@@ -744,6 +750,17 @@ __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
     return v;
 }
 
+/* Pull weight row r's bytes of steps [s0, s1) into L2 (lane tq of the row's
+ * four takes every fourth 128-byte line): issued before the PDL wait by
+ * kernels whose weight rows do not depend on the previous kernel, so the
+ * fetch overlaps it. A hint only: results never depend on it. */
+__device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t s0, int64_t s1, int tq) {
+    if (r < 0) return;
+    const uint8_t *p = q.w + r * q.row_bytes;
+    for (int64_t off = (s0 * 32 & ~(int64_t)127) + tq * 128; off < s1 * 32; off += 512)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+}
+
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
@@ -755,6 +772,15 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     __shared__ float red[KS][16][MMV_TILE];
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int64_t ti = blockIdx.x / nrb, n0 = (blockIdx.x % nrb) * rpt;
+    const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    int64_t s0, s1;
+    mmv_range<KS>(K, ks, s0, s1);
+    if (!idx && !perm) { /* a dense matrix: its rows are known before the wait */
+        mmv_prefetch(qa, n0 + gq < N ? n0 + gq : -1, s0, s1, tq);
+        if (FUSED) mmv_prefetch(qb, n0 + gq < N ? n0 + gq : -1, s0, s1, tq);
+        else mmv_prefetch(qa, n0 + gq + 8 < N ? n0 + gq + 8 : -1, s0, s1, tq);
+    }
+    zcu_pdl_entry();
     int64_t e, start;
     int cnt;
     if (perm) {
@@ -764,14 +790,11 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     } else {
         e = zcu_expert(idx, ti, qa.E); start = ti; cnt = 1;
     }
-    const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int64_t pc = gq < cnt ? (perm ? perm[start + gq] : start) : -1; /* pair of column gq */
     const TT *xc = pc >= 0 ? x + (x_per_slot ? pc : pc / k) * K : NULL;
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t ra = na < N ? e * N + na : -1, rb = nb < N ? e * N + nb : -1;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    int64_t s0, s1;
-    mmv_range<KS>(K, ks, s0, s1);
     mmv_steps<TT, FAST ? mmv_consts<TT>::ST : -1>(qa, ra, FUSED ? qb : qa, rb, xc, s0, s1, tq, acc);
     red[ks][gq][2 * tq] = acc[0];
     red[ks][gq][2 * tq + 1] = acc[1];
@@ -807,6 +830,16 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
     const int gq = lane >> 2, tq = lane & 3;
     int64_t s0, s1;
     mmv_range<KS>(K, ks, s0, s1);
+    /* In a MoE block the expert ids come from the router two kernels back
+     * (done before the previous kernel started): prefetch the slots' rows
+     * before the wait. Read through L2 (never a stale L1 line); a hint, so an
+     * id still being written costs bandwidth, not correctness. */
+    for (int j = w / KS; j < k; j += ns) {
+        const int64_t e = idx ? (int64_t)min(max(__ldcg(idx + t * k + j), 0), (int)q.E - 1) : 0;
+        mmv_prefetch(q, d0 + gq < D ? e * D + d0 + gq : -1, s0, s1, tq);
+        mmv_prefetch(q, d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1, s0, s1, tq);
+    }
+    zcu_pdl_entry();
     for (int j = w / KS; j < k; j += ns) {
         const int64_t p = t * k + j, e = zcu_expert(idx, p, q.E);
         const int64_t ra = d0 + gq < D ? e * D + d0 + gq : -1, rb = d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1;
@@ -830,6 +863,7 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
 
 template <typename TT>
 __global__ void k_combine(const TT *y, const float *w, int64_t n_tok, int k, int64_t D, TT *out) {
+    zcu_pdl_entry();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tok * D) return;
     const int64_t t = i / D, d = i % D;
@@ -840,6 +874,7 @@ __global__ void k_combine(const TT *y, const float *w, int64_t n_tok, int k, int
 
 template <typename TT>
 __global__ void k_glu(int act, const TT *g, const TT *u, int64_t n, TT *h) {
+    zcu_pdl_entry();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) zcu_st(h, i, zcu_act(act, zcu_ld(g, i), zcu_ld(u, i)));
 }
@@ -847,6 +882,7 @@ __global__ void k_glu(int act, const TT *g, const TT *u, int64_t n, TT *h) {
 /* out[i, :] = round_T(deq(row ids[i])): thread -> (i, chunk) */
 template <typename TT, int MODE, int BITS, int CH>
 __global__ void k_embed(zcu_qw q, const int32_t *ids, int64_t n, TT *out) {
+    zcu_pdl_entry();
     const int64_t nch = q.cols / CH;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n * nch) return;
@@ -897,8 +933,8 @@ template <typename TT, bool FUSED> struct fam_gemv {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
         const int64_t P = a.n_tok * a.k, warps = P * a.qa.rows;
         with_chunk<MODE>(a.qa, [&](auto ch) {
-            k_gemv<TT, MODE, BITS, decltype(ch)::value, FUSED><<<blocks_of(warps, WARPS), WARPS * 32, 0, a.st>>>(
-                a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, P, a.act, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, k_gemv<TT, MODE, BITS, decltype(ch)::value, FUSED>, blocks_of(warps, WARPS), WARPS * 32, 0,
+                       a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, P, a.act, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -909,8 +945,8 @@ template <typename TT> struct fam_gemv_combine {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
         const int64_t warps = a.n_tok * a.qa.rows;
         with_chunk<MODE>(a.qa, [&](auto ch) {
-            k_gemv_combine<TT, MODE, BITS, decltype(ch)::value><<<blocks_of(warps, WARPS), WARPS * 32, 0, a.st>>>(
-                a.qa, (const TT *)a.x, a.idx, a.k, a.w, a.n_tok, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, k_gemv_combine<TT, MODE, BITS, decltype(ch)::value>, blocks_of(warps, WARPS), WARPS * 32,
+                       0, a.st, a.qa, (const TT *)a.x, a.idx, a.k, a.w, a.n_tok, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -922,8 +958,8 @@ template <typename TT, bool FUSED> struct fam_cols {
         const int64_t P = a.n_tok * a.k;
         with_chunk<MODE>(a.qa, [&](auto ch) {
             constexpr int CH = decltype(ch)::value;
-            k_cols<TT, MODE, BITS, CH, FUSED><<<blocks_of(P * (a.qa.cols / CH), 128), 128, 0, a.st>>>(
-                a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, P, a.act, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, k_cols<TT, MODE, BITS, CH, FUSED>, blocks_of(P * (a.qa.cols / CH), 128), 128, 0, a.st,
+                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, P, a.act, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -934,8 +970,8 @@ template <typename TT> struct fam_cols_combine {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
         with_chunk<MODE>(a.qa, [&](auto ch) {
             constexpr int CH = decltype(ch)::value;
-            k_cols_combine<TT, MODE, BITS, CH><<<blocks_of(a.n_tok * (a.qa.cols / CH), 128), 128, 0, a.st>>>(
-                a.qa, (const TT *)a.x, a.idx, a.k, a.w, a.n_tok, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, k_cols_combine<TT, MODE, BITS, CH>, blocks_of(a.n_tok * (a.qa.cols / CH), 128), 128, 0,
+                       a.st, a.qa, (const TT *)a.x, a.idx, a.k, a.w, a.n_tok, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -945,8 +981,8 @@ template <typename TT> struct fam_cols_combine {
 template <typename TT, bool FUSED> struct fam_mma {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
         dim3 grid(a.max_tiles, (unsigned)((a.qa.rows + TILE_N - 1) / TILE_N));
-        k_mma<TT, MODE, BITS, FUSED><<<grid, 128, 0, a.st>>>(a.qa, a.qb, (const TT *)a.x, a.x_per_slot,
-                                                            a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
+        zcu_launch(ZCU_PDL_QMM, k_mma<TT, MODE, BITS, FUSED>, grid, 128, 0, a.st, a.qa, a.qb, (const TT *)a.x,
+                   a.x_per_slot, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
@@ -957,8 +993,8 @@ template <typename TT> struct fam_embed {
         const int64_t n = a.n_tok;
         with_chunk<MODE>(a.qa, [&](auto ch) {
             constexpr int CH = decltype(ch)::value;
-            k_embed<TT, MODE, BITS, CH><<<blocks_of(n * (a.qa.cols / CH), 128), 128, 0, a.st>>>(a.qa, a.idx, n,
-                                                                                          (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, k_embed<TT, MODE, BITS, CH>, blocks_of(n * (a.qa.cols / CH), 128), 128, 0, a.st, a.qa,
+                       a.idx, n, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -983,9 +1019,9 @@ template <typename TT> struct mmv_launch {
         const bool fast = mmv_fast<TT>(a.qa, a.x) && mmv_fast<TT>(a.qb, a.x);
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value;
-            (fast ? k_mmv<TT, FUSED, true, KS> : k_mmv<TT, FUSED, false, KS>)<<<(unsigned)(nt * nrb), KS * 32, 0, a.st>>>(
-                a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act,
-                (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, fast ? k_mmv<TT, FUSED, true, KS> : k_mmv<TT, FUSED, false, KS>, (unsigned)(nt * nrb),
+                       KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm,
+                       a.n_tiles, a.tiles, a.act, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -996,9 +1032,9 @@ template <typename TT> struct mmv_launch {
             const int ns = a.k < 16 / KS ? a.k : 16 / KS; /* <= 512 threads */
             const size_t shm = (size_t)a.k * KS * 16 * sizeof(float);
             const int64_t nrb = (a.qa.rows + 15) / 16;
-            (mmv_fast<TT>(a.qa, a.x) ? k_mmv_combine<TT, true, KS> : k_mmv_combine<TT, false, KS>)<<<
-                (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st>>>(a.qa, (const TT *)a.x, a.idx, a.k, a.w,
-                                                                       (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM, mmv_fast<TT>(a.qa, a.x) ? k_mmv_combine<TT, true, KS> : k_mmv_combine<TT, false, KS>,
+                       (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st, a.qa, (const TT *)a.x, a.idx, a.k,
+                       a.w, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -1022,7 +1058,7 @@ static zmlx_status sort_pairs(zmlx_ctx *c, qargs *a, int tm) {
     /* int4 array 16-byte aligned after perm and the count */
     int4 *tiles = (int4 *)(((uintptr_t)(n_tiles + 1) + 15) & ~(uintptr_t)15);
     const size_t shm = (size_t)(E + 4096) * sizeof(int); /* <= 32 KiB */
-    k_sort<<<1, 1024, shm, a->st>>>(a->idx, P, E, tm, perm, n_tiles, tiles);
+    zcu_launch(ZCU_PDL_QMM, k_sort, 1, 1024, shm, a->st, a->idx, P, E, tm, perm, n_tiles, tiles);
     ZCU_LAUNCHED();
     a->perm = perm;
     a->n_tiles = n_tiles;
@@ -1091,7 +1127,8 @@ template <> struct fam_mma<float, false> {
 template <typename TT>
 static zmlx_status launch_combine(const void *y, const float *w, int64_t n_tok, int k, int64_t D,
                                   void *out, cudaStream_t st) {
-    k_combine<TT><<<blocks_of(n_tok * D, 256), 256, 0, st>>>((const TT *)y, w, n_tok, k, D, (TT *)out);
+    zcu_launch(ZCU_PDL_QMM, k_combine<TT>, blocks_of(n_tok * D, 256), 256, 0, st, (const TT *)y, w, n_tok, k, D,
+               (TT *)out);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
@@ -1139,8 +1176,8 @@ zmlx_status qmm_run(zmlx_ctx *c, const zcu_qcall &q) {
         return launch_combine<TT>(q.x, q.w, q.n_tok, q.k, q.D, q.y, zcu_state_of(c)->stream);
     case ZCU_OP_GLU: {
         cudaStream_t st = zcu_state_of(c)->stream;
-        k_glu<TT><<<blocks_of(q.n_tok, 256), 256, 0, st>>>(q.act, (const TT *)q.x, (const TT *)q.u,
-                                                          q.n_tok, (TT *)q.y);
+        zcu_launch(ZCU_PDL_QMM, k_glu<TT>, blocks_of(q.n_tok, 256), 256, 0, st, q.act, (const TT *)q.x, (const TT *)q.u,
+                   q.n_tok, (TT *)q.y);
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
