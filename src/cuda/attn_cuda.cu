@@ -4,7 +4,7 @@
  *
  * Attention splits each (token, query head)'s attended positions into chunks
  * of C positions (C fixed by the cache capacity and window, so every call on
- * the same cache chunks alike). A block takes one chunk for up to eight query
+ * the same cache chunks alike). A block takes one chunk for up to ATT_GB query
  * heads of one kv head (a warp each; the chunk's K and V rows are staged in
  * shared memory once for all of them); a warp computes its head's scores,
  * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (no FMA, in
@@ -69,8 +69,11 @@ extern "C" zmlx_status zcu_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dty
 
 /* ---------------------------------------------------------- attention */
 
+#ifndef ZMLX_ATT_GB /* a build flag only for A/B runs (src/cuda/NOTES.md, decode v3) */
+#define ZMLX_ATT_GB 4
+#endif
 enum {
-    ATT_GB = 8,          /* most query heads per block (a warp each)                     */
+    ATT_GB = ZMLX_ATT_GB, /* most query heads per block (a warp each)                    */
     ATT_NCH = 32,        /* chunks a full cache splits into (while C stays in range)     */
     ATT_MINC = 16,       /* shortest chunk                                               */
     ATT_SHM = 48 * 1024, /* a block's shared memory: the chunk's K and V rows, q, scores */
@@ -117,11 +120,11 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
 }
 
 /* elements i..i+3 of p as f32 (0 past n): one 8- or 16-byte load when
- * aligned */
-template <typename TT>
+ * aligned; V4: the caller knows it is (4 | n, aligned rows, i < n) */
+template <bool V4, typename TT>
 __device__ __forceinline__ void ld4(const TT *p, int64_t i, int64_t n, float (&v)[4]) {
     const TT *q = p + i;
-    if (i + 4 <= n && ((uintptr_t)q & (4 * sizeof(TT) - 1)) == 0) {
+    if (V4 || (i + 4 <= n && ((uintptr_t)q & (4 * sizeof(TT) - 1)) == 0)) {
         if constexpr (sizeof(TT) == 4) {
             const float4 f = *(const float4 *)q;
             v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
@@ -139,10 +142,10 @@ __device__ __forceinline__ void ld4(const TT *p, int64_t i, int64_t n, float (&v
 
 /* Features d..d+3 of the ATT_JU rows jb.. of a [len, n] block in shared
  * memory (rows past len read row len - 1: loaded, never used). */
-template <typename TT>
+template <bool V4, typename TT>
 __device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, int d, float (&v)[ATT_JU][4]) {
 #pragma unroll
-    for (int u = 0; u < ATT_JU; u++) ld4(rows + (int64_t)min(jb + u, len - 1) * n, d, n, v[u]);
+    for (int u = 0; u < ATT_JU; u++) ld4<V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]);
 }
 
 /* n elements from global src to shared dst by the block's threads: 16-byte
@@ -172,8 +175,9 @@ __device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
  * lane l summing (scale·q_d)·k_d over its features d = 4l + 128r + e (r, then
  * e ascending), then a butterfly; m and l over the chunk (lane-strided, then a
  * butterfly); o_d = Σ_j e_j·v_jd with j ascending, lane l owning the same
- * features of v. */
-template <typename TT>
+ * features of v. V4: hd and hd_v are multiples of 4, so every 4-feature load
+ * is one aligned load with no bounds checks (the same values). */
+template <typename TT, bool V4>
 __global__ void __launch_bounds__(ATT_GB * 32)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
        const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, TT *out) {
@@ -205,12 +209,12 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
         for (int d = 4 * lane; d < p.hd; d += 128) {
             float kv[ATT_JU][4];
-            ld_rows(ks, p.hd, jb, len, d, kv);
+            ld_rows<V4>(ks, p.hd, jb, len, d, kv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    if (d + e < p.hd) s[u] = __fadd_rn(s[u], __fmul_rn(qs[d + e], kv[u][e]));
+                    if (V4 || d + e < p.hd) s[u] = __fadd_rn(s[u], __fmul_rn(qs[d + e], kv[u][e]));
         }
 #pragma unroll
         for (int u = 0; u < ATT_JU; u++) {
@@ -235,7 +239,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int jb = 0; jb < len; jb += ATT_JU) {
             float vv[ATT_JU][4];
-            ld_rows(vs, p.hd_v, jb, len, d, vv);
+            ld_rows<V4>(vs, p.hd_v, jb, len, d, vv);
 #pragma unroll
             for (int u = 0; u < ATT_JU; u++)
                 if (jb + u < len) {
@@ -246,7 +250,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         }
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            if (d + i < p.hd_v) pc[d + i] = a[i];
+            if (V4 || d + i < p.hd_v) pc[d + i] = a[i];
     }
     if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     if (nact > 1) {
@@ -341,12 +345,14 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
     const dim3 grid((unsigned)grid_nch, (unsigned)(p->Hq / g.gb), 1);
+    const bool v4 = p->hd % 4 == 0 && p->hd_v % 4 == 0;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
-        zcu_launch(ZCU_PDL_ATTN, k_attn<TT>, dim3(grid.x, grid.y, (unsigned)nt), 32 * g.gb, g.shm, s->stream, *p,
-                   (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc, (const TT *)vc, n_tok - t0, pos,
-                   pos0 + t0, g, (float *)part, s->att_counters, (TT *)out + t0 * p->Hq * p->hd_v);
+        zcu_launch(ZCU_PDL_ATTN, v4 ? k_attn<TT, true> : k_attn<TT, false>, dim3(grid.x, grid.y, (unsigned)nt),
+                   32 * g.gb, g.shm, s->stream, *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc,
+                   (const TT *)vc, n_tok - t0, pos, pos0 + t0, g, (float *)part, s->att_counters,
+                   (TT *)out + t0 * p->Hq * p->hd_v);
         ZCU_LAUNCHED();
     }
     return ZMLX_OK;

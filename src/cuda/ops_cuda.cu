@@ -250,21 +250,33 @@ extern "C" zmlx_status zcu_moe_route(zmlx_ctx *c, const zmlx_router_params *p, z
 
 /* ------------------------------------------------------------- argmax */
 
-/* Block per row. Thread i scans i, i + blockDim, ... keeping the first of
- * its largest keys (okey order; NaN gets key 0 and so never wins, a row of
- * NaN gives index 0); then the block takes the largest key and the lowest
- * index holding it (ties to the lower index, as zr_argmax). */
+/* Block per row. Thread i scans the 8-element runs i, i + blockDim, ... (four
+ * runs' loads in flight before the first compare; elements in ascending
+ * order), keeping the first of its largest keys (okey order; NaN gets key 0
+ * and so never wins, a row of NaN gives index 0); then the block takes the
+ * largest key and the lowest index holding it (ties to the lower index, as
+ * zr_argmax). */
+enum { AMAX_RUNS = 4 };
 template <typename TT>
 __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t *idx) {
     zcu_pdl_entry();
     __shared__ uint32_t shk[32], shi[32];
     const TT *xr = x + (int64_t)blockIdx.x * n;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int64_t run = 8 * (int64_t)blockDim.x;
     uint32_t bk = 0, bi = 0xffffffffu;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = zcu_ld(xr, i);
-        const uint32_t k = v == v ? okey(v) : 0u;
-        if (k > bk || bi == 0xffffffffu) bk = k, bi = (uint32_t)i;
+    for (int64_t b = 8 * (int64_t)threadIdx.x; b < n; b += AMAX_RUNS * run) {
+        float v[AMAX_RUNS][8];
+#pragma unroll
+        for (int u = 0; u < AMAX_RUNS; u++) ld8(xr, b + u * run, n, v[u]);
+#pragma unroll
+        for (int u = 0; u < AMAX_RUNS; u++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int64_t i = b + u * run + e;
+                const uint32_t k = v[u][e] == v[u][e] ? okey(v[u][e]) : 0u;
+                if (i < n && (k > bk || bi == 0xffffffffu)) bk = k, bi = (uint32_t)i;
+            }
     }
     uint32_t mk = __reduce_max_sync(0xffffffffu, bk);
     uint32_t mi = __reduce_min_sync(0xffffffffu, bk == mk ? bi : 0xffffffffu);
