@@ -102,7 +102,8 @@ extern "C" zmlx_status zcu_softmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int
 
 /* ------------------------------------------------------------- router */
 
-/* Top-k selection, one warp: every score becomes an unsigned key whose order
+/* Top-k selection in rounds, one warp (the grouped kind's choice of groups;
+ * k_route ranks the experts instead): every score becomes an unsigned key whose order
  * is the float order (-0 folded into +0, so equal scores give equal keys);
  * key 0 marks a taken entry (no finite or infinite score maps to 0). Lane l
  * owns entries e = l + 32i and keeps the best of its untaken ones, (bk, bi)
@@ -132,23 +133,20 @@ __device__ __forceinline__ int warp_take(uint32_t *key, int n, uint32_t &bk, int
     return (int)wi;
 }
 
-/* One warp per token. Shared: score[E], sel[E] (then its keys), gsc[E] (group
- * scores, then their keys, then the k selected weights), keep[E] bytes. */
+/* Warp 0 of k_route: selection scores of one token's logits row into
+ * score[] (the weights' source) and the unsigned keys of the selection values
+ * into key (= sel) — for the grouped kind only the kept groups' entries keep
+ * their value, the others select as 0. Non-finite logits or bias set *err. */
 template <typename TT>
-__global__ void __launch_bounds__(32)
-k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
-    zcu_pdl_entry();
-    extern __shared__ float rsh[];
-    const int E = p.E, k = p.k, lane = threadIdx.x;
-    float *score = rsh, *sel = rsh + E, *gsc = rsh + 2 * E;
+__device__ void route_keys(const zmlx_router_params &p, const TT *logits, float *score, float *sel, float *gsc,
+                           unsigned char *keep, int *err) {
+    const int E = p.E, lane = threadIdx.x & 31;
     uint32_t *key = (uint32_t *)sel, *gkey = (uint32_t *)gsc;
-    unsigned char *keep = (unsigned char *)(rsh + 3 * E);
-    const int64_t t = blockIdx.x;
     const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
     bool bad = false;
     float m = -INFINITY;
     for (int e = lane; e < E; e += 32) {
-        const float v = zcu_ld(logits, t * E + e);
+        const float v = zcu_ld(logits, e);
         if (!isfinite(v) || (p.bias && !isfinite(p.bias[e]))) bad = true;
         score[e] = v;
         m = nmax(m, v);
@@ -194,16 +192,51 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
             if (!keep[e / per]) sel[e] = 0.0f;
         __syncwarp();
     }
-    /* each lane converts (and from now on reads) only its own entries */
     for (int e = lane; e < E; e += 32) key[e] = okey(sel[e]);
-    lane_best(key, E, bk, bi);
+}
+
+/* Block of ROUTE_T threads per token: warp 0 computes the scores and keys;
+ * then every thread ranks entries e = tid, tid + ROUTE_T, ...: rank(e) =
+ * #{j : key_j > key_e, or key_j == key_e and j < e}, the slot warp_take's
+ * rounds would give it (largest key first, ties to the lower index), with no
+ * chain of warp-wide rounds; entries of rank < k land in slot order; warp 0
+ * then sums their weights in slot order. Shared: score[E], sel[E] (then its
+ * keys), gsc[E] (group scores, then their keys, then the k selected weights),
+ * slot[E] ints, keep[E] bytes. */
+enum { ROUTE_T = 128 };
+template <typename TT>
+__global__ void __launch_bounds__(ROUTE_T)
+k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
+    zcu_pdl_entry();
+    extern __shared__ float rsh[];
+    const int E = p.E, k = p.k, lane = threadIdx.x & 31;
+    float *score = rsh, *sel = rsh + E, *gsc = rsh + 2 * E;
+    const uint32_t *key = (const uint32_t *)sel;
+    int *slot = (int *)(rsh + 3 * E);
+    unsigned char *keep = (unsigned char *)(rsh + 4 * E);
+    const int64_t t = blockIdx.x;
+    if (threadIdx.x < 32) route_keys(p, logits + t * E, score, sel, gsc, keep, err);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        const uint32_t ke = key[e];
+        int r = 0;
+#pragma unroll 4
+        for (int j = 0; j < E; j++) {
+            const uint32_t kj = key[j];
+            r += kj > ke || (kj == ke && j < e);
+        }
+        if (r < k) slot[r] = e;
+    }
+    __syncthreads();
+    if (threadIdx.x >= 32) return;
     int32_t *idx = idx_out + t * k;
     float *w = w_out + t * k, *wsel = gsc;
+    const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
     /* the weight sum (norm_topk) and max (topk_softmax) run in slot order, as
        the reference's: every lane accumulates the same values */
     float wsum_ = 0.0f, wmax_ = -INFINITY;
     for (int j = 0; j < k; j++) {
-        const int b = warp_take(key, E, bk, bi);
+        const int b = slot[j];
         const float wj = score[b];
         wsum_ = __fadd_rn(wsum_, wj);
         wmax_ = nmax(wmax_, wj);
@@ -232,11 +265,12 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
 template <typename TT>
 static zmlx_status route_t(zcu_state *s, const zmlx_router_params *p, const void *logits,
                            int64_t n_tok, int32_t *idx, float *w) {
-    const size_t shm = (size_t)p->E * (3 * sizeof(float) + 1);
+    const size_t shm = (size_t)p->E * (4 * sizeof(float) + 1);
     if (shm > 200 * 1024) return ZMLX_ERR_UNSUPPORTED;
     if (shm > 48 * 1024)
         ZCU_TRY(cudaFuncSetAttribute(k_route<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-    zcu_launch(ZCU_PDL_OPS, k_route<TT>, (unsigned)n_tok, 32, shm, s->stream, *p, (const TT *)logits, idx, w, s->err_flag);
+    zcu_launch(ZCU_PDL_OPS, k_route<TT>, (unsigned)n_tok, ROUTE_T, shm, s->stream, *p, (const TT *)logits, idx, w,
+               s->err_flag);
     ZCU_LAUNCHED();
     return ZMLX_OK;
 }
