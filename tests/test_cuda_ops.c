@@ -558,7 +558,8 @@ static void test_model_shapes(void) {
 
 /* attention_step (device position) == rms_norm, rope, kv_append and
  * attention_decode on the same GPU, bit for bit (outputs, rewritten qkv,
- * caches), for multi-chunk and single-chunk contexts, a window and sinks;
+ * caches), for 5 tokens and for one, multi-chunk and single-chunk contexts,
+ * a window and sinks;
  * close to the CPU reference; a graph that replays it with i32_add advancing
  * the position == eager calls; an out-of-range position flags
  * ZMLX_ERR_RANGE at the sync and leaves the caches alone. */
@@ -570,14 +571,17 @@ static void test_attention_step(void) {
     for (int h = 0; h < HQ; h++) hsinks[h] = -1.0f + 0.3f * (float)h;
     float *sinks = ct_dev(hsinks, sizeof hsinks);
     for (int ti = 0; ti < 3; ti++)
-        for (int v = 0; v < 3; v++) {
+        for (int vi = 0; vi < 6; vi++) {
+            /* variants v with NT tokens, then with one */
+            const int v = vi % 3;
+            const int64_t nt = vi < 3 ? NT : 1;
             const zmlx_dtype T = TS[ti];
-            const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(NT * row) * es;
-            const size_t ob = (size_t)(NT * nq) * es;
+            const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(nt * row) * es;
+            const size_t ob = (size_t)(nt * nq) * es;
             const int32_t pos0 = v == 1 ? 10 : 137; /* one chunk of 64 / several */
             const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = HD, .base = 10000.0f};
             const zmlx_attn_params ap = {HQ, HKV, HD, HD, CAP, 0.125f, v == 2 ? 50 : 0, v == 2 ? sinks : NULL};
-            void *hqkv = ct_rand(&r, T, NT * row, -2, 2), *hk = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
+            void *hqkv = ct_rand(&r, T, nt * row, -2, 2), *hk = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
             void *hv = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
             void *hqn = ct_rand(&r, T, HD, 0.5f, 1.5f), *hkn = ct_rand(&r, T, HD, 0.5f, 1.5f);
             void *qn = ct_dev(hqn, HD * es), *kn = ct_dev(hkn, HD * es);
@@ -585,8 +589,8 @@ static void test_attention_step(void) {
             int32_t *pos = ct_dev(&pos0, sizeof pos0);
             void *qkv1 = ct_dev(hqkv, qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
             void *qkv2 = ct_dev(hqkv, qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);
-            CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, NT, pos, k1, v1, o1), ZMLX_OK);
-            for (int64_t t = 0; t < NT; t++) {
+            CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, nt, pos, k1, v1, o1), ZMLX_OK);
+            for (int64_t t = 0; t < nt; t++) {
                 char *q = (char *)qkv2 + (size_t)(t * row) * es, *k = q + (size_t)nq * es, *vv = k + (size_t)nk * es;
                 CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, q, qn, HQ, HD, 1e-6f, q), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, k, kn, HKV, HD, 1e-6f, k), ZMLX_OK);
@@ -600,25 +604,27 @@ static void test_attention_step(void) {
             CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
             void *O1 = ct_host(o1, ob), *O2 = ct_host(o2, ob), *Q1 = ct_host(qkv1, qb), *Q2 = ct_host(qkv2, qb);
             void *K1 = ct_host(k1, cb), *K2 = ct_host(k2, cb), *V1 = ct_host(v1, cb), *V2 = ct_host(v2, cb);
-            CHECKF(!memcmp(O1, O2, ob) && !memcmp(Q1, Q2, qb), "T%d v%d: step != unfused ops (out, qkv)", ti, v);
-            CHECKF(!memcmp(K1, K2, cb) && !memcmp(V1, V2, cb), "T%d v%d: step != unfused ops (caches)", ti, v);
+            CHECKF(!memcmp(O1, O2, ob) && !memcmp(Q1, Q2, qb), "T%d v%d n%d: step != unfused ops (out, qkv)", ti, v,
+                   (int)nt);
+            CHECKF(!memcmp(K1, K2, cb) && !memcmp(V1, V2, cb), "T%d v%d n%d: step != unfused ops (caches)", ti, v,
+                   (int)nt);
             /* the CPU reference on host copies of the same inputs */
             void *hq2 = h_alloc(qb), *hk2 = h_alloc(cb), *hv2 = h_alloc(cb), *ho = h_alloc(ob);
             memcpy(hq2, hqkv, qb), memcpy(hk2, hk, cb), memcpy(hv2, hv, cb);
             zmlx_attn_step_params hsp = sp;
             hsp.q_norm = hqn, hsp.k_norm = hkn, hsp.attn.sinks = v == 2 ? hsinks : NULL;
-            CHECK_EQ_INT(zmlx_attention_step(NULL, &hsp, T, hq2, NT, &pos0, hk2, hv2, ho), ZMLX_OK);
-            double *ref = h_alloc(sizeof(double) * (size_t)(NT * nq)), *mag = h_alloc(sizeof(double) * (size_t)(NT * nq));
-            for (int64_t i = 0; i < NT * nq; i++) ref[i] = ct_get(T, ho, i), mag[i] = 1.0;
+            CHECK_EQ_INT(zmlx_attention_step(NULL, &hsp, T, hq2, nt, &pos0, hk2, hv2, ho), ZMLX_OK);
+            double *ref = h_alloc(sizeof(double) * (size_t)(nt * nq)), *mag = h_alloc(sizeof(double) * (size_t)(nt * nq));
+            for (int64_t i = 0; i < nt * nq; i++) ref[i] = ct_get(T, ho, i), mag[i] = 1.0;
             char what[96];
-            snprintf(what, sizeof what, "T%d v%d attention_step vs CPU", ti, v);
+            snprintf(what, sizeof what, "T%d v%d n%d attention_step vs CPU", ti, v, (int)nt);
             /* q/k round to T after the norm and rope: a 1-ulp difference there moves the output by ~eps */
-            ct_close(what, T, O1, ref, mag, NT * nq, 4 * ct_eps(T), 4 * ct_eps(T) + 1e-5);
+            ct_close(what, T, O1, ref, mag, nt * nq, 4 * ct_eps(T), 4 * ct_eps(T) + 1e-5);
             free(hq2); free(hk2); free(hv2); free(ho); free(ref); free(mag);
             free(O1); free(O2); free(Q1); free(Q2); free(K1); free(K2); free(V1); free(V2);
 
             /* graph: one token per replay, position advanced inside the graph */
-            if (v == 1) {
+            if (v == 1 && nt == NT) {
                 const size_t rb = (size_t)row * es, ob1 = (size_t)nq * es;
                 void *g_qkv = ct_dev_poison(rb), *g_out = ct_dev_poison(ob1);
                 void *kg = ct_dev(hk, cb), *vg = ct_dev(hv, cb), *ke = ct_dev(hk, cb), *ve = ct_dev(hv, cb);
@@ -652,10 +658,10 @@ static void test_attention_step(void) {
             }
             /* out of range: flagged at the sync, caches untouched */
             if (v == 0) {
-                const int32_t bad_pos = (int32_t)(CAP - NT + 1);
+                const int32_t bad_pos = (int32_t)(CAP - nt + 1);
                 CHECK_EQ_INT(zmlx_mem_upload(g_ctx, pos, &bad_pos, sizeof bad_pos), ZMLX_OK);
                 void *K0 = ct_host(k1, cb);
-                CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, NT, pos, k1, v1, o1), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, nt, pos, k1, v1, o1), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_ERR_RANGE);
                 CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
                 void *Kafter = ct_host(k1, cb);
