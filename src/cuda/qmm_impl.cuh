@@ -555,8 +555,10 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
  * (0,4), (1,5), (2,6), (3,7), and the activations are permuted the same way
  * (the order of k inside an mma is free as long as A and B agree). Per step,
  * a second mma with A = 1 gives Σx of each pair, and
- *     part = s·(D − OFF·Σx) + b·Σx      (D = Σ(OFF+q)·x, exact products)
- * is added to the lane's f32 accumulators in step order.
+ *     part = s·D + (b − OFF·s)·Σx      (D = Σ(OFF+q)·x, exact products)
+ * is added to the lane's f32 accumulators in step order as
+ * acc = fma(s, D, fma(b', Σx, acc)), b' = fma(−OFF, s, b): FMAs chosen here
+ * (-fmad=false contracts nothing), 10 instructions a step instead of 24.
  * The block's 4 warps split the steps into 4 contiguous ranges; their
  * partials are summed in range order (mmv_sum). Every output element depends
  * only on its own row and pair, never on the tile it shares, so the fused
@@ -714,12 +716,11 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
             mmv_word<TT>(wa[u].y, wb[u].y, xb[u], d, sx);
             /* rows that are absent have raw 0 = scale 0, bias 0 */
             const float sc[2] = {mmv_cvt(sr[u][0], ta), mmv_cvt(sr[u][2], tb)};
-            const float bi[2] = {mmv_cvt(sr[u][1], ta), mmv_cvt(sr[u][3], tb)};
+            float bo[2] = {mmv_cvt(sr[u][1], ta), mmv_cvt(sr[u][3], tb)};
+            bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
+            bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const float q = __fsub_rn(d[c], __fmul_rn(mmv_consts<TT>::OFF, sx[c]));
-                acc[c] = __fadd_rn(acc[c], __fadd_rn(__fmul_rn(sc[c >> 1], q), __fmul_rn(bi[c >> 1], sx[c])));
-            }
+            for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(sc[c >> 1], d[c], __fmaf_rn(bo[c >> 1], sx[c], acc[c]));
         }
     }
 }
