@@ -7,8 +7,8 @@
  * the same cache chunks alike). A block takes one chunk for up to ATT_GB query
  * heads of one kv head (a warp each; the chunk's K and V rows are staged in
  * shared memory once for all of them); a warp computes its head's scores,
- * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (no FMA, in
- * the fixed order k_attn describes); the last block of a (token, kv head
+ * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (the
+ * products of s and o accumulated by FMA, in the fixed order k_attn describes); the last block of a (token, kv head
  * block) to finish (an integer counter, reset by that block) combines each
  * head's chunks:
  *   M = max(sink, m_c), L = Σ_c l_c·exp(m_c - M) (+ exp(sink - M)),
@@ -172,9 +172,9 @@ __device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
  * cnt: [tokens, gridDim.y] zeroed counters.
  * The block stages the chunk's K and V rows in shared memory (all copies in
  * flight at once), then each warp alone: scores four positions at a time,
- * lane l summing (scale·q_d)·k_d over its features d = 4l + 128r + e (r, then
+ * lane l accumulating (scale·q_d)·k_d (FMA) over its features d = 4l + 128r + e (r, then
  * e ascending), then a butterfly; m and l over the chunk (lane-strided, then a
- * butterfly); o_d = Σ_j e_j·v_jd with j ascending, lane l owning the same
+ * butterfly); o_d = Σ_j e_j·v_jd (FMA) with j ascending, lane l owning the same
  * features of v. V4: hd and hd_v are multiples of 4, so every 4-feature load
  * is one aligned load with no bounds checks (the same values). */
 template <typename TT, bool V4>
@@ -214,7 +214,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
             for (int u = 0; u < ATT_JU; u++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    if (V4 || d + e < p.hd) s[u] = __fadd_rn(s[u], __fmul_rn(qs[d + e], kv[u][e]));
+                    if (V4 || d + e < p.hd) s[u] = __fmaf_rn(qs[d + e], kv[u][e], s[u]);
         }
 #pragma unroll
         for (int u = 0; u < ATT_JU; u++) {
@@ -245,7 +245,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
                 if (jb + u < len) {
                     const float e = sc[jb + u];
 #pragma unroll
-                    for (int i = 0; i < 4; i++) a[i] = __fadd_rn(a[i], __fmul_rn(e, vv[u][i]));
+                    for (int i = 0; i < 4; i++) a[i] = __fmaf_rn(e, vv[u][i], a[i]);
                 }
         }
 #pragma unroll
@@ -301,10 +301,10 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
                 for (int u = 0; u < 8; u++) {
                     const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
                     if (u0 + u < nu) {
-                        a[0] = __fadd_rn(a[0], __fmul_rn(o[u].x, w));
-                        a[1] = __fadd_rn(a[1], __fmul_rn(o[u].y, w));
-                        a[2] = __fadd_rn(a[2], __fmul_rn(o[u].z, w));
-                        a[3] = __fadd_rn(a[3], __fmul_rn(o[u].w, w));
+                        a[0] = __fmaf_rn(o[u].x, w, a[0]);
+                        a[1] = __fmaf_rn(o[u].y, w, a[1]);
+                        a[2] = __fmaf_rn(o[u].z, w, a[2]);
+                        a[3] = __fmaf_rn(o[u].w, w, a[3]);
                     }
                 }
             }
