@@ -90,7 +90,7 @@ enum {
 typedef struct {
     int gb;
     int64_t C, nch, stride;
-    size_t kv_bytes, shm;
+    size_t k_bytes, kv_bytes, shm; /* the V rows start at k_bytes, q at kv_bytes */
 } att_geom;
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -114,7 +114,8 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
     g->C = c;
     g->nch = (span + c - 1) / c;
     g->stride = (p->hd_v + 2 + 3) / 4 * 4;
-    g->kv_bytes = round16((size_t)c * (size_t)p->hd * tsz) + round16((size_t)c * (size_t)p->hd_v * tsz);
+    g->k_bytes = round16((size_t)c * (size_t)p->hd * tsz);
+    g->kv_bytes = g->k_bytes + round16((size_t)c * (size_t)p->hd_v * tsz);
     g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + c) * 4;
     return ZMLX_OK;
 }
@@ -193,7 +194,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     const int len = (int)min(C, n - (int64_t)c * C), bpg = p.Hq / p.Hkv / ag.gb;
     const int64_t j0 = lo + (int64_t)c * C, g = blockIdx.y / bpg;
     const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.y % bpg) * ag.gb + warp;
-    TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ((size_t)C * p.hd * sizeof(TT) + 15) / 16 * 16);
+    TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ag.k_bytes);
     float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
     float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
     att_stage(ks, kc + (g * p.cap + j0) * p.hd, (int64_t)len * p.hd);
