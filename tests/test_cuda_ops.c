@@ -134,6 +134,34 @@ static void route_oracle(const zmlx_router_params *p, const float *bias, const d
     }
 }
 
+/* zmlx_moe_route on the GPU over n_tok rows of the host logits hl vs the f64
+ * oracle (hbias: the host copy of p->bias): ids exact, weights within
+ * 1e-5 relative; returns the ids and weights off. */
+static void route_vs_oracle(const zmlx_router_params *p, const float *hbias, zmlx_dtype T, const void *hl,
+                            int64_t n_tok, int *bad_idx, int *bad_w) {
+    const int64_t E = p->E, k = p->k;
+    void *l = ct_dev(hl, (size_t)(n_tok * E) * zmlx_dtype_size(T));
+    int32_t *idx = ct_dev_poison(sizeof(int32_t) * (size_t)(n_tok * k));
+    float *w = ct_dev_poison(sizeof(float) * (size_t)(n_tok * k));
+    CHECK_EQ_INT(zmlx_moe_route(g_ctx, p, T, l, n_tok, idx, w), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+    int32_t *I = ct_host(idx, sizeof(int32_t) * (size_t)(n_tok * k));
+    float *W = ct_host(w, sizeof(float) * (size_t)(n_tok * k));
+    *bad_idx = *bad_w = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        double lt[256], rw[32];
+        int32_t ri[32];
+        for (int64_t e = 0; e < E; e++) lt[e] = ct_get(T, hl, t * E + e);
+        route_oracle(p, hbias, lt, ri, rw);
+        for (int j = 0; j < k; j++) {
+            *bad_idx += I[t * k + j] != ri[j];
+            *bad_w += !(fabs(W[t * k + j] - rw[j]) <= 1e-5 * fabs(rw[j]) + 1e-7);
+        }
+    }
+    free(I); free(W);
+    zmlx_mem_free(g_ctx, l); zmlx_mem_free(g_ctx, idx); zmlx_mem_free(g_ctx, w);
+}
+
 static void test_router(void) {
     for (int kind = 0; kind < ZMLX_ROUTER_COUNT_; kind++)
         for (int ti = 0; ti < 3; ti++) {
@@ -150,32 +178,18 @@ static void test_router(void) {
             for (int e = 0; e < E; e++) hb[e] = (float)(e % 7) * 0.03f;
             float *bias = (kind == 1 || kind == 2) ? ct_dev(hb, sizeof(float) * (size_t)E) : NULL;
             p.bias = bias;
+            int bad_idx, bad_w;
+            route_vs_oracle(&p, bias ? hb : NULL, T, hl, n_tok, &bad_idx, &bad_w);
+            CHECKF(bad_idx == 0 && bad_w == 0, "router kind %d T %d: %d ids, %d weights off", kind, ti, bad_idx, bad_w);
+            /* a NaN logit: the call is queued, the next sync reports it */
+            ct_set(T, hl, 3, NAN);
             void *l = ct_dev(hl, lb);
             int32_t *idx = ct_dev_poison(sizeof(int32_t) * (size_t)(n_tok * k));
             float *w = ct_dev_poison(sizeof(float) * (size_t)(n_tok * k));
             CHECK_EQ_INT(zmlx_moe_route(g_ctx, &p, T, l, n_tok, idx, w), ZMLX_OK);
-            CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
-            int32_t *I = ct_host(idx, sizeof(int32_t) * (size_t)(n_tok * k));
-            float *W = ct_host(w, sizeof(float) * (size_t)(n_tok * k));
-            int bad_idx = 0, bad_w = 0;
-            for (int64_t t = 0; t < n_tok; t++) {
-                double lt[256], rw[32];
-                int32_t ri[32];
-                for (int64_t e = 0; e < E; e++) lt[e] = ct_get(T, hl, t * E + e);
-                route_oracle(&p, bias ? hb : NULL, lt, ri, rw);
-                for (int j = 0; j < k; j++) {
-                    bad_idx += I[t * k + j] != ri[j];
-                    bad_w += !(fabs(W[t * k + j] - rw[j]) <= 1e-5 * fabs(rw[j]) + 1e-7);
-                }
-            }
-            CHECKF(bad_idx == 0 && bad_w == 0, "router kind %d T %d: %d ids, %d weights off", kind, ti, bad_idx, bad_w);
-            /* a NaN logit: the call is queued, the next sync reports it */
-            ct_set(T, hl, 3, NAN);
-            zmlx_mem_upload(g_ctx, l, hl, lb);
-            CHECK_EQ_INT(zmlx_moe_route(g_ctx, &p, T, l, n_tok, idx, w), ZMLX_OK);
             CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_ERR_RANGE);
             CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
-            free(hl); free(I); free(W);
+            free(hl);
             zmlx_mem_free(g_ctx, l); zmlx_mem_free(g_ctx, idx); zmlx_mem_free(g_ctx, w); zmlx_mem_free(g_ctx, bias);
         }
 }
@@ -190,7 +204,7 @@ static void test_router_ties(void) {
             const zmlx_dtype T = TS[(kind + ei) % 3];
             zmlx_router_params p = {(zmlx_router_kind)kind, Es[ei], 8, kind != 3, kind ? 1e-20f : 0.0f,
                                     kind == 1 ? 2.5f : 0.0f, NULL, 4, 2};
-            const int64_t n_tok = 7, E = p.E, k = p.k;
+            const int64_t n_tok = 7, E = p.E;
             const size_t lb = (size_t)(n_tok * E) * zmlx_dtype_size(T);
             void *hl = h_alloc(lb);
             for (int64_t t = 0; t < n_tok; t++)
@@ -201,28 +215,11 @@ static void test_router_ties(void) {
                     const double v = lv == z ? ((e & 1) ? -0.0 : 0.0) : 0.5 * (lv - z);
                     ct_set(T, hl, t * E + e, v);
                 }
-            void *l = ct_dev(hl, lb);
-            int32_t *idx = ct_dev_poison(sizeof(int32_t) * (size_t)(n_tok * k));
-            float *w = ct_dev_poison(sizeof(float) * (size_t)(n_tok * k));
-            CHECK_EQ_INT(zmlx_moe_route(g_ctx, &p, T, l, n_tok, idx, w), ZMLX_OK);
-            CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
-            int32_t *I = ct_host(idx, sizeof(int32_t) * (size_t)(n_tok * k));
-            float *W = ct_host(w, sizeof(float) * (size_t)(n_tok * k));
-            int bad_idx = 0, bad_w = 0;
-            for (int64_t t = 0; t < n_tok; t++) {
-                double lt[256], rw[32];
-                int32_t ri[32];
-                for (int64_t e = 0; e < E; e++) lt[e] = ct_get(T, hl, t * E + e);
-                route_oracle(&p, NULL, lt, ri, rw);
-                for (int j = 0; j < k; j++) {
-                    bad_idx += I[t * k + j] != ri[j];
-                    bad_w += !(fabs(W[t * k + j] - rw[j]) <= 1e-5 * fabs(rw[j]) + 1e-7);
-                }
-            }
+            int bad_idx, bad_w;
+            route_vs_oracle(&p, NULL, T, hl, n_tok, &bad_idx, &bad_w);
             CHECKF(bad_idx == 0 && bad_w == 0, "router ties kind %d E %d: %d ids, %d weights off", kind, p.E,
                    bad_idx, bad_w);
-            free(hl); free(I); free(W);
-            zmlx_mem_free(g_ctx, l); zmlx_mem_free(g_ctx, idx); zmlx_mem_free(g_ctx, w);
+            free(hl);
         }
 }
 
