@@ -15,11 +15,12 @@
  *   path for M = 1..64 tokens; each token's row identical to computing that
  *   token alone (the integer dots decode once for up to 4 tokens);
  * - the integer dots' stated error: x is quantized per group to int16 with
- *   |error| <= 2^-16·max|x| (plus a hair of f32 rounding), so the oracle
- *   tolerance gains 1.01·2^-16·Σ_g max_g|x|·Σ_{i∈g}|s·q_i| on that path; a
- *   non-finite x gives a non-finite output, an all-zero group just its bias;
- *   mxfp4 over the whole E8M0 range (2^-127 included) with a purely relative
- *   tolerance.
+ *   |error| <= 2^-16·max|x| for one piece, 2^-31·max|x| for two (plus a hair
+ *   of f32 rounding), so the oracle tolerance gains 1.01·that·Σ_g max_g|x|·
+ *   Σ_{i∈g}|s·q_i| on that path; two pieces held to a tight f32-level bound
+ *   on groups of wide dynamic range (one piece fails it); a non-finite x gives
+ *   a non-finite output, an all-zero group just its bias; mxfp4 over the whole
+ *   E8M0 range (2^-127 included) with a purely relative tolerance.
  * Weights are random codes with random scales/biases (not zmlx_quantize).
  */
 #include "harness.h"
@@ -174,12 +175,17 @@ static int uses_xint(const zmlx_qweight *q, zmlx_dtype T) {
     cq_xform f = cq_pick(q, T)->xform;
     return f == CQ_X_I16_4 || f == CQ_X_I16_8;
 }
+/* the stated x error of the path now, relative to a group's max |x|: 0 for
+ * the f32 dots, 2^-16 for one int16 piece, 2^-31 for two */
+static double xint_err(const zmlx_qweight *q, zmlx_dtype T) {
+    return !uses_xint(q, T) ? 0.0 : cq_pick(q, T)->pieces == 2 ? 0x1p-31 : 0x1p-16;
+}
 
 /* y [n_tok, k, N] against the oracle; x rows per slot or per token */
 static int check_qmm(const qcase *c, const tweight *tw, const void *x, int x_per_slot,
                      const int32_t *idx, const void *y) {
     int bad = 0;
-    const int xint = uses_xint(&tw->q, c->T);
+    const double xerr = xint_err(&tw->q, c->T);
     for (int64_t t = 0; t < c->n_tok; t++)
         for (int j = 0; j < c->k; j++) {
             int64_t slot = t * c->k + j, e = idx ? idx[slot] : 0, xr = x_per_slot ? slot : t;
@@ -193,11 +199,11 @@ static int check_qmm(const qcase *c, const tweight *tw, const void *x, int x_per
                         asum += fabs(xv) * m;
                         gmax = fmax(gmax, fabs(xv));
                     }
-                    if (xint) xq += gmax * t_scaled_sum(tw, e, n, g0);
+                    if (xerr > 0) xq += gmax * t_scaled_sum(tw, e, n, g0);
                 }
                 double got = h_get_T(c->T, y, slot * c->N + n);
                 double tol = rel_T(c->T) * fabs(acc) + 1e-5 * asum + abs_T(c->T) +
-                             (xint ? 1.01 * 0x1p-16 * xq : 0.0);
+                             1.01 * xerr * xq;
                 if (!(fabs(got - acc) <= tol)) {
                     if (!bad)
                         fprintf(stderr, "  %s slot %lld n %lld: got %.9g want %.9g (tol %.3g)\n",
@@ -269,7 +275,7 @@ static void run_case(h_rng *r, const qcase *c) {
     CHECK(zmlx_moe_combine(ctx, c->T, yd, cw, c->n_tok, c->k, D, o2) == ZMLX_OK);
     CHECKF(memcmp(o1, o2, no) == 0, "%s: fused combine != unfused", case_str(c));
     int bad = 0;
-    const int dxint = uses_xint(&wd.q, c->T);
+    const double dxerr = xint_err(&wd.q, c->T);
     for (int64_t t = 0; t < c->n_tok && !bad; t++)
         for (int64_t d = 0; d < D; d++) {
             double acc = 0, asum = 0;
@@ -282,12 +288,12 @@ static void run_case(h_rng *r, const qcase *c) {
                     ya += fabs(hv) * m;
                     gmax = fmax(gmax, fabs(hv));
                     if ((n + 1) % c->gs == 0) { /* group end (I is whole groups when transposed) */
-                        if (dxint) xq += gmax * t_scaled_sum(&wd, e, d, n + 1 - c->gs);
+                        if (dxerr > 0) xq += gmax * t_scaled_sum(&wd, e, d, n + 1 - c->gs);
                         gmax = 0;
                     }
                 }
                 acc += cw[slot] * y;
-                asum += cw[slot] * (fabs(y) * 2 * rel_T(c->T) + 1e-5 * ya + 1.01 * 0x1p-16 * xq);
+                asum += cw[slot] * (fabs(y) * 2 * rel_T(c->T) + 1e-5 * ya + 1.01 * dxerr * xq);
             }
             double got = h_get_T(c->T, o1, t * D + d);
             if (!(fabs(got - acc) <= rel_T(c->T) * fabs(acc) + asum + abs_T(c->T))) bad++;
@@ -353,16 +359,18 @@ static void formats_on_current_isa(uint64_t seed) {
 
 static void test_formats_avx2(void) {
     if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return; /* this CPU has no AVX2 */
-    /* by default (no ZMLX_CPU_INT_DOT=1) the integer dots are off; this is the
-       first test to touch the setting */
+    /* by default (no ZMLX_CPU_INT_DOT) the integer dots run with two pieces;
+       this is the first test to touch the settings */
     const char *env = getenv("ZMLX_CPU_INT_DOT");
     cq_xint prev = cq_xint_force(CQ_XINT_AUTO);
-    CHECK(prev == ((env && strcmp(env, "1") == 0) ? CQ_XINT_AUTO : CQ_XINT_OFF));
+    CHECK(prev == ((env && strcmp(env, "0") == 0) ? CQ_XINT_OFF : CQ_XINT_AUTO));
+    CHECK(cq_xpieces_force(2) == ((env && strcmp(env, "1") == 0) ? 1 : 2));
     /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 */
     tweight t;
     h_rng r = {5};
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 4, 64, 1, 1, 1, 128, ZMLX_BF16);
     CHECK(uses_xint(&t.q, ZMLX_BF16) && uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+    CHECK(xint_err(&t.q, ZMLX_BF16) == 0x1p-31);
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
     CHECK(uses_xint(&t.q, ZMLX_BF16));
@@ -373,10 +381,14 @@ static void test_formats_avx2(void) {
     formats_on_current_isa(11);
 }
 
+/* the integer dots for every T, with one piece and with two */
 static void test_formats_avx2_xint_all(void) {
     if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
     cq_xint_force(CQ_XINT_ALL);
-    formats_on_current_isa(13);
+    for (int p = 1; p <= 2; p++) {
+        cq_xpieces_force(p);
+        formats_on_current_isa(13 + 2 * p);
+    }
     cq_xint_force(CQ_XINT_AUTO);
 }
 
@@ -448,11 +460,13 @@ static void test_token_alone(void) {
     h_rng r = {41};
     static const cq_xint modes[3] = {CQ_XINT_AUTO, CQ_XINT_ALL, CQ_XINT_OFF};
     if (cq_isa_force(CQ_ISA_AVX2) == CQ_ISA_AVX2)
-        for (int m = 0; m < 3; m++) {
-            cq_xint_force(modes[m]);
+        for (int m = 0; m < 5; m++) { /* ALL and AUTO with one piece and with two */
+            cq_xint_force(modes[m % 3]);
+            cq_xpieces_force(m < 3 ? 2 : 1);
             token_alone_on_current(&r);
         }
     cq_xint_force(CQ_XINT_AUTO);
+    cq_xpieces_force(2);
     cq_isa_force(CQ_ISA_SCALAR);
     token_alone_on_current(&r);
     cq_isa_force(CQ_ISA_AVX2);
@@ -465,8 +479,9 @@ static void test_token_alone(void) {
 static void test_xint_edges(void) {
     if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
     h_rng r = {51};
-    for (int f = 0; f < 4; f++) {
-        const int bits = f < 2 ? 4 : 8, gs = f % 2 ? 32 : 64;
+    for (int f = 0; f < 8; f++) {
+        cq_xpieces_force(f < 4 ? 2 : 1);
+        const int bits = f % 4 < 2 ? 4 : 8, gs = f % 2 ? 32 : 64;
         const zmlx_dtype T = f % 2 ? ZMLX_F16 : ZMLX_BF16;
         const int64_t K = 6 * gs, N = 6;
         const float big = T == ZMLX_F16 ? 64.0f : 1e30f, tiny = T == ZMLX_F16 ? 1e-4f : 1e-30f;
@@ -499,6 +514,7 @@ static void test_xint_edges(void) {
         free(x); free(y); free(y1);
         tw_free(&tw);
     }
+    cq_xpieces_force(2);
 }
 
 /* mxfp4 integer dots over the E8M0 range: row n has scale byte {0 (2^-127,
@@ -509,8 +525,9 @@ static void test_xint_mx_scales(void) {
     if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
     h_rng r = {61};
     static const uint8_t sbw[4] = {0, 1, 127, 230}, sbh[4] = {110, 118, 127, 135};
-    for (int ti = 0; ti < 3; ti++) {
-        const zmlx_dtype T = Ts[ti];
+    for (int ti = 0; ti < 6; ti++) { /* each T with two pieces, then one */
+        const zmlx_dtype T = Ts[ti % 3];
+        cq_xpieces_force(ti < 3 ? 2 : 1);
         const uint8_t *sb = T == ZMLX_F16 ? sbh : sbw;
         const int64_t N = 4, K = 96;
         cq_xint_force(CQ_XINT_ALL);
@@ -535,7 +552,7 @@ static void test_xint_mx_scales(void) {
                 xq += gmax * t_scaled_sum(&tw, 0, n, g0);
             }
             double got = h_get_T(T, y, n);
-            double tol = rel_T(T) * fabs(acc) + 1e-6 * asum + 1.01 * 0x1p-16 * xq;
+            double tol = rel_T(T) * fabs(acc) + 1e-6 * asum + 1.01 * xint_err(&tw.q, T) * xq;
             CHECKF(fabs(got - acc) <= tol, "T %s scale byte %d: got %.9g want %.9g (tol %.3g)",
                    zmlx_dtype_name(T), sb[n], got, acc, tol);
         }
@@ -543,6 +560,49 @@ static void test_xint_mx_scales(void) {
         tw_free(&tw);
         cq_xint_force(CQ_XINT_AUTO);
     }
+    cq_xpieces_force(2);
+}
+
+/* Two pieces hold x to ~2^-31 of a group's max: on groups of wide dynamic
+ * range (a few elements near 1, the rest spread down to 2^-20) the f32
+ * outputs stay within an f32-level bound of the oracle, 2^-20 of Σ|x·w|;
+ * one piece (error up to 2^-16 of the max) must break that bound somewhere,
+ * or this test could not tell the two apart. Affine 4/8-bit and mxfp4. */
+static void test_xint_two_pieces(void) {
+    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+    h_rng r = {71};
+    cq_xint_force(CQ_XINT_ALL); /* T = f32: the output is not rounded to 16 bits */
+    for (int f = 0; f < 3; f++) {
+        const int bits = f == 1 ? 8 : 4, gs = f == 2 ? 32 : 64;
+        const int64_t K = 8 * gs, N = 9;
+        tweight tw;
+        tw_make(&tw, &r, f == 2 ? ZMLX_QMODE_MXFP4 : ZMLX_QMODE_AFFINE, bits, gs, 1, 1, N, K, ZMLX_BF16);
+        float *x = h_alloc((size_t)K * 4), *y = h_alloc((size_t)N * 4);
+        for (int64_t i = 0; i < K; i++)
+            x[i] = i % 16 == 3 ? h_nonzero(&r, -1.0f, 1.0f) : h_nonzero(&r, -1.0f, 1.0f) * ldexpf(1.0f, -h_int(&r, 21));
+        int over[3] = {0, 0, 0}; /* outputs past the bound, by piece count */
+        for (int p = 1; p <= 2; p++) {
+            cq_xpieces_force(p);
+            CHECK(uses_xint(&tw.q, ZMLX_F32) && cq_pick(&tw.q, ZMLX_F32)->pieces == p);
+            h_poison(y, (size_t)N * 4);
+            CHECK(zmlx_gather_qmm(g_ctx[2], ZMLX_F32, x, 1, 0, &tw.q, NULL, 1, y) == ZMLX_OK);
+            for (int64_t n = 0; n < N; n++) {
+                double acc = 0, asum = 0, m;
+                for (int64_t kk = 0; kk < K; kk++) {
+                    double w = t_weight_m(&tw, 0, n, kk, &m);
+                    acc += (double)x[kk] * w;
+                    asum += fabs((double)x[kk]) * m;
+                }
+                over[p] += !(fabs(y[n] - acc) <= 0x1p-20 * asum);
+            }
+        }
+        CHECKF(over[2] == 0, "format %d: two pieces, %d of %lld outputs past 2^-20 of sum |x*w|", f, over[2], (long long)N);
+        CHECKF(over[1] > 0, "format %d: one piece stayed within the two-piece bound (the test cannot tell them apart)", f);
+        free(x); free(y);
+        tw_free(&tw);
+    }
+    cq_xpieces_force(2);
+    cq_xint_force(CQ_XINT_AUTO);
 }
 
 /* a wider plain qmm where rows split over threads in several blocks */
@@ -567,6 +627,7 @@ int main(void) {
     RUN(test_token_alone);
     RUN(test_xint_edges);
     RUN(test_xint_mx_scales);
+    RUN(test_xint_two_pieces);
     RUN(test_grouped_tokens);
     RUN(test_threads_wide);
     for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);

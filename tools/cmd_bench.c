@@ -479,9 +479,11 @@ static int bench_moe_layer(int argc, char **argv) {
         } else {
             zc_hwinfo hw;
             zc_hwinfo_get(&hw);
-            /* the CPU kernels' opt-in integer dots (src/cpu/NOTES.md) */
+            /* the CPU kernels' x form (ZMLX_CPU_INT_DOT, src/cpu/NOTES.md) */
             const char *ie = getenv("ZMLX_CPU_INT_DOT");
-            int cpu_int_dot = !on_dev && ie && strcmp(ie, "1") == 0;
+            const char *cpu_xdot = strcmp(bname, "cpu") != 0 ? "none"
+                                   : ie && strcmp(ie, "0") == 0 ? "f32"
+                                   : ie && strcmp(ie, "1") == 0 ? "int16" : "int16x2";
             char date[32];
             time_t now = time(NULL);
             strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -493,10 +495,10 @@ static int bench_moe_layer(int argc, char **argv) {
                     on_dev ? "unknown" : "none", hw.compiler);
             fprintf(jf, "  \"backend\": \"%s\",\n  \"shape\": \"%s\",\n  \"mode\": \"%s\",\n"
                     "  \"bits\": %d,\n  \"group_size\": %d,\n  \"dtype\": \"%s\",\n  \"layers\": %lld,\n"
-                    "  \"threads\": %lld,\n  \"reps\": %lld,\n  \"cpu_int_dot\": %s,\n"
+                    "  \"threads\": %lld,\n  \"reps\": %lld,\n  \"cpu_xdot\": \"%s\",\n"
                     "  \"bandwidth_gbps\": %.3f,\n  \"results\": [\n",
                     bname, sh->name, zmlx_qmode_name(mode), (int)bits, (int)gs, zmlx_dtype_name(T),
-                    layers, threads, reps, cpu_int_dot ? "true" : "false", bw);
+                    layers, threads, reps, cpu_xdot, bw);
             for (int ti = 0; ti < n_tokens; ti++) {
                 const row *rw = &rows[ti];
                 double gbps = rw->bytes / (rw->st[0][0] * 1e3), floor_us = rw->bytes / (rw->bw * 1e3);

@@ -26,11 +26,18 @@ cq_isa cq_isa_force(cq_isa isa);
 
 /* Integer-dot use (affine 4/8-bit and mxfp4, transpose = 1, AVX2): AUTO takes it for
  * T = bf16/f16 and keeps the f32 kernels for T = f32; OFF never, ALL also for
- * f32 (tests force each). The default is OFF unless the environment has
- * ZMLX_CPU_INT_DOT=1 (then AUTO). cq_xint_force returns the previous setting. */
+ * f32 (tests force each). cq_xint_force returns the previous setting.
+ * Pieces: each activation is held as one int16 (x ≈ sx·xi, error <= ~2^-16
+ * of its group's max |x|) or two (x ≈ sx·(xi + 2^-15·xl), error <= ~2^-31 of
+ * the group's max: below the f32 kernels' own rounding). The default is AUTO
+ * with two pieces; the environment's ZMLX_CPU_INT_DOT=1 picks one piece
+ * (faster, ~100x the x error), ZMLX_CPU_INT_DOT=0 the f32 kernels (OFF).
+ * cq_xpieces_force returns the previous piece count. */
 typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2 } cq_xint;
 cq_xint cq_xint_force(cq_xint mode);
 cq_xint cq_xint_mode(void);
+int cq_xpieces_force(int pieces);
+int cq_xpieces(void);
 
 /* How a kernel wants its activation rows prepared (cq_prep_x). */
 typedef enum cq_xform {
@@ -43,10 +50,13 @@ typedef enum cq_xform {
 } cq_xform;
 
 /* One prepared activation row. x ≈ xsc[g]·xi within group g for the I16
- * forms (|xi| <= 32767, |error| <= ~2^-16 of the group's max |x|). xsc and
- * xs have cq_gpad(K/gs) entries, zero past K/gs (kernels read 8 at a time). */
+ * forms (|xi| <= 32767, |error| <= ~2^-16 of the group's max |x|), and
+ * x ≈ xsc[g]·(xi + 2^-15·xl) with the second piece (|xl| <= ~16400, |error|
+ * <= ~2^-31 of the max). xsc and xs have cq_gpad(K/gs) entries, zero past
+ * K/gs (kernels read 8 at a time). */
 typedef struct cq_xrow {
     const void *x;    /* f32 [K] or int16 [K], in the kernel's order           */
+    const int16_t *xl; /* two-piece I16 forms: the second pieces [K], same order */
     const float *xsc; /* I16 forms: scale of each group's int16 values         */
     const float *xs;  /* affine transpose = 1: Σx of each group of the ORIGINAL row */
 } cq_xrow;
@@ -71,6 +81,7 @@ typedef struct cq_kernel {
     cq_dot_fn dot;
     int block;      /* rows per task */
     cq_xform xform; /* activation row preparation */
+    int pieces;     /* I16 forms: int16 pieces per activation (1 or 2) */
 } cq_kernel;
 
 /* The kernel for W's format, activation dtype T and the active ISA / integer
@@ -80,8 +91,9 @@ const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T);
 /* AVX2 kernels (cpu_qmm_avx2.c): NULL when the format/shape has none. */
 const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T);
 
-/* Prepare one activation row of K elements in T into xbuf (K f32 or K int16,
- * by kern->xform), xsc[K/gs] for the I16 forms, and, when xs != NULL,
+/* Prepare one activation row of K elements in T into xbuf (K f32, or K int16
+ * and for two pieces K more: the second pieces, by kern->xform and
+ * kern->pieces), xsc[K/gs] for the I16 forms, and, when xs != NULL,
  * xs[K/gs] = Σ x over each group (index order, from the original values). */
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,
                float *xsc, float *xs);

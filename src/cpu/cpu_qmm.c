@@ -33,12 +33,21 @@
 /* ------------------------------------------------------------------ ISA */
 
 static int isa_forced = -1;
-/* The integer dots are opt-in (ZMLX_CPU_INT_DOT=1): quantizing x to int16
+/* Integer dots with two int16 pieces per activation by default: one piece
  * moves outputs by ~2^-16 of a group's max, about 100x more than the f32
  * kernels' reordering, and on real routers (logits rounded to bf16, so near
- * ties are common) that flips expert choices measurably more often than the
- * f32 path does (src/cpu/NOTES.md). Trustworthy by default, fast on request. */
-static _Atomic int xint_mode = -1; /* -1: not read from the environment yet */
+ * ties are common) that flipped expert choices measurably more often than the
+ * f32 path; two pieces bring the x error below the f32 kernels' (src/cpu/
+ * NOTES.md). ZMLX_CPU_INT_DOT=1: one piece (fast, on request); =0: the f32
+ * kernels. -1: not read from the environment yet. */
+static _Atomic int xint_mode = -1, xpieces = -1;
+
+static void xint_from_env(void) {
+    const char *e = getenv("ZMLX_CPU_INT_DOT");
+    const int off = e && strcmp(e, "0") == 0, one = e && strcmp(e, "1") == 0;
+    if (xint_mode < 0) xint_mode = off ? CQ_XINT_OFF : CQ_XINT_AUTO;
+    if (xpieces < 0) xpieces = one ? 1 : 2;
+}
 
 cq_xint cq_xint_force(cq_xint mode) {
     cq_xint old = cq_xint_mode();
@@ -47,12 +56,19 @@ cq_xint cq_xint_force(cq_xint mode) {
 }
 
 cq_xint cq_xint_mode(void) {
-    int m = xint_mode;
-    if (m < 0) {
-        const char *e = getenv("ZMLX_CPU_INT_DOT");
-        xint_mode = m = (e && strcmp(e, "1") == 0) ? CQ_XINT_AUTO : CQ_XINT_OFF;
-    }
-    return (cq_xint)m;
+    if (xint_mode < 0) xint_from_env();
+    return (cq_xint)xint_mode;
+}
+
+int cq_xpieces_force(int pieces) {
+    int old = cq_xpieces();
+    xpieces = pieces == 1 ? 1 : 2;
+    return old;
+}
+
+int cq_xpieces(void) {
+    if (xpieces < 0) xint_from_env();
+    return xpieces;
 }
 
 /* AVX2 + FMA + F16C + BMI2 with the YMM state saved by the OS. Read with
@@ -161,8 +177,8 @@ static void dot_t0_portable(const zmlx_qweight *W, int64_t e, int64_t r0, int nr
     for (int t = 0; t < nx; t++) dot_t0_one(W, e, r0, nr, x[t].x, out + t * nr);
 }
 
-static const cq_kernel k_t1_portable = {dot_t1_portable, 4, CQ_X_F32};
-static const cq_kernel k_t0_portable = {dot_t0_portable, T0_BLOCK, CQ_X_F32};
+static const cq_kernel k_t1_portable = {dot_t1_portable, 4, CQ_X_F32, 0};
+static const cq_kernel k_t0_portable = {dot_t0_portable, T0_BLOCK, CQ_X_F32, 0};
 
 const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T) {
     if (!W->transpose) return &k_t0_portable;
@@ -184,11 +200,15 @@ static float sum8(const float *f, int n) {
 /* int16 image of a group of n (a multiple of 8) f32 values: xi = round(x·
  * 32767/max|x|) (ties to even: adding and removing 1.5·2^52 rounds an f64 of
  * magnitude < 2^51 in the default rounding mode; f64 so a tiny max cannot
- * overflow the reciprocal); returns the scale max|x|/32767. A non-finite
- * value gives scale NaN (the dot is then NaN, as an f32 dot of a non-finite
- * row would be non-finite) and xi = 0. Branch-free lane loops: this runs on
- * every activation row of every call. */
-static float quant_group(const float *f, int n, int16_t *xi) {
+ * overflow the reciprocal); returns the scale sx = f32(max|x|/32767). With
+ * xl != NULL also the second pieces xl = round((x − sx·xi)·2^15/sx): x − sx·xi
+ * is exact in f64 and at most ~sx/2, so |xl| <= ~16400 and x = sx·(xi +
+ * 2^-15·xl) within 2^-16·sx (a subnormal or zero sx, max|x| < ~4e-34, keeps
+ * xl = 0 and loses relative precision). A non-finite value gives scale NaN
+ * (the dot is then NaN, as an f32 dot of a non-finite row would be
+ * non-finite) and xi = xl = 0. Branch-free lane loops: this runs on every
+ * activation row of every call. */
+static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
     float l[8] = {0};
     int bad = 0;
     for (int j = 0; j < n; j += 8)
@@ -201,17 +221,39 @@ static float quant_group(const float *f, int n, int16_t *xi) {
     for (int m = 0; m < 8; m++) mx = l[m] > mx ? l[m] : mx;
     if (bad) {
         memset(xi, 0, (size_t)n * sizeof *xi);
+        if (xl) memset(xl, 0, (size_t)n * sizeof *xl);
         return NAN;
     }
     const double inv = mx > 0.0f ? 32767.0 / (double)mx : 0.0;
+    const float sx = (float)((double)mx / 32767.0);
     for (int j = 0; j < n; j++) xi[j] = (int16_t)(((double)f[j] * inv + 0x1.8p52) - 0x1.8p52);
-    return (float)((double)mx / 32767.0);
+    if (xl) {
+        const double linv = sx >= FLT_MIN ? 32768.0 / (double)sx : 0.0;
+        for (int j = 0; j < n; j++)
+            xl[j] = (int16_t)((((double)f[j] - (double)sx * xi[j]) * linv + 0x1.8p52) - 0x1.8p52);
+    }
+    return sx;
+}
+
+/* Store a group of gs int16 values q at dst in the I16 form's order: natural
+ * (8-bit codes), or per 32 the 16 even then the 16 odd elements (16 bytes of
+ * 4-bit codes unpack into low nibbles, then high nibbles). */
+static void store_i16(cq_xform xform, int16_t *dst, const int16_t *q, int gs) {
+    if (xform == CQ_X_I16_8) {
+        memcpy(dst, q, (size_t)gs * sizeof *q);
+        return;
+    }
+    for (int c = 0; c < gs; c += 32)
+        for (int i = 0; i < 16; i++) {
+            dst[c + i] = q[c + 2 * i];
+            dst[c + 16 + i] = q[c + 2 * i + 1];
+        }
 }
 
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,
                float *xsc, float *xs) {
     float *xf = xbuf, f[ZQ_MAX_GROUP];
-    int16_t *xi = xbuf, q[ZQ_MAX_GROUP];
+    int16_t *xi = xbuf, q[ZQ_MAX_GROUP], ql[ZQ_MAX_GROUP];
     for (int64_t g0 = 0, g = 0; g0 < K; g0 += gs, g++) {
         /* n < gs only at the end of a transpose = 0 row (K is not quantized
            there; only CQ_X_F32 is used); everything else has whole groups */
@@ -241,18 +283,9 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
         }
         case CQ_X_I16_4:
         case CQ_X_I16_8:
-            xsc[g] = quant_group(f, gs, q);
-            if (kern->xform == CQ_X_I16_8) {
-                memcpy(xi + g0, q, (size_t)gs * sizeof *q);
-                break;
-            }
-            /* 16 bytes of 4-bit codes unpack (low nibbles, high nibbles) into
-               the 16 even then the 16 odd elements of 32: store x so */
-            for (int c = 0; c < gs; c += 32)
-                for (int i = 0; i < 16; i++) {
-                    xi[g0 + c + i] = q[c + 2 * i];
-                    xi[g0 + c + 16 + i] = q[c + 2 * i + 1];
-                }
+            xsc[g] = quant_group(f, gs, q, kern->pieces == 2 ? ql : NULL);
+            store_i16(kern->xform, xi + g0, q, gs);
+            if (kern->pieces == 2) store_i16(kern->xform, xi + K + g0, ql, gs);
             break;
         }
     }
@@ -274,6 +307,7 @@ typedef struct {
     int64_t n_xrows;
     char *xb;            /* prepared rows [n_xrows][xrow_bytes] (f32 or int16 [K])    */
     size_t xrow_bytes;
+    int xlo;             /* the rows hold second int16 pieces at element K            */
     float *xsc, *xs;     /* [n_xrows][G]: int16 group scales, Σx (either may be NULL) */
     int32_t *order;      /* slots sorted by expert (stable)                           */
     int64_t *gstart;     /* [ng+1] starts of each expert's run in order               */
@@ -326,8 +360,9 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
         for (int t = 0; t < nx; t++) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
-            xr[t] = (cq_xrow){j->xb + (size_t)r * j->xrow_bytes, j->xsc ? j->xsc + r * j->G : NULL,
-                              j->xs ? j->xs + r * j->G : NULL};
+            const char *xrow = j->xb + (size_t)r * j->xrow_bytes;
+            xr[t] = (cq_xrow){xrow, j->xlo ? (const int16_t *)xrow + j->K : NULL,
+                              j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
         j->kern->dot(j->W, e, r0, nr, xr, nx, o1);
         if (j->op == OP_SWIGLU) j->kern->dot(j->Wu, e, r0, nr, xr, nx, o2);
@@ -380,7 +415,8 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     j->n_xrows = j->x_per_slot ? n_slots : n_tok;
     const int need_xs = W->mode == ZMLX_QMODE_AFFINE && W->transpose;
     const int need_xsc = j->kern->xform == CQ_X_I16_4 || j->kern->xform == CQ_X_I16_8;
-    j->xrow_bytes = ((size_t)j->K * (need_xsc ? 2 : 4) + 63) & ~(size_t)63;
+    j->xlo = need_xsc && j->kern->pieces == 2; /* second pieces after the first K */
+    j->xrow_bytes = ((size_t)j->K * (need_xsc ? 2 * (size_t)j->kern->pieces : 4) + 63) & ~(size_t)63;
 
     size_t bytes = 0;
     bytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                       /* order  */

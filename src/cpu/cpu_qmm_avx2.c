@@ -7,8 +7,10 @@
  * Integer dots (affine 4/8-bit, mxfp4; taken for T = bf16/f16). Numerics: the
  * activation row is quantized once per call, per weight group, to int16 with
  * an f32 scale (x ≈ sx·xi, sx = max|x|/32767, xi = round-to-nearest-even, so
- * |x − sx·xi| <= ~2^-16 of the group's max |x|: far below the 2^-8 / 2^-11
- * rounding of a bf16/f16 output, and the same for every row and expert). Per
+ * |x − sx·xi| <= ~2^-16 of the group's max |x|, the same for every row and
+ * expert), and by default a second int16 piece of the residual (x ≈ sx·(xi +
+ * 2^-15·xl), error <= ~2^-31 of the max: f32-like; the same code path runs
+ * on each piece and the pieces' group sums are added as two FMAs). Per
  * 16 bytes of codes: vpmovzxbw; 4-bit: AND 0x0F (the even elements) and
  * SRL 4 (the odd ones), two vpmaddwd with x stored even-then-odd; 8-bit: one
  * vpmaddwd. The i32 lane sums of a group are exact (|sum| < 2^28 for 8-bit
@@ -227,10 +229,22 @@ AI __m256i mx_val2(__m256i nib) {
     return _mm256_sign_epi16(_mm256_shuffle_epi8(tab, nib), _mm256_slli_epi16(nib, 12));
 }
 
+/* s (+)= the 8 i32 lane sums of 16 bytes of codes, unpacked to lo (and for
+ * 4-bit hi), times the int16 activations at x (bits compile-time) */
+AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, int add) {
+    /* each product goes straight into the sum (few live registers) */
+    __m256i p = _mm256_madd_epi16(lo, _mm256_load_si256((const __m256i *)x));
+    s = add ? _mm256_add_epi32(s, p) : p;
+    if (bits == 4) s = _mm256_add_epi32(s, _mm256_madd_epi16(hi, _mm256_load_si256((const __m256i *)(x + 16))));
+    return s;
+}
+
 /* is[r][t] (+)= the 8 i32 lane sums of codes [off, off+16) bytes of row r
- * times the int16 x of token t from element xo (fmt, R, NT compile-time). */
-AI void ichunk(int fmt, int R, int NT, const uint8_t *const *row, int64_t off,
-               const int16_t *const *xi, int64_t xo, __m256i is[4][CQ_MAXT], int add) {
+ * times the int16 x of token t from element xo, and for two pieces (P = 2)
+ * il[r][t] the same with the second pieces xl (fmt, R, NT, P compile-time). */
+AI void ichunk(int fmt, int R, int NT, int P, const uint8_t *const *row, int64_t off,
+               const int16_t *const *xi, const int16_t *const *xl, int64_t xo,
+               __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT], int add) {
     const __m256i lo4 = _mm256_set1_epi16(0x0F);
     const int bits = fmt == F_A8 ? 8 : 4;
 #pragma GCC unroll 4
@@ -241,25 +255,21 @@ AI void ichunk(int fmt, int R, int NT, const uint8_t *const *row, int64_t off,
         if (fmt == F_MX4) lo = mx_val2(lo), hi = mx_val2(hi);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            /* each product goes straight into the sum (few live registers) */
-            __m256i p = _mm256_madd_epi16(lo, _mm256_load_si256((const __m256i *)(xi[t] + xo)));
-            is[r][t] = add ? _mm256_add_epi32(is[r][t], p) : p;
-            if (bits == 4)
-                is[r][t] = _mm256_add_epi32(
-                    is[r][t], _mm256_madd_epi16(hi, _mm256_load_si256((const __m256i *)(xi[t] + xo + 16))));
+            is[r][t] = imadd(bits, is[r][t], lo, hi, xi[t] + xo, add);
+            if (P == 2) il[r][t] = imadd(bits, il[r][t], lo, hi, xl[t] + xo, add);
         }
     }
 }
 
 /* R rows from r0 × NT prepared rows (R = 4, NT = 1 at M = 1; R = 1,
  * NT = 1..4 when several slots share an expert: the codes are unpacked once
- * for all NT); bits, sdt, gs (= W->group_size), R, NT are compile-time
+ * for all NT); bits, sdt, gs (= W->group_size), R, NT, P are compile-time
  * constants after inlining (the chunk loop of a group unrolls). Output (t, r)
  * goes to out[t*ostride + r]. Per (r, t), whatever R and NT:
- *   acc = Σ_g f32(is_g)·S_g in group order (8 lanes; one FMA per group),
- *   S_g = f32(s_g·sx_g), bias lane l = Σ b_g·Σx_g over g ≡ l (mod 8) in
- *   order, out = hsum(acc + bias). */
-AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qweight *W,
+ *   acc = Σ_g f32(is_g)·S_g [+ f32(il_g)·S_g·2^-15, P = 2] in group order
+ *   (8 lanes; one FMA per group and piece), S_g = f32(s_g·sx_g), bias lane
+ *   l = Σ b_g·Σx_g over g ≡ l (mod 8) in order, out = hsum(acc + bias). */
+AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const zmlx_qweight *W,
                   int64_t e, int64_t r0, const cq_xrow *x, int ostride, float *out) {
     const int bits = fmt == F_A8 ? 8 : 4, affine = fmt != F_MX4;
     const int CW = bits == 4 ? 32 : 16; /* elements per 16 bytes of codes */
@@ -269,7 +279,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qwe
     const int64_t pfw = 4 * W->K * bits / 8, pfs = 4 * G * (int64_t)ss;
     const uint8_t *row[4];
     const char *sp[4], *bp[4];
-    const int16_t *xi[CQ_MAXT];
+    const int16_t *xi[CQ_MAXT], *xl[CQ_MAXT];
     int64_t lim[4]; /* scale/bias elements readable from sp[r] (to the array end) */
     __m256 acc[4][CQ_MAXT];
 #pragma GCC unroll 4
@@ -284,10 +294,12 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qwe
         _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
         if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
     }
-    for (int t = 0; t < NT; t++) xi[t] = x[t].x;
+    for (int t = 0; t < NT; t++) xi[t] = x[t].x, xl[t] = x[t].xl;
     int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
     __m256 bacc[4][CQ_MAXT];
-    float S[4][CQ_MAXT][8] __attribute__((aligned(32))), Sw[4][8] __attribute__((aligned(32)));
+    /* S: the first piece's scales, S2 = 2^-15·S the second's */
+    float S[4][CQ_MAXT][8] __attribute__((aligned(32))), S2[4][CQ_MAXT][8] __attribute__((aligned(32)));
+    float Sw[4][8] __attribute__((aligned(32)));
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -303,35 +315,48 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qwe
             if (!affine) { /* 2^(e-128) (codes are 2·value), applied after sx: see below */
                 _mm256_store_ps(Sw[r], _mm256_mul_ps(sv, _mm256_set1_ps(0.5f)));
 #pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) _mm256_store_ps(S[r][t], _mm256_loadu_ps(x[t].xsc + g8));
+                for (int t = 0; t < NT; t++) {
+                    const __m256 xsc = _mm256_loadu_ps(x[t].xsc + g8);
+                    _mm256_store_ps(S[r][t], xsc);
+                    if (P == 2) _mm256_store_ps(S2[r][t], _mm256_mul_ps(xsc, _mm256_set1_ps(0x1p-15f)));
+                }
                 continue;
             }
             const __m256 bv = ld8_part(sdt, bp[r], g8, ng, lim[r]);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
-                _mm256_store_ps(S[r][t], _mm256_mul_ps(sv, _mm256_loadu_ps(x[t].xsc + g8)));
+                const __m256 st = _mm256_mul_ps(sv, _mm256_loadu_ps(x[t].xsc + g8));
+                _mm256_store_ps(S[r][t], st);
+                if (P == 2) _mm256_store_ps(S2[r][t], _mm256_mul_ps(st, _mm256_set1_ps(0x1p-15f)));
                 bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
             }
         }
         for (int gi = 0; gi < ng; gi++) {
-            __m256i is[4][CQ_MAXT];
+            __m256i is[4][CQ_MAXT], il[4][CQ_MAXT];
             pf_rows(R, row, off, pfw);
-            ichunk(fmt, R, NT, row, off, xi, off * CW / 16, is, 0);
+            ichunk(fmt, R, NT, P, row, off, xi, xl, off * CW / 16, is, il, 0);
             off += 16;
 #pragma GCC unroll 8
-            for (int c = 1; c < cpg; c++, off += 16) ichunk(fmt, R, NT, row, off, xi, off * CW / 16, is, 1);
+            for (int c = 1; c < cpg; c++, off += 16) ichunk(fmt, R, NT, P, row, off, xi, xl, off * CW / 16, is, il, 1);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-                for (int t = 0; t < NT; t++)
-                    acc[r][t] = affine
-                        ? _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]),
-                                          acc[r][t])
-                        /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
-                           sx first, then the power of two */
-                        : _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][t]),
-                                                        _mm256_broadcast_ss(&S[r][t][gi])),
-                                          _mm256_broadcast_ss(&Sw[r][gi]), acc[r][t]);
+                for (int t = 0; t < NT; t++) {
+                    if (affine) {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]),
+                                                    acc[r][t]);
+                        if (P == 2)
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]),
+                                                        _mm256_broadcast_ss(&S2[r][t][gi]), acc[r][t]);
+                        continue;
+                    }
+                    /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
+                       sx first, then the power of two */
+                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]));
+                    if (P == 2)
+                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]), _mm256_broadcast_ss(&S2[r][t][gi]), d);
+                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi]), acc[r][t]);
+                }
         }
     }
     /* (every loop over r and t is unrolled so acc stays in registers) */
@@ -341,58 +366,70 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qwe
         for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t], bacc[r][t]));
 }
 
-/* one instance per (format, scale dtype, group size, rows × tokens) */
-AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, const zmlx_qweight *W, int64_t e, int64_t r0,
+/* one instance per (format, scale dtype, group size, pieces, rows × tokens) */
+AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
                 int nr, const cq_xrow *x, int nx, float *out) {
     if (nx == 1 && nr == 4) {
-        idot_rows(fmt, sdt, gs, 4, 1, W, e, r0, x, nr, out);
+        /* two pieces: 2-row blocks (4 rows' sums of both pieces would not fit
+           the 16 ymm registers: measured spills) */
+        if (P == 2) {
+            idot_rows(fmt, sdt, gs, 2, 1, P, W, e, r0, x, nr, out);
+            idot_rows(fmt, sdt, gs, 2, 1, P, W, e, r0 + 2, x, nr, out + 2);
+        } else {
+            idot_rows(fmt, sdt, gs, 4, 1, P, W, e, r0, x, nr, out);
+        }
         return;
     }
     for (int i = 0; i < nr; i++) switch (nx) {
-        case 1: idot_rows(fmt, sdt, gs, 1, 1, W, e, r0 + i, x, nr, out + i); break;
-        case 2: idot_rows(fmt, sdt, gs, 1, 2, W, e, r0 + i, x, nr, out + i); break;
-        case 3: idot_rows(fmt, sdt, gs, 1, 3, W, e, r0 + i, x, nr, out + i); break;
-        default: idot_rows(fmt, sdt, gs, 1, 4, W, e, r0 + i, x, nr, out + i); break;
+        case 1: idot_rows(fmt, sdt, gs, 1, 1, P, W, e, r0 + i, x, nr, out + i); break;
+        case 2: idot_rows(fmt, sdt, gs, 1, 2, P, W, e, r0 + i, x, nr, out + i); break;
+        case 3: idot_rows(fmt, sdt, gs, 1, 3, P, W, e, r0 + i, x, nr, out + i); break;
+        default: idot_rows(fmt, sdt, gs, 1, 4, P, W, e, r0 + i, x, nr, out + i); break;
         }
 }
 
-AI void idot_sdt(int fmt, zmlx_dtype sdt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
+AI void idot_sdt(int fmt, zmlx_dtype sdt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
                  const cq_xrow *x, int nx, float *out) {
     switch (W->group_size) {
-    case 32: idot_gs(fmt, sdt, 32, W, e, r0, nr, x, nx, out); break;
-    case 64: idot_gs(fmt, sdt, 64, W, e, r0, nr, x, nx, out); break;
-    default: idot_gs(fmt, sdt, 128, W, e, r0, nr, x, nx, out); break;
+    case 32: idot_gs(fmt, sdt, 32, P, W, e, r0, nr, x, nx, out); break;
+    case 64: idot_gs(fmt, sdt, 64, P, W, e, r0, nr, x, nx, out); break;
+    default: idot_gs(fmt, sdt, 128, P, W, e, r0, nr, x, nx, out); break;
     }
 }
 
-static void idot_a4(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
-                    float *out) {
-    switch (W->scale_dtype) {
-    case ZMLX_F32: idot_sdt(F_A4, ZMLX_F32, W, e, r0, nr, x, nx, out); break;
-    case ZMLX_F16: idot_sdt(F_A4, ZMLX_F16, W, e, r0, nr, x, nx, out); break;
-    default: idot_sdt(F_A4, ZMLX_BF16, W, e, r0, nr, x, nx, out); break;
+/* affine: per scale dtype; mxfp4: E8M0 scales, group size 32 */
+AI void idot_fmt(int fmt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
+                 int nx, float *out) {
+    if (fmt == F_MX4) {
+        idot_gs(F_MX4, ZMLX_U8, 32, P, W, e, r0, nr, x, nx, out);
+        return;
     }
-}
-static void idot_a8(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
-                    float *out) {
     switch (W->scale_dtype) {
-    case ZMLX_F32: idot_sdt(F_A8, ZMLX_F32, W, e, r0, nr, x, nx, out); break;
-    case ZMLX_F16: idot_sdt(F_A8, ZMLX_F16, W, e, r0, nr, x, nx, out); break;
-    default: idot_sdt(F_A8, ZMLX_BF16, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_F32: idot_sdt(fmt, ZMLX_F32, P, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_F16: idot_sdt(fmt, ZMLX_F16, P, W, e, r0, nr, x, nx, out); break;
+    default: idot_sdt(fmt, ZMLX_BF16, P, W, e, r0, nr, x, nx, out); break;
     }
-}
-/* mxfp4: E8M0 scales, group size 32 */
-static void idot_mx4(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
-                     int nx, float *out) {
-    idot_gs(F_MX4, ZMLX_U8, 32, W, e, r0, nr, x, nx, out);
 }
 
-static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4};
-static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8};
-static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4};
-static const cq_kernel k_ia4 = {idot_a4, 4, CQ_X_I16_4};
-static const cq_kernel k_ia8 = {idot_a8, 4, CQ_X_I16_8};
-static const cq_kernel k_imx4 = {idot_mx4, 4, CQ_X_I16_4};
+#define DEFINE_IDOT(name, fmt, P)                                                                        \
+    static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
+                     float *out) {                                                                   \
+        idot_fmt(fmt, P, W, e, r0, nr, x, nx, out);                                                  \
+    }
+DEFINE_IDOT(idot_a4, F_A4, 1)
+DEFINE_IDOT(idot_a8, F_A8, 1)
+DEFINE_IDOT(idot_mx4, F_MX4, 1)
+DEFINE_IDOT(idot_a4p2, F_A4, 2)
+DEFINE_IDOT(idot_a8p2, F_A8, 2)
+DEFINE_IDOT(idot_mx4p2, F_MX4, 2)
+
+static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4, 0};
+static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8, 0};
+static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
+/* integer dots [pieces - 1] */
+static const cq_kernel k_ia4[2] = {{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, CQ_X_I16_4, 2}};
+static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, CQ_X_I16_8, 2}};
+static const cq_kernel k_imx4[2] = {{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}};
 
 const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T) {
     if (!W->transpose) return NULL;
@@ -401,9 +438,10 @@ const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T) {
     /* the integer dots have instances for group sizes 32, 64, 128 */
     const int gsok = W->group_size == 32 || W->group_size == 64 || W->group_size == 128;
     xint = xint && gsok;
-    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->K % 64 == 0) return xint ? &k_ia4 : &k_a4;
-    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 8 && W->K % 32 == 0) return xint ? &k_ia8 : &k_a8;
-    if (W->mode == ZMLX_QMODE_MXFP4 && xint && W->K % 32 == 0) return &k_imx4;
+    const int p = cq_xpieces() - 1;
+    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->K % 64 == 0) return xint ? &k_ia4[p] : &k_a4;
+    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 8 && W->K % 32 == 0) return xint ? &k_ia8[p] : &k_a8;
+    if (W->mode == ZMLX_QMODE_MXFP4 && xint && W->K % 32 == 0) return &k_imx4[p];
     if (W->mode == ZMLX_QMODE_MXFP4 && W->K % 64 == 0) return &k_mx4;
     return NULL;
 }
