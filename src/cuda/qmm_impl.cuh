@@ -566,14 +566,21 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 /* MMV_MINB: blocks per SM the fast k_mmv variant is compiled for at 4 K
  * ranges (6: 80 registers; measured against 1 (121) and 5 (92) in NOTES.md
  * v5); other range counts keep the same warps per SM.
- * K ranges per row (KS, mmv_ks): 4, but 8 for K >= 4096 (a plain o_proj has
- * too few 16-row tiles to fill the GPU with 4 warps each) and 2 for matrices
- * of >= 65536 rows (the LM head: tiles to spare, and longer runs of steps per
- * warp). KS depends only on the weight's shape, never on M or on which
- * kernel family runs, so fused and unfused stay equal; a packed q/k/v and its
- * parts (the same K, fewer than 65536 rows) share theirs. */
+ * K ranges per row (KS, mmv_ks): 2 for matrices of >= 65536 rows (the LM
+ * head: tiles to spare, and longer runs of steps per warp); for a dense
+ * matrix (E = 1: q/k/v, o_proj) K/256 rounded down to 4, 8 or 16, i.e. one
+ * batch of MMV_U steps per warp (a few hundred 16-row tiles cannot fill 132
+ * SMs with 4 warps each; measured in NOTES.md "Dense MMV ranges": 2 steps
+ * per warp lose); for experts 4, but 8 for K >= 4096. KS depends only on the
+ * weight's shape, never on M or on which kernel family runs, so fused and
+ * unfused stay equal; a packed q/k/v and its parts (the same K and E, fewer
+ * than 65536 rows) share theirs. */
 enum { MMV_U = 4, MMV_MINB = 6 };
-static inline int mmv_ks(const zcu_qw &q) { return q.rows >= 65536 ? 2 : q.cols >= 4096 ? 8 : 4; }
+static inline int mmv_ks(const zcu_qw &q) {
+    if (q.rows >= 65536) return 2;
+    if (q.E == 1) return q.cols >= 16 * 256 ? 16 : q.cols >= 8 * 256 ? 8 : 4; /* K / (64 MMV_U), a power of 2 */
+    return q.cols >= 4096 ? 8 : 4;
+}
 
 template <typename TT> struct mmv_consts;
 template <> struct mmv_consts<__nv_bfloat16> {
@@ -1009,6 +1016,7 @@ template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
     const int ks = mmv_ks(q);
     if (ks == 2) f(std::integral_constant<int, 2>{});
     else if (ks == 8) f(std::integral_constant<int, 8>{});
+    else if (ks == 16) f(std::integral_constant<int, 16>{});
     else f(std::integral_constant<int, 4>{});
 }
 
