@@ -261,7 +261,7 @@ AI void ichunk(int fmt, int R, int NT, int P, const uint8_t *const *row, int64_t
     }
 }
 
-/* R rows from r0 × NT prepared rows (R = 4, NT = 1 at M = 1; R = 1,
+/* R rows from r0 × NT prepared rows (R = 4, or 2 with two pieces, NT = 1 at M = 1; R = 1,
  * NT = 1..4 when several slots share an expert: the codes are unpacked once
  * for all NT); bits, sdt, gs (= W->group_size), R, NT, P are compile-time
  * constants after inlining (the chunk loop of a group unrolls). Output (t, r)
