@@ -307,7 +307,6 @@ typedef struct {
     int64_t n_xrows;
     char *xb;            /* prepared rows [n_xrows][xrow_bytes] (f32 or int16 [K])    */
     size_t xrow_bytes;
-    int xlo;             /* the rows hold second int16 pieces at element K            */
     float *xsc, *xs;     /* [n_xrows][G]: int16 group scales, Σx (either may be NULL) */
     int32_t *order;      /* slots sorted by expert (stable)                           */
     int64_t *gstart;     /* [ng+1] starts of each expert's run in order               */
@@ -361,7 +360,7 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
             const char *xrow = j->xb + (size_t)r * j->xrow_bytes;
-            xr[t] = (cq_xrow){xrow, j->xlo ? (const int16_t *)xrow + j->K : NULL,
+            xr[t] = (cq_xrow){xrow, j->kern->pieces == 2 ? (const int16_t *)xrow + j->K : NULL,
                               j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
         j->kern->dot(j->W, e, r0, nr, xr, nx, o1);
@@ -415,7 +414,7 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     j->n_xrows = j->x_per_slot ? n_slots : n_tok;
     const int need_xs = W->mode == ZMLX_QMODE_AFFINE && W->transpose;
     const int need_xsc = j->kern->xform == CQ_X_I16_4 || j->kern->xform == CQ_X_I16_8;
-    j->xlo = need_xsc && j->kern->pieces == 2; /* second pieces after the first K */
+    /* int16 rows: the first pieces, then (two pieces) the second ones */
     j->xrow_bytes = ((size_t)j->K * (need_xsc ? 2 * (size_t)j->kern->pieces : 4) + 63) & ~(size_t)63;
 
     size_t bytes = 0;

@@ -261,7 +261,7 @@ AI void ichunk(int fmt, int R, int NT, int P, const uint8_t *const *row, int64_t
     }
 }
 
-/* R rows from r0 × NT prepared rows (R = 4, or 2 with two pieces, NT = 1 at M = 1; R = 1,
+/* R rows from r0 × NT prepared rows (R = 4, NT = 1 at M = 1; R = 1,
  * NT = 1..4 when several slots share an expert: the codes are unpacked once
  * for all NT); bits, sdt, gs (= W->group_size), R, NT, P are compile-time
  * constants after inlining (the chunk loop of a group unrolls). Output (t, r)
@@ -370,14 +370,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
 AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
                 int nr, const cq_xrow *x, int nx, float *out) {
     if (nx == 1 && nr == 4) {
-        /* two pieces: 2-row blocks (4 rows' sums of both pieces would not fit
-           the 16 ymm registers: measured spills) */
-        if (P == 2) {
-            idot_rows(fmt, sdt, gs, 2, 1, P, W, e, r0, x, nr, out);
-            idot_rows(fmt, sdt, gs, 2, 1, P, W, e, r0 + 2, x, nr, out + 2);
-        } else {
-            idot_rows(fmt, sdt, gs, 4, 1, P, W, e, r0, x, nr, out);
-        }
+        idot_rows(fmt, sdt, gs, 4, 1, P, W, e, r0, x, nr, out);
         return;
     }
     for (int i = 0; i < nr; i++) switch (nx) {
