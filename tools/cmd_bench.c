@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "cli_run.h"
 #include "core/core.h"
+#include "cpu/cpu_kern.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -479,11 +480,13 @@ static int bench_moe_layer(int argc, char **argv) {
         } else {
             zc_hwinfo hw;
             zc_hwinfo_get(&hw);
-            /* the CPU kernels' x form (ZMLX_CPU_INT_DOT, src/cpu/NOTES.md) */
-            const char *ie = getenv("ZMLX_CPU_INT_DOT");
-            const char *cpu_xdot = strcmp(bname, "cpu") != 0 ? "none"
-                                   : ie && strcmp(ie, "0") == 0 ? "f32"
-                                   : ie && strcmp(ie, "1") == 0 ? "int16" : "int16x2";
+            /* the activation form of the CPU kernel of the experts' down
+               projection (probe's shape now), as cq_pick chose it from
+               ZMLX_CPU_INT_DOT, T and the ISA (src/cpu/NOTES.md) */
+            const cq_kernel *kern = bk == ZMLX_BACKEND_CPU ? cq_pick(&probe, T) : NULL;
+            const char *cpu_xdot = !kern ? "none"
+                                   : kern->xform != CQ_X_I16_4 && kern->xform != CQ_X_I16_8 ? "f32"
+                                   : kern->pieces == 2 ? "int16x2" : "int16";
             char date[32];
             time_t now = time(NULL);
             strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
