@@ -196,14 +196,19 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
 }
 
 /* Block of ROUTE_T threads per token: warp 0 computes the scores and keys;
- * then every thread ranks entries e = tid, tid + ROUTE_T, ...: rank(e) =
- * #{j : key_j > key_e, or key_j == key_e and j < e}, the slot warp_take's
- * rounds would give it (largest key first, ties to the lower index), with no
- * chain of warp-wide rounds; entries of rank < k land in slot order; warp 0
- * then sums their weights in slot order. Shared: score[E], sel[E] (then its
- * keys), gsc[E] (group scores, then their keys, then the k selected weights),
- * slot[E] ints, keep[E] bytes. */
-enum { ROUTE_T = 128 };
+ * then a quad of threads ranks each entry e = tid/4, tid/4 + ROUTE_T/4, ...
+ * (lane q of the quad counts over j = q, q+4, ...; two shuffles add the four
+ * counts): rank(e) = #{j : key_j > key_e, or key_j == key_e and j < e}, the
+ * slot warp_take's rounds would give it (largest key first, ties to the lower
+ * index), with no chain of warp-wide rounds. An entry of rank < k lands in
+ * slot order together with its weight source score[e], so warp 0 then sums
+ * the weights in slot order without a dependent lookup per slot. A quad per
+ * entry (not a thread) cuts the serial count from E to E/4 compares; at the
+ * Qwen3 shape (E = 128) that count was most of the kernel (ncu: one 128-thread
+ * block, ~2000 dependent instructions on warp 0 and 5.7 us). Shared: score[E],
+ * sel[E] (then its keys), gsc[E] (group scores, then their keys, then the k
+ * selected weights), slot[E] ints, keep[E] bytes. */
+enum { ROUTE_T = 512, ROUTE_Q = 4 };
 template <typename TT>
 __global__ void __launch_bounds__(ROUTE_T)
 k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
@@ -214,34 +219,41 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
     const uint32_t *key = (const uint32_t *)sel;
     int *slot = (int *)(rsh + 3 * E);
     unsigned char *keep = (unsigned char *)(rsh + 4 * E);
+    float *wsel = gsc;
     const int64_t t = blockIdx.x;
     if (threadIdx.x < 32) route_keys(p, logits + t * E, score, sel, gsc, keep, err);
     __syncthreads();
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    const int q = threadIdx.x % ROUTE_Q;
+    const unsigned qmask = 0xfu << (lane & ~(ROUTE_Q - 1)); /* the quad's lanes: same e, same trip count */
+    for (int e = threadIdx.x / ROUTE_Q; e < E; e += ROUTE_T / ROUTE_Q) {
         const uint32_t ke = key[e];
         int r = 0;
 #pragma unroll 4
-        for (int j = 0; j < E; j++) {
+        for (int j = q; j < E; j += ROUTE_Q) {
             const uint32_t kj = key[j];
             r += kj > ke || (kj == ke && j < e);
         }
-        if (r < k) slot[r] = e;
+        r += __shfl_xor_sync(qmask, r, 1);
+        r += __shfl_xor_sync(qmask, r, 2);
+        if (q == 0 && r < k) {
+            slot[r] = e;
+            wsel[r] = score[e];
+        }
     }
     __syncthreads();
     if (threadIdx.x >= 32) return;
     int32_t *idx = idx_out + t * k;
-    float *w = w_out + t * k, *wsel = gsc;
+    float *w = w_out + t * k;
     const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
     /* the weight sum (norm_topk) and max (topk_softmax) run in slot order, as
        the reference's: every lane accumulates the same values */
     float wsum_ = 0.0f, wmax_ = -INFINITY;
     for (int j = 0; j < k; j++) {
-        const int b = slot[j];
-        const float wj = score[b];
+        const float wj = wsel[j];
         wsum_ = __fadd_rn(wsum_, wj);
         wmax_ = nmax(wmax_, wj);
-        if (lane == 0) { idx[j] = b; wsel[j] = wj; }
     }
+    for (int j = lane; j < k; j += 32) idx[j] = slot[j];
     __syncwarp();
     if (p.kind == ZMLX_ROUTER_TOPK_SOFTMAX) {
         for (int j = lane; j < k; j += 32) wsel[j] = expf(__fsub_rn(wsel[j], wmax_));
