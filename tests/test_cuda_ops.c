@@ -263,14 +263,19 @@ static void test_rope(void) {
     }
 }
 
+/* Two geometries per dtype: a short context (a few chunks), and head dims of
+ * 512 over 1500 positions, whose chunks (<= 21 positions in shared memory)
+ * outnumber the grid's ATT_GRID chunk blocks, so blocks take several rounds. */
 static void test_attention(void) {
     h_rng r = {15};
-    for (int v = 0; v < 3; v++) {
-        zmlx_dtype T = TS[v];
+    for (int v = 0; v < 6; v++) {
+        zmlx_dtype T = TS[v % 3];
+        const int lng = v >= 3;
         float hs[4] = {0.5f, -1.0f, 2.0f, 0.0f};
-        float *sinks = v == 1 ? ct_dev(hs, sizeof hs) : NULL;
-        zmlx_attn_params p = {4, 2, 40, 24, 300, 0.15f, v == 2 ? 50 : 0, sinks};
-        const int64_t n_ctx = 213;
+        float *sinks = v % 3 == 1 ? ct_dev(hs, sizeof hs) : NULL;
+        zmlx_attn_params p = {4, 2, lng ? 512 : 40, lng ? 512 : 24, lng ? 1600 : 300, lng ? 0.05f : 0.15f,
+                              v % 3 == 2 ? (lng ? 1400 : 50) : 0, sinks};
+        const int64_t n_ctx = lng ? 1500 : 213;
         const size_t es = zmlx_dtype_size(T);
         void *hq = ct_rand(&r, T, p.Hq * p.hd, -1, 1);
         void *hk = ct_rand(&r, T, p.Hkv * p.cap * p.hd, -1, 1), *hv = ct_rand(&r, T, p.Hkv * p.cap * p.hd_v, -1, 1);
@@ -283,7 +288,7 @@ static void test_attention(void) {
         const int64_t lo = p.window && n_ctx > p.window ? n_ctx - p.window : 0;
         for (int h = 0; h < p.Hq; h++) {
             const int64_t g = h / (p.Hq / p.Hkv);
-            double s[300], m = sinks ? hs[h] : -INFINITY, den = 0;
+            double *s = h_alloc(sizeof(double) * (size_t)n_ctx), m = sinks ? hs[h] : -INFINITY, den = 0;
             for (int64_t j = lo; j < n_ctx; j++) {
                 double d = 0;
                 for (int i = 0; i < p.hd; i++) d += ct_get(T, hq, h * p.hd + i) * ct_get(T, hk, (g * p.cap + j) * p.hd + i);
@@ -302,6 +307,7 @@ static void test_attention(void) {
                 ref[h * p.hd_v + d] = acc;
                 mag[h * p.hd_v + d] = acc_abs;
             }
+            free(s);
         }
         ct_close("attention", T, O, ref, mag, p.Hq * p.hd_v, ct_eps(T), 1e-5);
         free(mag);

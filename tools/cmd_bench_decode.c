@@ -32,6 +32,8 @@ static void usage(FILE *f) {
             "  --patch P          the patched plan (default exact); the baseline is none\n"
             "  --no-baseline      time the patched plan only\n"
             "  --reps R           profile replays (default 20)\n"
+            "  --ctx C            KV-cache capacity in positions (default: what the run needs,\n"
+            "                     P + N + R + 2); a larger one times what a long generation sees\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --json FILE        write a capsule\n");
 }
@@ -92,7 +94,7 @@ int bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *json = NULL, *patch_s = "exact";
     zmlx_backend_kind bk = ZMLX_BACKEND_CPU;
     int bk_auto = 1, baseline = 1;
-    long long np = 512, n = 256, reps = 20, threads = 0;
+    long long np = 512, n = 256, reps = 20, threads = 0, ctx = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -113,6 +115,7 @@ int bench_decode(int argc, char **argv) {
         else if (!strcmp(a, "--prompt-tokens")) ok = cli_parse_int(v, &np) && np >= 1;
         else if (!strcmp(a, "--tokens")) ok = cli_parse_int(v, &n) && n >= 1;
         else if (!strcmp(a, "--reps")) ok = cli_parse_int(v, &reps) && reps >= 1;
+        else if (!strcmp(a, "--ctx")) ok = cli_parse_int(v, &ctx) && ctx >= 1;
         else if (!strcmp(a, "--threads")) ok = cli_parse_int(v, &threads) && threads >= 0;
         else ok = 0;
         if (!ok) {
@@ -121,6 +124,11 @@ int bench_decode(int argc, char **argv) {
             return 2;
         }
         i++;
+    }
+    if (ctx && ctx < np + n + reps + 2) {
+        fprintf(stderr, "zmlx bench decode: --ctx %lld is below the %lld positions this run needs\n", ctx,
+                np + n + reps + 2);
+        return 2;
     }
     if (!preset == !model) {
         fprintf(stderr, "zmlx bench decode: give one of --preset or --model\n");
@@ -166,7 +174,7 @@ int bench_decode(int argc, char **argv) {
     }
     zmlx_session_opts so;
     zmlx_session_opts_default(&so);
-    so.max_ctx = np + n + reps + 2;
+    so.max_ctx = ctx ? ctx : np + n + reps + 2;
     so.patch = plan;
     cli_run r;
     int rc = 1;
@@ -241,7 +249,8 @@ int bench_decode(int argc, char **argv) {
         fprintf(jf, "  \"model\": ");
         cli_json_str(jf, preset ? preset : model);
         fprintf(jf, ",\n  \"backend\": \"%s\",\n  \"prompt_tokens\": %lld,\n  \"tokens\": %lld,\n"
-                "  \"bandwidth_gbps\": %.3f,\n  \"plans\": [\n", cli_backend_name(r.backend), np, n, bw);
+                "  \"kv_capacity\": %lld,\n  \"bandwidth_gbps\": %.3f,\n  \"plans\": [\n", cli_backend_name(r.backend), np,
+                n, (long long)so.max_ctx, bw);
         for (int k = 0; k < nplans; k++)
             fprintf(jf, "    {\"patch\": \"%s\", \"graph\": %s, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, "
                     "\"ms_per_token\": %.4f}%s\n", zmlx_patch_to_string(res[k].plan, ps, sizeof ps),

@@ -3,9 +3,10 @@
  * fused attention step of a decode (attention_step) on the GPU.
  *
  * Attention splits each (token, query head)'s attended positions into chunks
- * of C positions (C fixed by the cache capacity and window, so every call on
- * the same cache chunks alike). A block takes one chunk for up to ATT_GB query
- * heads of one kv head (a warp each; the chunk's K and V rows are staged in
+ * of C positions (C a function of the attended length alone, att_chunk, so
+ * every call at the same position chunks alike). A block takes one chunk
+ * (every ATT_GRID-th one past ATT_GRID chunks) for up to ATT_GB query heads
+ * of one kv head (a warp each; the chunk's K and V rows are staged in
  * shared memory once for all of them); a warp computes its head's scores,
  * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (the
  * products of s and o accumulated by FMA, in the fixed order k_attn describes); the last block of a (token, kv head
@@ -13,7 +14,7 @@
  * head's chunks:
  *   M = max(sink, m_c), L = Σ_c l_c·exp(m_c - M) (+ exp(sink - M)),
  *   out = round_T((Σ_c o_c·exp(m_c - M)) · (1/L)), the o sum in chunk order.
- * The order of every sum depends only on C and the position count, so results
+ * The order of every sum depends only on the position count (C included), so results
  * are bit-identical from run to run, and attention_step (which reads its
  * position from device memory) equals attention_decode at the same position.
  * The reference (ref_attn.c) normalises before summing: CUDA and CPU agree
@@ -74,24 +75,38 @@ extern "C" zmlx_status zcu_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dty
 #endif
 enum {
     ATT_GB = ZMLX_ATT_GB, /* most query heads per block (a warp each)                    */
-    ATT_NCH = 32,        /* chunks a full cache splits into (while C stays in range)     */
+    ATT_NCH = 16,        /* chunks a context splits into (while C stays in range)        */
     ATT_MINC = 16,       /* shortest chunk                                               */
     ATT_SHM = 48 * 1024, /* a block's shared memory: the chunk's K and V rows, q, scores */
     ATT_JU = 4,          /* positions whose loads are in flight together                 */
+    ATT_GRID = 64,       /* most chunk blocks per (token, head block); longer contexts loop */
 };
 
-/* How a cache geometry splits (from the geometry alone, never from the current
- * position): gb query heads per block, the largest divisor of the group size
- * Hq/Hkv up to ATT_GB, so a block's heads share one kv head and the chunk's K
- * and V rows are read once for all of them; chunk length C and the most
- * chunks nch a (token, kv head) can have; partial stride (o, then m and l,
- * 16-byte aligned); shared memory: K rows, V rows (each 16-byte aligned), then
- * gb q rows and gb score rows in f32. */
+/* How a cache geometry splits: gb query heads per block, the largest divisor
+ * of the group size Hq/Hkv up to ATT_GB, so a block's heads share one kv head
+ * and the chunk's K and V rows are read once for all of them; the longest
+ * chunk cmax that shared memory holds, and the most chunks nch any context up
+ * to the cache's span can have (the partials' extent; the grid launches at
+ * most ATT_GRID chunk blocks, which then loop); partial
+ * stride (o, then m and l, 16-byte aligned); shared memory: cmax K rows, cmax
+ * V rows (each 16-byte aligned), then gb q rows and gb score rows in f32. */
 typedef struct {
     int gb;
-    int64_t C, nch, stride;
+    int64_t cmax, nch, stride;
     size_t k_bytes, kv_bytes, shm; /* the V rows start at k_bytes, q at kv_bytes */
 } att_geom;
+
+/* Chunk length for a context of n attended positions: n/ATT_NCH within
+ * [ATT_MINC, cmax]. A function of n alone (not of the cache capacity), so
+ * attention_decode and attention_step at the same position split alike, and
+ * a large cache does not make short contexts run in a few long chunks (at
+ * capacity 8192 the old capacity-derived chunks cost ~5 us per layer at
+ * position 600: src/cuda/NOTES.md "Attention chunks from the context"). */
+__host__ __device__ __forceinline__ int64_t att_chunk(int64_t n, int64_t cmax) {
+    int64_t c = (n + ATT_NCH - 1) / ATT_NCH;
+    if (c < ATT_MINC) c = ATT_MINC;
+    return c < cmax ? c : cmax;
+}
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -104,19 +119,18 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
             break;
         }
     const int64_t span = p->window > 0 && p->window < p->cap ? p->window : p->cap;
-    int64_t c = (span + ATT_NCH - 1) / ATT_NCH;
-    if (c < ATT_MINC) c = ATT_MINC;
     const size_t per_pos = (size_t)(p->hd + p->hd_v) * tsz + (size_t)g->gb * 4;
     const size_t fixed = 32 + (size_t)g->gb * (size_t)p->hd * 4; /* 32: the two roundings */
     if (fixed + per_pos > ATT_SHM) return ZMLX_ERR_UNSUPPORTED;     /* head dims past ~5000 */
     const int64_t cmax = (int64_t)((ATT_SHM - fixed) / per_pos);
-    if (c > cmax) c = cmax;
-    g->C = c;
-    g->nch = (span + c - 1) / c;
+    g->cmax = cmax;
+    /* up to ATT_NCH chunks while n/ATT_NCH fits in cmax, then n/cmax */
+    const int64_t few = (span + ATT_MINC - 1) / ATT_MINC, many = (span + cmax - 1) / cmax;
+    g->nch = many > (few < ATT_NCH ? few : ATT_NCH) ? many : (few < ATT_NCH ? few : ATT_NCH);
     g->stride = (p->hd_v + 2 + 3) / 4 * 4;
-    g->k_bytes = round16((size_t)c * (size_t)p->hd * tsz);
-    g->kv_bytes = g->k_bytes + round16((size_t)c * (size_t)p->hd_v * tsz);
-    g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + c) * 4;
+    g->k_bytes = round16((size_t)cmax * (size_t)p->hd * tsz);
+    g->kv_bytes = g->k_bytes + round16((size_t)cmax * (size_t)p->hd_v * tsz);
+    g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + cmax) * 4;
     return ZMLX_OK;
 }
 
@@ -166,11 +180,13 @@ __device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
     }
 }
 
-/* Grid (chunk, kv head x head block, token), gb warps: warp w takes query head
+/* Grid (kv head x head block, chunk, token), gb warps: warp w takes query head
  * h of the block's kv head. Token t's context is base + t + 1 positions,
  * base = pos[0] (device; 0 without pos) + pos0; q row of token t at
  * q + t·q_stride. part: [tokens, Hq, nch, stride] f32 (o, m, l);
- * cnt: [tokens, gridDim.y] zeroed counters.
+ * cnt: [tokens, gridDim.x] zeroed counters. The chunk is the slower grid
+ * dimension, so the blocks of chunks a short context does not reach (up to the
+ * cache's span) are dispatched after every block that works, and only exit.
  * The block stages the chunk's K and V rows in shared memory (all copies in
  * flight at once), then each warp alone: scores four positions at a time,
  * lane l accumulating (scale·q_d)·k_d (FMA) over its features d = 4l + 128r + e (r, then
@@ -185,82 +201,89 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     zcu_pdl_entry();
     extern __shared__ __align__(16) unsigned char att_shm[];
     __shared__ int last;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x;
-    const int64_t C = ag.C, nch = ag.nch, t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.y;
+    const int64_t nch = ag.nch, t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
     if (base < 0 || base > p.cap - n_tok) return; /* attention_step's prep flagged it */
     const int64_t n_ctx = base + t + 1, lo = p.window > 0 && n_ctx > p.window ? n_ctx - p.window : 0;
-    const int64_t n = n_ctx - lo, nact = (n + C - 1) / C;
+    const int64_t n = n_ctx - lo, C = att_chunk(n, ag.cmax), nact = (n + C - 1) / C;
     if (c >= nact) return;
-    const int len = (int)min(C, n - (int64_t)c * C), bpg = p.Hq / p.Hkv / ag.gb;
-    const int64_t j0 = lo + (int64_t)c * C, g = blockIdx.y / bpg;
-    const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.y % bpg) * ag.gb + warp;
+    const int bpg = p.Hq / p.Hkv / ag.gb;
+    const int64_t g = blockIdx.x / bpg, nblk = min((int64_t)gridDim.y, nact);
+    const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.x % bpg) * ag.gb + warp;
     TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ag.k_bytes);
     float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
     float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
-    att_stage(ks, kc + (g * p.cap + j0) * p.hd, (int64_t)len * p.hd);
-    att_stage(vs, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v);
     const TT *qh = q + t * q_stride + h * p.hd;
     for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    __syncthreads();
-
-    for (int jb = 0; jb < len; jb += ATT_JU) {
-        float s[ATT_JU];
-#pragma unroll
-        for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
-        for (int d = 4 * lane; d < p.hd; d += 128) {
-            float kv[ATT_JU][4];
-            ld_rows<V4>(ks, p.hd, jb, len, d, kv);
-#pragma unroll
-            for (int u = 0; u < ATT_JU; u++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (V4 || d + e < p.hd) s[u] = __fmaf_rn(qs[d + e], kv[u][e], s[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < ATT_JU; u++) {
-            s[u] = wsum(s[u]);
-            if (lane == 0 && jb + u < len) sc[jb + u] = s[u];
-        }
-    }
-    __syncwarp();
-    float m = -INFINITY;
-    for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
-    m = wmax(m);
-    float l = 0.0f;
-    for (int j = lane; j < len; j += 32) {
-        const float e = expf(__fsub_rn(sc[j], m));
-        sc[j] = e;
-        l = __fadd_rn(l, e);
-    }
-    l = wsum(l);
-    __syncwarp();
-    float *pc = part + ((t * p.Hq + h) * nch + c) * ag.stride;
-    for (int d = 4 * lane; d < p.hd_v; d += 128) {
-        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* chunks c, c + gridDim.y, ..: a context longer than the grid's chunks
+       (ATT_GRID) takes several rounds per block; the partials and their
+       combine are those of one block per chunk */
+    for (int64_t ci = c; ci < nact; ci += gridDim.y) {
+        if (ci != c) __syncthreads(); /* every warp is done with the previous chunk's rows */
+        const int len = (int)min(C, n - ci * C);
+        const int64_t j0 = lo + ci * C;
+        att_stage(ks, kc + (g * p.cap + j0) * p.hd, (int64_t)len * p.hd);
+        att_stage(vs, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v);
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+        __syncthreads();
         for (int jb = 0; jb < len; jb += ATT_JU) {
-            float vv[ATT_JU][4];
-            ld_rows<V4>(vs, p.hd_v, jb, len, d, vv);
+            float s[ATT_JU];
 #pragma unroll
-            for (int u = 0; u < ATT_JU; u++)
-                if (jb + u < len) {
-                    const float e = sc[jb + u];
+            for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
+            for (int d = 4 * lane; d < p.hd; d += 128) {
+                float kv[ATT_JU][4];
+                ld_rows<V4>(ks, p.hd, jb, len, d, kv);
 #pragma unroll
-                    for (int i = 0; i < 4; i++) a[i] = __fmaf_rn(e, vv[u][i], a[i]);
-                }
+                for (int u = 0; u < ATT_JU; u++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (V4 || d + e < p.hd) s[u] = __fmaf_rn(qs[d + e], kv[u][e], s[u]);
+            }
+#pragma unroll
+            for (int u = 0; u < ATT_JU; u++) {
+                s[u] = wsum(s[u]);
+                if (lane == 0 && jb + u < len) sc[jb + u] = s[u];
+            }
         }
+        __syncwarp();
+        float m = -INFINITY;
+        for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
+        m = wmax(m);
+        float l = 0.0f;
+        for (int j = lane; j < len; j += 32) {
+            const float e = expf(__fsub_rn(sc[j], m));
+            sc[j] = e;
+            l = __fadd_rn(l, e);
+        }
+        l = wsum(l);
+        __syncwarp();
+        float *pc = part + ((t * p.Hq + h) * nch + ci) * ag.stride;
+        for (int d = 4 * lane; d < p.hd_v; d += 128) {
+            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int jb = 0; jb < len; jb += ATT_JU) {
+                float vv[ATT_JU][4];
+                ld_rows<V4>(vs, p.hd_v, jb, len, d, vv);
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-            if (V4 || d + i < p.hd_v) pc[d + i] = a[i];
+                for (int u = 0; u < ATT_JU; u++)
+                    if (jb + u < len) {
+                        const float e = sc[jb + u];
+#pragma unroll
+                        for (int i = 0; i < 4; i++) a[i] = __fmaf_rn(e, vv[u][i], a[i]);
+                    }
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (V4 || d + i < p.hd_v) pc[d + i] = a[i];
+        }
+        if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     }
-    if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
-    if (nact > 1) {
+    if (nblk > 1) {
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) {
-            const int64_t ci = t * gridDim.y + blockIdx.y;
-            last = atomicAdd(&cnt[ci], 1u) == (unsigned)(nact - 1);
-            if (last) cnt[ci] = 0;
+            const int64_t slot = t * gridDim.x + blockIdx.x;
+            last = atomicAdd(&cnt[slot], 1u) == (unsigned)(nblk - 1);
+            if (last) cnt[slot] = 0;
         }
         __syncthreads();
         if (!last) return;
@@ -334,8 +357,10 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     int64_t grid_nch = g.nch;
     if (n_ctx0 > 0) {
         const int64_t lo = p->window > 0 && n_ctx0 > p->window ? n_ctx0 - p->window : 0;
-        grid_nch = (n_ctx0 - lo + g.C - 1) / g.C;
+        const int64_t n = n_ctx0 - lo, ch = att_chunk(n, g.cmax);
+        grid_nch = (n + ch - 1) / ch;
     }
+    if (grid_nch > ATT_GRID) grid_nch = ATT_GRID;
     const size_t per_tok = (size_t)p->Hq * (size_t)g.nch * (size_t)g.stride * sizeof(float);
     int64_t tb = ZCU_ATT_COUNTERS / p->Hq;
     if ((size_t)tb * per_tok > ATT_PART_BYTES) tb = (int64_t)(ATT_PART_BYTES / per_tok);
@@ -345,7 +370,7 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     void *part;
     st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
-    const dim3 grid((unsigned)grid_nch, (unsigned)(p->Hq / g.gb), 1);
+    const dim3 grid((unsigned)(p->Hq / g.gb), (unsigned)grid_nch, 1);
     const bool v4 = p->hd % 4 == 0 && p->hd_v % 4 == 0;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
