@@ -203,9 +203,10 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
  * index), with no chain of warp-wide rounds. An entry of rank < k lands in
  * slot order together with its weight source score[e], so warp 0 then sums
  * the weights in slot order without a dependent lookup per slot. A quad per
- * entry (not a thread) cuts the serial count from E to E/4 compares; at the
- * Qwen3 shape (E = 128) that count was most of the kernel (ncu: one 128-thread
- * block, ~2000 dependent instructions on warp 0 and 5.7 us). Shared: score[E],
+ * entry (not a thread) cuts the serial count from E to E/4 compares (with a
+ * thread per entry: ~2000 dependent instructions on warp 0, ncu 5.7 us at
+ * E = 128; the quads gained 0.5 us per layer in the decode step, NOTES.md
+ * "Decode v4"). Shared: score[E],
  * sel[E] (then its keys), gsc[E] (group scores, then their keys, then the k
  * selected weights), slot[E] ints, keep[E] bytes. */
 enum { ROUTE_T = 512, ROUTE_Q = 4 };
