@@ -87,9 +87,9 @@ enum {
  * and the chunk's K and V rows are read once for all of them; the longest
  * chunk cmax that shared memory holds, and the most chunks nch any context up
  * to the cache's span can have (the partials' extent; the grid launches at
- * most ATT_GRID chunk blocks, which then loop); partial
- * stride (o, then m and l, 16-byte aligned); shared memory: cmax K rows, cmax
- * V rows (each 16-byte aligned), then gb q rows and gb score rows in f32. */
+ * most ATT_GRID chunk blocks, which then loop); partial stride (o, then m and
+ * l, 16-byte aligned); shared memory: cmax K rows, cmax V rows (each 16-byte
+ * aligned), then gb q rows and gb score rows in f32. */
 typedef struct {
     int gb;
     int64_t cmax, nch, stride;
@@ -124,9 +124,12 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
     if (fixed + per_pos > ATT_SHM) return ZMLX_ERR_UNSUPPORTED;     /* head dims past ~5000 */
     const int64_t cmax = (int64_t)((ATT_SHM - fixed) / per_pos);
     g->cmax = cmax;
-    /* up to ATT_NCH chunks while n/ATT_NCH fits in cmax, then n/cmax */
-    const int64_t few = (span + ATT_MINC - 1) / ATT_MINC, many = (span + cmax - 1) / cmax;
-    g->nch = many > (few < ATT_NCH ? few : ATT_NCH) ? many : (few < ATT_NCH ? few : ATT_NCH);
+    /* att_chunk gives at most min(span/ATT_MINC, ATT_NCH) chunks while n/ATT_NCH
+       fits in cmax, and n/cmax <= span/cmax past that */
+    int64_t few = (span + ATT_MINC - 1) / ATT_MINC;
+    if (few > ATT_NCH) few = ATT_NCH;
+    const int64_t many = (span + cmax - 1) / cmax;
+    g->nch = few > many ? few : many;
     g->stride = (p->hd_v + 2 + 3) / 4 * 4;
     g->k_bytes = round16((size_t)cmax * (size_t)p->hd * tsz);
     g->kv_bytes = g->k_bytes + round16((size_t)cmax * (size_t)p->hd_v * tsz);
