@@ -206,9 +206,9 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
  * entry (not a thread) cuts the serial count from E to E/4 compares (with a
  * thread per entry: ~2000 dependent instructions on warp 0, ncu 5.7 us at
  * E = 128; the quads gained 0.5 us per layer in the decode step, NOTES.md
- * "Decode v4"). Shared: score[E],
- * sel[E] (then its keys), gsc[E] (group scores, then their keys, then the k
- * selected weights), slot[E] ints, keep[E] bytes. */
+ * "Decode v4"). Shared: score[E], sel[E] (then its keys), gsc[E] (group
+ * scores, then their keys, then the k selected weights), slot[E] ints,
+ * keep[E] bytes. */
 enum { ROUTE_T = 512, ROUTE_Q = 4 };
 template <typename TT>
 __global__ void __launch_bounds__(ROUTE_T)
