@@ -129,6 +129,11 @@ void zmlx_graph_free(zmlx_ctx *c, zmlx_graph *g) {
 
 static int valid_T(zmlx_dtype T) { return zmlx_dtype_is_float(T); }
 
+static int valid_rope(const zmlx_rope_params *p) {
+    return p->head_dim >= 2 && p->rot_dims >= 2 && p->rot_dims <= p->head_dim && p->rot_dims % 2 == 0 &&
+           (p->inv_freq || p->base > 0.0f);
+}
+
 static int valid_attn(const zmlx_attn_params *p) {
     return p->Hq >= 1 && p->Hkv >= 1 && p->Hq % p->Hkv == 0 && p->hd >= 1 && p->hd_v >= 1 &&
            p->cap >= 1 && p->window >= 0;
@@ -265,9 +270,7 @@ zmlx_status zmlx_moe_route(zmlx_ctx *c, const zmlx_router_params *p, zmlx_dtype 
 
 zmlx_status zmlx_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dtype T, void *x,
                       int64_t n_tok, int n_heads, const int32_t *pos, int64_t pos0) {
-    CHECK(p && valid_T(T) && x && n_tok >= 0 && n_heads >= 1);
-    CHECK(p->head_dim >= 2 && p->rot_dims >= 2 && p->rot_dims <= p->head_dim && p->rot_dims % 2 == 0);
-    CHECK(p->inv_freq || p->base > 0.0f);
+    CHECK(p && valid_T(T) && x && n_tok >= 0 && n_heads >= 1 && valid_rope(p));
     if (n_tok == 0) return ZMLX_OK;
     return backend_of(c)->rope(c, p, T, x, n_tok, n_heads, pos, pos0);
 }
@@ -304,9 +307,7 @@ zmlx_status zmlx_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zml
                                 void *out) {
     CHECK(p && valid_T(T) && qkv && pos && k_cache && v_cache && out && n_tok >= 0);
     CHECK(valid_attn(&p->attn) && p->eps >= 0.0f);
-    const zmlx_rope_params *r = p->rope;
-    CHECK(!r || (r->head_dim == p->attn.hd && r->rot_dims >= 2 && r->rot_dims <= r->head_dim &&
-                 r->rot_dims % 2 == 0 && (r->inv_freq || r->base > 0.0f)));
+    CHECK(!p->rope || (p->rope->head_dim == p->attn.hd && valid_rope(p->rope)));
     if (n_tok > p->attn.cap) return ZMLX_ERR_RANGE;
     if (n_tok == 0) return ZMLX_OK;
     return backend_of(c)->attention_step(c, p, T, qkv, n_tok, pos, k_cache, v_cache, out);
