@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     const char *name;
@@ -478,8 +477,6 @@ static int bench_moe_layer(int argc, char **argv) {
             fprintf(stderr, "zmlx bench: cannot write %s\n", json);
             rc = 1;
         } else {
-            zc_hwinfo hw;
-            zc_hwinfo_get(&hw);
             /* the activation form of the CPU kernel of the experts' down
                projection (probe's shape now), as cq_pick chose it from
                ZMLX_CPU_INT_DOT, T and the ISA (src/cpu/NOTES.md) */
@@ -487,15 +484,7 @@ static int bench_moe_layer(int argc, char **argv) {
             const char *cpu_xdot = !kern ? "none"
                                    : kern->xform != CQ_X_I16_4 && kern->xform != CQ_X_I16_8 ? "f32"
                                    : kern->pieces == 2 ? "int16x2" : "int16";
-            char date[32];
-            time_t now = time(NULL);
-            strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-            fprintf(jf, "{\n  \"kind\": \"moe-layer\",\n  \"zmlx_commit\": \"%s\",\n  \"date\": \"%s\",\n",
-                    zc_git_commit(), date);
-            fprintf(jf, "  \"hardware\": {\"cpu\": \"%s\", \"cpu_flags\": \"%s\", \"cores\": %d, "
-                    "\"gpu\": \"%s\", \"driver\": \"%s\", \"compiler\": \"%s\"},\n",
-                    hw.cpu, hw.cpu_flags, hw.cores, on_dev ? "unknown" : "none",
-                    on_dev ? "unknown" : "none", hw.compiler);
+            cli_capsule_head(jf, "moe-layer", on_dev);
             fprintf(jf, "  \"backend\": \"%s\",\n  \"shape\": \"%s\",\n  \"mode\": \"%s\",\n"
                     "  \"bits\": %d,\n  \"group_size\": %d,\n  \"dtype\": \"%s\",\n  \"layers\": %lld,\n"
                     "  \"threads\": %lld,\n  \"reps\": %lld,\n  \"cpu_xdot\": \"%s\",\n"
