@@ -125,9 +125,9 @@ int bench_decode(int argc, char **argv) {
         }
         i++;
     }
-    if (ctx && ctx < np + n + reps + 2) {
-        fprintf(stderr, "zmlx bench decode: --ctx %lld is below the %lld positions this run needs\n", ctx,
-                np + n + reps + 2);
+    const long long need = np + n + reps + 2; /* prompt, tokens, profile replays */
+    if (ctx && ctx < need) {
+        fprintf(stderr, "zmlx bench decode: --ctx %lld is below the %lld positions this run needs\n", ctx, need);
         return 2;
     }
     if (!preset == !model) {
@@ -174,7 +174,7 @@ int bench_decode(int argc, char **argv) {
     }
     zmlx_session_opts so;
     zmlx_session_opts_default(&so);
-    so.max_ctx = ctx ? ctx : np + n + reps + 2;
+    so.max_ctx = ctx ? ctx : need;
     so.patch = plan;
     cli_run r;
     int rc = 1;

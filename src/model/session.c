@@ -98,14 +98,13 @@ static const void *place_bytes(placer *p, const void *src, size_t bytes) {
 }
 
 /* Bytes of a quantized weight's packed codes and of its scales (biases:
- * the same again when present). */
-static size_t q_code_bytes(const zmlx_qweight *w) {
-    int64_t rows = w->E * (w->transpose ? w->N : w->K), cols = w->transpose ? w->K : w->N;
-    return zmlx_quant_packed_bytes(w->bits, rows, cols);
-}
+ * the same again when present), over its stored rows (all experts) of cols
+ * quantized elements. */
+static int64_t q_rows(const zmlx_qweight *w) { return w->E * (w->transpose ? w->N : w->K); }
+static int64_t q_cols(const zmlx_qweight *w) { return w->transpose ? w->K : w->N; }
+static size_t q_code_bytes(const zmlx_qweight *w) { return zmlx_quant_packed_bytes(w->bits, q_rows(w), q_cols(w)); }
 static size_t q_scale_bytes(const zmlx_qweight *w) {
-    int64_t rows = w->E * (w->transpose ? w->N : w->K), cols = w->transpose ? w->K : w->N;
-    return zmlx_quant_scales_count(w->group_size, rows, cols) * zmlx_dtype_size(w->scale_dtype);
+    return zmlx_quant_scales_count(w->group_size, q_rows(w), q_cols(w)) * zmlx_dtype_size(w->scale_dtype);
 }
 
 /* A quantized weight as the backend reads it: the host view itself on CPU,
