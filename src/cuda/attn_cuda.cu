@@ -137,33 +137,12 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
     return ZMLX_OK;
 }
 
-/* elements i..i+3 of p as f32 (0 past n): one 8- or 16-byte load when
- * aligned; V4: the caller knows it is (4 | n, aligned rows, i < n) */
-template <bool V4, typename TT>
-__device__ __forceinline__ void ld4(const TT *p, int64_t i, int64_t n, float (&v)[4]) {
-    const TT *q = p + i;
-    if (V4 || (i + 4 <= n && ((uintptr_t)q & (4 * sizeof(TT) - 1)) == 0)) {
-        if constexpr (sizeof(TT) == 4) {
-            const float4 f = *(const float4 *)q;
-            v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-        } else {
-            const uint2 u = *(const uint2 *)q;
-            const TT *h = (const TT *)&u;
-#pragma unroll
-            for (int e = 0; e < 4; e++) v[e] = zcu_ld(h, e);
-        }
-    } else {
-#pragma unroll
-        for (int e = 0; e < 4; e++) v[e] = i + e < n ? zcu_ld(q, e) : 0.0f;
-    }
-}
-
 /* Features d..d+3 of the ATT_JU rows jb.. of a [len, n] block in shared
  * memory (rows past len read row len - 1: loaded, never used). */
 template <bool V4, typename TT>
 __device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, int d, float (&v)[ATT_JU][4]) {
 #pragma unroll
-    for (int u = 0; u < ATT_JU; u++) ld4<V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]);
+    for (int u = 0; u < ATT_JU; u++) ld_run<4, V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]); /* V4: 4 | n, aligned rows, d < n */
 }
 
 /* n elements from global src to shared dst by the block's threads: 16-byte

@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t
     for (int64_t b = 8 * (int64_t)threadIdx.x; b < n; b += AMAX_RUNS * run) {
         float v[AMAX_RUNS][8];
 #pragma unroll
-        for (int u = 0; u < AMAX_RUNS; u++) ld8(xr, b + u * run, n, v[u]);
+        for (int u = 0; u < AMAX_RUNS; u++) ld_run<8>(xr, b + u * run, n, v[u]);
 #pragma unroll
         for (int u = 0; u < AMAX_RUNS; u++)
 #pragma unroll

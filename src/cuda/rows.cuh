@@ -8,6 +8,8 @@
 #define ZMLX_CUDA_ROWS_CUH
 #include "cuda/cuda_internal.cuh"
 
+#include <type_traits>
+
 /* ------------------------------------------------------ reductions */
 
 __device__ __forceinline__ float wsum(float v) {
@@ -53,19 +55,24 @@ __device__ float block_reduce(float v, float *sh) {
  * rms_norm bit for bit whatever the pointers' alignment. */
 enum { RMS_T = 256, RMS_REG = 4 };
 
-/* elements i0..i0+7 of p as f32 (0 past D); one 16-byte load when it can
- * (a plain load, not __ldg: the second pass may read r written by this kernel) */
-template <typename TT>
-__device__ __forceinline__ void ld8(const TT *p, int64_t i0, int64_t D, float (&v)[8]) {
-    const TT *q = p + i0;
-    if (i0 + 8 <= D && sizeof(TT) == 2 && ((uintptr_t)q & 15) == 0) {
-        const uint4 u = *(const uint4 *)q;
+/* elements i..i+N-1 of p as f32 (0 past n): one 8- or 16-byte load when the
+ * N elements are that wide, lie below n and are aligned (KNOWN: the caller
+ * knows they do), else element by element. A plain load, not __ldg: callers
+ * read rows written by this kernel (rms_row's second pass) or shared memory. */
+template <int N, bool KNOWN = false, typename TT>
+__device__ __forceinline__ void ld_run(const TT *p, int64_t i, int64_t n, float (&v)[N]) {
+    constexpr int B = N * (int)sizeof(TT);
+    constexpr bool VEC = B == 8 || B == 16;
+    const TT *q = p + i;
+    if (VEC && (KNOWN || (i + N <= n && ((uintptr_t)q & (B - 1)) == 0))) {
+        typedef typename std::conditional<B == 16, uint4, uint2>::type V;
+        const V u = *(const V *)q;
         const TT *h = (const TT *)&u;
 #pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = zcu_ld(h, j);
+        for (int e = 0; e < N; e++) v[e] = zcu_ld(h, e);
     } else {
 #pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = i0 + j < D ? zcu_ld(q, j) : 0.0f;
+        for (int e = 0; e < N; e++) v[e] = i + e < n ? zcu_ld(q, e) : 0.0f;
     }
 }
 
@@ -74,10 +81,10 @@ __device__ __forceinline__ void ld8(const TT *p, int64_t i0, int64_t D, float (&
 template <typename TT>
 __device__ __forceinline__ void rms_in(const TT *x, const TT *x2, TT *r, int64_t i0, int64_t D,
                                        float (&v)[8], float &ss) {
-    ld8(x, i0, D, v);
+    ld_run<8>(x, i0, D, v);
     if (x2) {
         float v2[8];
-        ld8(x2, i0, D, v2);
+        ld_run<8>(x2, i0, D, v2);
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             v[j] = zcu_round(r, __fadd_rn(v[j], v2[j]));
@@ -115,7 +122,7 @@ __device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *wei
 #pragma unroll
     for (int j = 0; j < RMS_REG; j++) {
         const int64_t i0 = (tid + j * RMS_T) * 8;
-        if (i0 < D && has_w) ld8(weight, i0, D, wv[j]);
+        if (i0 < D && has_w) ld_run<8>(weight, i0, D, wv[j]);
     }
 #pragma unroll
     for (int j = 0; j < RMS_REG; j++) {
@@ -137,8 +144,8 @@ __device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *wei
     const TT *src = x2 ? r : x;
     for (int64_t i0 = (tid + RMS_REG * RMS_T) * 8; i0 < D; i0 += RMS_T * 8) {
         float t[8], tw[8];
-        ld8(src, i0, D, t);
-        if (has_w) ld8(weight, i0, D, tw);
+        ld_run<8>(src, i0, D, t);
+        if (has_w) ld_run<8>(weight, i0, D, tw);
         rms_out(t, inv, has_w, tw, y, i0, D);
     }
 }
