@@ -80,6 +80,7 @@ enum {
     ATT_SHM = 48 * 1024, /* a block's shared memory: the chunk's K and V rows, q, scores */
     ATT_JU = 4,          /* positions whose loads are in flight together                 */
     ATT_GRID = 64,       /* most chunk blocks per (token, head block); longer contexts loop */
+    ATT_CB = 16,         /* chunks whose partial o loads the combine has in flight together */
 };
 
 /* How a cache geometry splits: gb query heads per block, the largest divisor
@@ -88,11 +89,15 @@ enum {
  * chunk cmax that shared memory holds, and the most chunks nch any context up
  * to the cache's span can have (the partials' extent; the grid launches at
  * most ATT_GRID chunk blocks, which then loop); partial stride (o, then m and
- * l, 16-byte aligned); shared memory: cmax K rows, cmax V rows (each 16-byte
- * aligned), then gb q rows and gb score rows in f32. */
+ * l, 16-byte aligned); shared memory: cmax K rows kld elements apart, cmax V
+ * rows (each block 16-byte aligned), then gb q rows and gb score rows in f32.
+ * fast: K rows are whole 16-byte runs (hd·sizeof(T) % 16 == 0) and hd_v % 4
+ * == 0, so k_attn reads shared memory in 16- and 8-byte loads with no bounds
+ * checks; kld then pads a K row to an odd number of 16-byte runs, so the 8
+ * lanes of a load phase, each on its own row, hit 8 different bank groups. */
 typedef struct {
-    int gb;
-    int64_t cmax, nch, stride;
+    int gb, fast;
+    int64_t cmax, nch, stride, kld;
     size_t k_bytes, kv_bytes, shm; /* the V rows start at k_bytes, q at kv_bytes */
 } att_geom;
 
@@ -119,7 +124,10 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
             break;
         }
     const int64_t span = p->window > 0 && p->window < p->cap ? p->window : p->cap;
-    const size_t per_pos = (size_t)(p->hd + p->hd_v) * tsz + (size_t)g->gb * 4;
+    g->fast = (size_t)p->hd * tsz % 16 == 0 && p->hd_v % 4 == 0;
+    g->kld = p->hd;
+    if (g->fast && (size_t)p->hd * tsz / 16 % 2 == 0) g->kld += (int64_t)(16 / tsz);
+    const size_t per_pos = (size_t)(g->kld + p->hd_v) * tsz + (size_t)g->gb * 4;
     const size_t fixed = 32 + (size_t)g->gb * (size_t)p->hd * 4; /* 32: the two roundings */
     if (fixed + per_pos > ATT_SHM) return ZMLX_ERR_UNSUPPORTED;     /* head dims past ~5000 */
     const int64_t cmax = (int64_t)((ATT_SHM - fixed) / per_pos);
@@ -131,7 +139,7 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
     const int64_t many = (span + cmax - 1) / cmax;
     g->nch = few > many ? few : many;
     g->stride = (p->hd_v + 2 + 3) / 4 * 4;
-    g->k_bytes = round16((size_t)cmax * (size_t)p->hd * tsz);
+    g->k_bytes = round16((size_t)cmax * (size_t)g->kld * tsz);
     g->kv_bytes = g->k_bytes + round16((size_t)cmax * (size_t)p->hd_v * tsz);
     g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + cmax) * 4;
     return ZMLX_OK;
@@ -145,20 +153,23 @@ __device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, 
     for (int u = 0; u < ATT_JU; u++) ld_run<4, V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]); /* V4: 4 | n, aligned rows, d < n */
 }
 
-/* n elements from global src to shared dst by the block's threads: 16-byte
- * cp.async copies when both ends and the size allow, else element by element.
- * The caller waits (cp.async.wait_all) and syncs. */
+/* rows consecutive rows of n elements from global src to shared dst, whose
+ * rows are ld elements apart, by the block's threads: 16-byte cp.async copies
+ * when both ends and the row sizes allow, else element by element. The caller
+ * waits (cp.async.wait_all) and syncs. */
 template <typename TT>
-__device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
-    const size_t bytes = (size_t)n * sizeof(TT);
-    if ((((uintptr_t)dst | (uintptr_t)src | bytes) & 15) == 0) {
-        const unsigned d0 = (unsigned)__cvta_generic_to_shared(dst);
-        for (size_t i = (size_t)threadIdx.x * 16; i < bytes; i += (size_t)blockDim.x * 16)
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + (unsigned)i),
-                         "l"((const char *)src + i)
+__device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, int64_t n, int rows) {
+    const unsigned row_b = (unsigned)(n * (int64_t)sizeof(TT)), ld_b = (unsigned)(ld * (int64_t)sizeof(TT));
+    if ((((uintptr_t)dst | (uintptr_t)src | row_b | ld_b) & 15) == 0) {
+        const unsigned d0 = (unsigned)__cvta_generic_to_shared(dst), runs = row_b / 16;
+        for (unsigned i = threadIdx.x; i < (unsigned)rows * runs; i += blockDim.x) {
+            const unsigned r = i / runs, o = (i - r * runs) * 16;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + r * ld_b + o),
+                         "l"((const char *)src + (size_t)r * row_b + o)
                          : "memory");
+        }
     } else {
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+        for (int64_t i = threadIdx.x; i < (int64_t)rows * n; i += blockDim.x) dst[i / n * ld + i % n] = src[i];
     }
 }
 
@@ -170,13 +181,15 @@ __device__ __forceinline__ void att_stage(TT *dst, const TT *src, int64_t n) {
  * dimension, so the blocks of chunks a short context does not reach (up to the
  * cache's span) are dispatched after every block that works, and only exit.
  * The block stages the chunk's K and V rows in shared memory (all copies in
- * flight at once), then each warp alone: scores four positions at a time,
- * lane l accumulating (scale·q_d)·k_d (FMA) over its features d = 4l + 128r + e (r, then
- * e ascending), then a butterfly; m and l over the chunk (lane-strided, then a
- * butterfly); o_d = Σ_j e_j·v_jd (FMA) with j ascending, lane l owning the same
- * features of v. V4: hd and hd_v are multiples of 4, so every 4-feature load
- * is one aligned load with no bounds checks (the same values). */
-template <typename TT, bool V4>
+ * flight at once) and its warps' q rows, then each warp alone:
+ * lane l scores positions j = l, l + 32, .. of the chunk by four FMA sums
+ * a_e of (scale·q_d)·k_jd over the features d = e mod 4 in ascending order,
+ * s_j = (a_0 + a_1) + (a_2 + a_3) (no shuffles: a butterfly per position made
+ * the scores ~30% of a block's time at 512 positions); m and l over the chunk
+ * (lane-strided, then a butterfly); o_d = Σ_j e_j·v_jd (FMA) with j
+ * ascending, lane l owning features 4l + 128r + i of v. FAST (att_geom.fast):
+ * the same values from 16-byte K and 8-byte V loads without bounds checks. */
+template <typename TT, bool FAST>
 __global__ void __launch_bounds__(ATT_GB * 32)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
        const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, TT *out) {
@@ -195,8 +208,6 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ag.k_bytes);
     float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
     float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
-    const TT *qh = q + t * q_stride + h * p.hd;
-    for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
     /* chunks c, c + gridDim.y, ..: a context longer than the grid's chunks
        (ATT_GRID) takes several rounds per block; the partials and their
        combine are those of one block per chunk */
@@ -204,28 +215,39 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         if (ci != c) __syncthreads(); /* every warp is done with the previous chunk's rows */
         const int len = (int)min(C, n - ci * C);
         const int64_t j0 = lo + ci * C;
-        att_stage(ks, kc + (g * p.cap + j0) * p.hd, (int64_t)len * p.hd);
-        att_stage(vs, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v);
+        att_stage(ks, ag.kld, kc + (g * p.cap + j0) * p.hd, p.hd, len);
+        att_stage(vs, (int64_t)len * p.hd_v, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v, 1);
+        if (ci == c) {
+            const TT *qh = q + t * q_stride + h * p.hd;
+            for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
+        }
         asm volatile("cp.async.wait_all;\n" ::: "memory");
         __syncthreads();
-        for (int jb = 0; jb < len; jb += ATT_JU) {
-            float s[ATT_JU];
+        for (int j = lane; j < len; j += 32) {
+            const TT *kr = ks + j * ag.kld;
+            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (FAST) {
+                constexpr int N = 16 / (int)sizeof(TT); /* features per 16-byte load */
+#pragma unroll 2
+                for (int d = 0; d < p.hd; d += N) {
+                    float kv[N];
+                    ld_run<N, true>(kr, d, p.hd, kv);
 #pragma unroll
-            for (int u = 0; u < ATT_JU; u++) s[u] = 0.0f;
-            for (int d = 4 * lane; d < p.hd; d += 128) {
-                float kv[ATT_JU][4];
-                ld_rows<V4>(ks, p.hd, jb, len, d, kv);
-#pragma unroll
-                for (int u = 0; u < ATT_JU; u++)
+                    for (int e = 0; e < N; e += 4) {
+                        const float4 qv = *(const float4 *)(qs + d + e);
+                        a[0] = __fmaf_rn(qv.x, kv[e], a[0]);
+                        a[1] = __fmaf_rn(qv.y, kv[e + 1], a[1]);
+                        a[2] = __fmaf_rn(qv.z, kv[e + 2], a[2]);
+                        a[3] = __fmaf_rn(qv.w, kv[e + 3], a[3]);
+                    }
+                }
+            } else {
+                for (int d = 0; d < p.hd; d += 4)
 #pragma unroll
                     for (int e = 0; e < 4; e++)
-                        if (V4 || d + e < p.hd) s[u] = __fmaf_rn(qs[d + e], kv[u][e], s[u]);
+                        if (d + e < p.hd) a[e] = __fmaf_rn(qs[d + e], zcu_ld(kr, d + e), a[e]);
             }
-#pragma unroll
-            for (int u = 0; u < ATT_JU; u++) {
-                s[u] = wsum(s[u]);
-                if (lane == 0 && jb + u < len) sc[jb + u] = s[u];
-            }
+            sc[j] = __fadd_rn(__fadd_rn(a[0], a[1]), __fadd_rn(a[2], a[3]));
         }
         __syncwarp();
         float m = -INFINITY;
@@ -244,7 +266,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
             float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             for (int jb = 0; jb < len; jb += ATT_JU) {
                 float vv[ATT_JU][4];
-                ld_rows<V4>(vs, p.hd_v, jb, len, d, vv);
+                ld_rows<FAST>(vs, p.hd_v, jb, len, d, vv);
 #pragma unroll
                 for (int u = 0; u < ATT_JU; u++)
                     if (jb + u < len) {
@@ -255,7 +277,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
             }
 #pragma unroll
             for (int i = 0; i < 4; i++)
-                if (V4 || d + i < p.hd_v) pc[d + i] = a[i];
+                if (FAST || d + i < p.hd_v) pc[d + i] = a[i];
         }
         if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     }
@@ -276,15 +298,20 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     /* the combine, by the last block, warp w for its head h (other blocks'
      * partials read from L2): M over the chunks lane-strided then a butterfly,
      * L likewise; lane l weighs chunks i0 + u by w_i = exp(m_i - M) computed
-     * on lane u, for its features of o, chunks ascending, eight loads in
-     * flight */
+     * on lane u, for its features of o, chunks ascending. Chunk l's m and l
+     * are read once, together, and kept (chunks past 32, in long contexts
+     * only, are read again), and ATT_CB chunks' o loads are in flight at once:
+     * the combine is two or three dependent round trips to L2, not six. */
     const float *ph = part + (t * p.Hq + h) * nch * ag.stride;
     const float sink = p.sinks ? p.sinks[h] : -INFINITY;
-    float M = sink;
-    for (int64_t i = lane; i < nact; i += 32) M = nmax(M, __ldcg(ph + i * ag.stride + p.hd_v));
+    const bool own = lane < nact;
+    const float m_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v) : 0.0f;
+    const float l_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v + 1) : 0.0f;
+    float M = own ? nmax(sink, m_own) : sink;
+    for (int64_t i = lane + 32; i < nact; i += 32) M = nmax(M, __ldcg(ph + i * ag.stride + p.hd_v));
     M = wmax(M);
-    float L = 0.0f;
-    for (int64_t i = lane; i < nact; i += 32)
+    float L = own ? __fadd_rn(0.0f, __fmul_rn(l_own, expf(__fsub_rn(m_own, M)))) : 0.0f;
+    for (int64_t i = lane + 32; i < nact; i += 32)
         L = __fadd_rn(L, __fmul_rn(__ldcg(ph + i * ag.stride + p.hd_v + 1),
                                    expf(__fsub_rn(__ldcg(ph + i * ag.stride + p.hd_v), M))));
     L = wsum(L);
@@ -294,17 +321,18 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         const int d = d0 + 4 * lane;
         float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int64_t i0 = 0; i0 < nact; i0 += 32) {
-            const float wi = i0 + lane < nact ? expf(__fsub_rn(__ldcg(ph + (i0 + lane) * ag.stride + p.hd_v), M))
-                                              : 0.0f;
+            const float wi = i0 == 0 ? (own ? expf(__fsub_rn(m_own, M)) : 0.0f)
+                             : i0 + lane < nact ? expf(__fsub_rn(__ldcg(ph + (i0 + lane) * ag.stride + p.hd_v), M))
+                                                : 0.0f;
             const int nu = (int)min((int64_t)32, nact - i0);
-            for (int u0 = 0; u0 < nu; u0 += 8) {
-                float4 o[8];
+            for (int u0 = 0; u0 < nu; u0 += ATT_CB) {
+                float4 o[ATT_CB];
 #pragma unroll
-                for (int u = 0; u < 8; u++)
+                for (int u = 0; u < ATT_CB; u++)
                     o[u] = u0 + u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i0 + u0 + u) * ag.stride + d))
                                                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-                for (int u = 0; u < 8; u++) {
+                for (int u = 0; u < ATT_CB; u++) {
                     const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
                     if (u0 + u < nu) {
                         a[0] = __fmaf_rn(o[u].x, w, a[0]);
@@ -353,11 +381,10 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
     const dim3 grid((unsigned)(p->Hq / g.gb), (unsigned)grid_nch, 1);
-    const bool v4 = p->hd % 4 == 0 && p->hd_v % 4 == 0;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
-        zcu_launch(ZCU_PDL_ATTN, v4 ? k_attn<TT, true> : k_attn<TT, false>, dim3(grid.x, grid.y, (unsigned)nt),
+        zcu_launch(ZCU_PDL_ATTN, g.fast ? k_attn<TT, true> : k_attn<TT, false>, dim3(grid.x, grid.y, (unsigned)nt),
                    32 * g.gb, g.shm, s->stream, *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc,
                    (const TT *)vc, n_tok - t0, pos, pos0 + t0, g, (float *)part, s->att_counters,
                    (TT *)out + t0 * p->Hq * p->hd_v);
