@@ -282,16 +282,21 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     }
     if (nblk > 1) {
-        __threadfence();
+        /* one release-acquire count by thread 0 between two barriers (the
+           CUTLASS semaphore pattern): the first barrier puts the block's
+           partial stores before the release, the second the others'
+           partials, acquired, before this block's reads. A fence in every
+           thread, before and after, cost ~0.5 us per call. */
         __syncthreads();
         if (threadIdx.x == 0) {
             const int64_t slot = t * gridDim.x + blockIdx.x;
-            last = atomicAdd(&cnt[slot], 1u) == (unsigned)(nblk - 1);
+            unsigned before;
+            asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n" : "=r"(before) : "l"(cnt + slot) : "memory");
+            last = before == (unsigned)(nblk - 1);
             if (last) cnt[slot] = 0;
         }
         __syncthreads();
         if (!last) return;
-        __threadfence();
     } else {
         __syncwarp();
     }
@@ -410,14 +415,18 @@ extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params 
 /* Block per (head, token) over the q heads then the k heads of each token's
  * packed row: rms_row with the head's norm weight, rope at base + t (the
  * unfused rms_norm and rope kernels' own device functions, so the same
- * bits); k-head blocks then store the k row and the matching v row into the
- * caches. An out-of-range base flags the error and touches nothing. */
+ * bits) on a copy in shared memory (through global memory each phase cost an
+ * L2 round trip); the row is written back, and k-head blocks store it and the
+ * matching v row into the caches. An out-of-range base flags the error and
+ * touches nothing. */
 template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, zmlx_rope_params rp,
             int has_rope, TT *qkv, int64_t n_tok, const int32_t *pos, TT *kc, TT *vc, int *err) {
     zcu_pdl_entry();
     __shared__ float sh[33];
+    extern __shared__ __align__(16) unsigned char prep_shm[];
+    TT *xs = (TT *)prep_shm; /* the head row while it is normed and rotated */
     const int64_t base = pos[0];
     if (base < 0 || base > p.cap - n_tok) {
         if (blockIdx.x == 0 && threadIdx.x == 0) *err = 1;
@@ -430,18 +439,20 @@ k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, z
     const int kv = hb - p.Hq;
     TT *x = is_k ? row + nq + (int64_t)kv * p.hd : row + (int64_t)hb * p.hd;
     const TT *w = is_k ? k_norm : q_norm;
-    if (w) {
-        rms_row(x, (const TT *)NULL, w, p.hd, eps, (TT *)NULL, x, sh);
-        __syncthreads();
-    }
+    if (w)
+        rms_row(x, (const TT *)NULL, w, p.hd, eps, (TT *)NULL, xs, sh);
+    else
+        for (int d = threadIdx.x; d < p.hd; d += blockDim.x) xs[d] = x[d];
+    __syncthreads();
     if (has_rope) {
-        for (int i = threadIdx.x; i < rp.rot_dims / 2; i += blockDim.x) rope_pair(rp, x, i, base + t);
+        for (int i = threadIdx.x; i < rp.rot_dims / 2; i += blockDim.x) rope_pair(rp, xs, i, base + t);
         __syncthreads();
     }
+    for (int d = threadIdx.x; d < p.hd; d += blockDim.x) x[d] = xs[d];
     if (!is_k) return;
     const TT *v = row + nq + nk + (int64_t)kv * p.hd_v;
     const int64_t at = (int64_t)kv * p.cap + base + t;
-    for (int d = threadIdx.x; d < p.hd; d += blockDim.x) kc[at * p.hd + d] = x[d];
+    for (int d = threadIdx.x; d < p.hd; d += blockDim.x) kc[at * p.hd + d] = xs[d];
     for (int d = threadIdx.x; d < p.hd_v; d += blockDim.x) vc[at * p.hd_v + d] = v[d];
 }
 
@@ -454,8 +465,9 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     memset(&rp, 0, sizeof rp);
     if (sp->rope) rp = *sp->rope;
     const int64_t blocks = (int64_t)(p->Hq + p->Hkv) * n_tok;
-    if (blocks > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
-    zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)blocks, RMS_T, 0, s->stream, *p, (const TT *)sp->q_norm,
+    att_geom g; /* checked before the prep writes the caches (it also bounds prep's hd-element row) */
+    if (blocks > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
+    zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)blocks, RMS_T, (size_t)p->hd * sizeof(TT), s->stream, *p, (const TT *)sp->q_norm,
                (const TT *)sp->k_norm, sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv, n_tok, pos, (TT *)kc,
                (TT *)vc, s->err_flag);
     ZCU_LAUNCHED();
