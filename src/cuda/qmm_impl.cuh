@@ -216,11 +216,18 @@ template <typename TT, int MODE, int BITS, int CH, bool FUSED>
 __global__ void __launch_bounds__(WARPS * 32)
 k_gemv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
        int64_t n_pairs, int act, TT *y) {
-    zcu_pdl_entry();
     constexpr int NR = FUSED ? 2 : 1;
     const int lane = threadIdx.x & 31;
     const int64_t N = qa.rows;
     const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    /* a dense weight (the routers): its row's codes are known before the
+       wait, so they are pulled into L2 while the previous kernel runs (a hint) */
+    if (!idx && wid < n_pairs * N)
+        for (int64_t off = lane * 128; off < qa.row_bytes; off += 32 * 128)
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"((r ? qb : qa).w + (wid % N) * qa.row_bytes + off));
+    zcu_pdl_entry();
     if (wid >= n_pairs * N) return;
     const int64_t p = wid / N, n0 = wid % N;
     const int64_t e = zcu_expert(idx, p, qa.E);
