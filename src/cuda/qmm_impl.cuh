@@ -43,7 +43,10 @@
  *                           the formats MMV does not serve use the MMA path;
  * ZMLX_CUDA_MMV_MAX_TOKENS  n_tok from which the MMV formats use it too;
  * ZMLX_CUDA_MMV_SORT_TOKENS n_tok from which the MMV path groups the pairs by
- *                           expert (8 per tile) instead of one pair per tile. */
+ *                           expert (8 per tile) instead of one pair per tile;
+ * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
+ *                           the MMV formats runs as the unfused chain (y to
+ *                           scratch, then k_combine) instead of k_mmv_combine. */
 static int env_tokens(const char *name, int dflt) {
     const char *s = getenv(name);
     int x = s ? atoi(s) : 0;
@@ -62,6 +65,11 @@ static int mmv_max_tokens(void) {
 static int mmv_sort_tokens(void) {
     static int v = -1;
     if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_SORT_TOKENS", 8);
+    return v;
+}
+static int mmv_combine_tokens(void) {
+    static int v = -1;
+    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
     return v;
 }
 
@@ -205,9 +213,8 @@ __device__ __forceinline__ void qdot_rows(const zcu_qw (&q)[NR], const TT *const
 }
 
 /* Chunks per lane per pass of the plain GEMV (one row per warp; v1 had two
- * rows x one chunk: same bytes in flight, half the warps) and slots in flight
- * of the fused combine. */
-enum { GEMV_U = 2, COMB_NR = 4, WARPS = 8 };
+ * rows x one chunk: same bytes in flight, half the warps). */
+enum { GEMV_U = 2, WARPS = 8 };
 
 /* Unfused gather_qmm (y) or fused gate/up + act (h): warp -> (pair, row n).
  * Fused: row n of Wg and of Wu (NR=2, one chunk per pass); plain: row n of W
@@ -250,41 +257,6 @@ k_gemv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, in
     } else {
         zcu_st(y, p * N + n0, res[0]);
     }
-}
-
-/* Fused down projection + combine: warp -> (token t, output row d); slots in
- * groups of COMB_NR, combined in order j = 0..k-1 from 0.0f. */
-template <typename TT, int MODE, int BITS, int CH>
-__global__ void __launch_bounds__(WARPS * 32)
-k_gemv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts,
-               int64_t n_tok, TT *out) {
-    zcu_pdl_entry();
-    const int lane = threadIdx.x & 31;
-    const int64_t D = q.rows;
-    const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (wid >= n_tok * D) return;
-    const int64_t t = wid / D, d = wid % D;
-    zcu_qw qs[COMB_NR];
-#pragma unroll
-    for (int r = 0; r < COMB_NR; r++) qs[r] = q;
-    float acc = 0.0f;
-    for (int j0 = 0; j0 < k; j0 += COMB_NR) {
-        const TT *xr[COMB_NR];
-        int64_t row[COMB_NR];
-#pragma unroll
-        for (int r = 0; r < COMB_NR; r++) {
-            const int64_t p = t * k + j0 + r;
-            const bool ok = j0 + r < k;
-            xr[r] = h + (ok ? p : 0) * q.cols;
-            row[r] = ok ? zcu_expert(idx, p, q.E) * D + d : -1;
-        }
-        float res[COMB_NR];
-        qdot_rows<TT, MODE, BITS, CH, COMB_NR, 1>(qs, xr, row, lane, res);
-#pragma unroll
-        for (int r = 0; r < COMB_NR; r++)
-            if (j0 + r < k) acc = zcu_combine_step(acc, wts[t * k + j0 + r], zcu_round(out, res[r]));
-    }
-    if (lane == 0) zcu_st(out, t * D + d, acc);
 }
 
 /* ------------------------------------------------------ COLS (transpose=0) */
@@ -956,18 +928,6 @@ template <typename TT, bool FUSED> struct fam_gemv {
     }
 };
 
-template <typename TT> struct fam_gemv_combine {
-    template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
-        const int64_t warps = a.n_tok * a.qa.rows;
-        with_chunk<MODE>(a.qa, [&](auto ch) {
-            zcu_launch(ZCU_PDL_QMM, k_gemv_combine<TT, MODE, BITS, decltype(ch)::value>, blocks_of(warps, WARPS), WARPS * 32,
-                       0, a.st, a.qa, (const TT *)a.x, a.idx, a.k, a.w, a.n_tok, (TT *)a.y);
-        });
-        ZCU_LAUNCHED();
-        return ZMLX_OK;
-    }
-};
-
 template <typename TT, bool FUSED> struct fam_cols {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
         const int64_t P = a.n_tok * a.k;
@@ -1155,26 +1115,22 @@ static zmlx_status run_combine(zmlx_ctx *c, zmlx_dtype T, const void *h, int64_t
                                void *out) {
     qargs a = make_args(c, Wd, NULL, h, 1, idx, k, n_tok, 0, w, out);
     const int path = qmm_path(Wd, T, n_tok);
-    /* one pair per MMV tile (small M): the fused kernel; shared bound of its partials */
-    if (path == PATH_MMV && n_tok < mmv_sort_tokens() && k * mmv_ks(a.qa) * 16 * sizeof(float) <= 48 * 1024)
+    /* One kernel only where it measured faster: the MMV formats at one token
+       (one pair per tile; shared bound of its partials). Elsewhere the
+       unfused chain, y to scratch with the gather kernel, then k_combine,
+       measured faster than a one-kernel combine (k_mmv_combine from 2 tokens,
+       the GEMV formats' combine kernel at every M: NOTES.md "The fused combine
+       as the unfused chain"), and agrees with unfused by construction. */
+    if (path == PATH_MMV && n_tok < mmv_sort_tokens() && n_tok < mmv_combine_tokens() &&
+        k * mmv_ks(a.qa) * 16 * sizeof(float) <= 48 * 1024)
         return mmv_launch<TT>::combine(a);
-    switch (path) {
-    case PATH_COLS:
-        return ZCU_DISPATCH_FMT(a.qa, FAM(fam_cols_combine, TT), a);
-    case PATH_MMA:
-    case PATH_MMV: {
-        /* y to scratch with the gather kernel, then the moe_combine kernel:
-           the unfused chain, so the two agree by construction */
-        void *ybuf;
-        const int64_t D = Wd->N;
-        zmlx_status s = zcu_scratch(c, 1, (size_t)(n_tok * k * D) * sizeof(TT), &ybuf);
-        if (s == ZMLX_OK) s = run_qmm<TT>(c, Wd, NULL, T, h, n_tok, 1, idx, k, 0, ybuf);
-        if (s == ZMLX_OK) s = launch_combine<TT>(ybuf, w, n_tok, k, D, out, a.st);
-        return s;
-    }
-    default:
-        return ZCU_DISPATCH_FMT(a.qa, FAM(fam_gemv_combine, TT), a);
-    }
+    if (path == PATH_COLS) return ZCU_DISPATCH_FMT(a.qa, FAM(fam_cols_combine, TT), a);
+    void *ybuf;
+    const int64_t D = Wd->N;
+    zmlx_status s = zcu_scratch(c, 1, (size_t)(n_tok * k * D) * sizeof(TT), &ybuf);
+    if (s == ZMLX_OK) s = run_qmm<TT>(c, Wd, NULL, T, h, n_tok, 1, idx, k, 0, ybuf);
+    if (s == ZMLX_OK) s = launch_combine<TT>(ybuf, w, n_tok, k, D, out, a.st);
+    return s;
 }
 
 /* One public op, described for the per-type runner. */
