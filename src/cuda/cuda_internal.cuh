@@ -85,6 +85,15 @@ __device__ __forceinline__ void zcu_pdl_entry() {
 }
 
 enum { ZCU_PDL_QMM = 1, ZCU_PDL_OPS = 2, ZCU_PDL_ATTN = 4 }; /* kernel families */
+
+/* Pull bytes [0, bytes) at p into L2, the caller being thread i of n that
+ * share the range (it takes 128-byte lines i, i + n, ...). Issued before
+ * zcu_pdl_entry() for data no earlier kernel writes (weights), so the fetch
+ * overlaps the previous kernel. A hint only: results never depend on it. */
+__device__ __forceinline__ void zcu_prefetch_l2(const void *p, int64_t bytes, int64_t i, int64_t n) {
+    for (int64_t off = i * 128; off < bytes; off += n * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
+}
 int zcu_pdl_enabled(unsigned fam); /* whether family fam launches with PDL (env read once) */
 
 /* k<<<grid, block, shm, st>>>(args...) with the PDL attribute; the launch

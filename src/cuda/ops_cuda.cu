@@ -39,11 +39,9 @@ extern "C" zmlx_status zcu_add(zmlx_ctx *c, zmlx_dtype T, const void *a, const v
 template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_rms(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps, TT *r, TT *y) {
-    /* the norm weight is cold (one per layer): its lines are pulled into L2
-       while the previous kernel runs (a hint; it is read after the wait) */
-    if (weight)
-        for (int64_t off = (int64_t)threadIdx.x * 128; off < D * (int64_t)sizeof(TT); off += (int64_t)blockDim.x * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)weight + off));
+    /* the norm weight is cold (one per layer): pulled into L2 while the
+       previous kernel runs (it is read after the wait) */
+    if (weight) zcu_prefetch_l2(weight, D * (int64_t)sizeof(TT), threadIdx.x, blockDim.x);
     zcu_pdl_entry();
     __shared__ float sh[33];
     const int64_t base = (int64_t)blockIdx.x * D;

@@ -228,12 +228,11 @@ k_gemv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, in
     const int64_t N = qa.rows;
     const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     /* a dense weight (the routers): its row's codes are known before the
-       wait, so they are pulled into L2 while the previous kernel runs (a hint) */
+       wait, so they are pulled into L2 while the previous kernel runs */
     if (!idx && wid < n_pairs * N)
-        for (int64_t off = lane * 128; off < qa.row_bytes; off += 32 * 128)
 #pragma unroll
-            for (int r = 0; r < NR; r++)
-                asm volatile("prefetch.global.L2 [%0];" ::"l"((r ? qb : qa).w + (wid % N) * qa.row_bytes + off));
+        for (int r = 0; r < NR; r++)
+            zcu_prefetch_l2((r ? qb : qa).w + (wid % N) * qa.row_bytes, qa.row_bytes, lane, 32);
     zcu_pdl_entry();
     if (wid >= n_pairs * N) return;
     const int64_t p = wid / N, n0 = wid % N;
@@ -737,15 +736,14 @@ __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
     return v;
 }
 
-/* Pull weight row r's bytes of steps [s0, s1) into L2 (lane tq of the row's
- * four takes every fourth 128-byte line): issued before the PDL wait by
- * kernels whose weight rows do not depend on the previous kernel, so the
- * fetch overlaps it. A hint only: results never depend on it. */
+/* Pull weight row r's bytes of steps [s0, s1) into L2 (from the 128-byte
+ * line holding step s0; lane tq of the row's four takes every fourth line),
+ * before the PDL wait of kernels whose weight rows do not depend on the
+ * previous kernel. */
 __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t s0, int64_t s1, int tq) {
     if (r < 0) return;
-    const uint8_t *p = q.w + r * q.row_bytes;
-    for (int64_t off = (s0 * 32 & ~(int64_t)127) + tq * 128; off < s1 * 32; off += 512)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+    const int64_t lo = s0 * 32 & ~(int64_t)127;
+    zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * 32 - lo, tq, 4);
 }
 
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
