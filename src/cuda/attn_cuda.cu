@@ -358,17 +358,15 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
  * their fixed buffer and the partials stay under ATT_PART_BYTES. */
 static const size_t ATT_PART_BYTES = (size_t)64 << 20;
 
-/* Attention of n_tok tokens whose q rows are q_stride apart; base position
- * pos[0] (device; 0 without pos) + pos0. n_ctx0: the first token's context
- * when the host knows it (launch only its chunks: same bits), else 0. */
+/* Attention of n_tok tokens whose q rows are q_stride apart, in geometry g
+ * (att_split of p); base position pos[0] (device; 0 without pos) + pos0.
+ * n_ctx0: the first token's context when the host knows it (launch only its
+ * chunks: same bits), else 0. */
 template <typename TT>
-static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, int64_t q_stride,
-                            const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
+static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_geom &g, const void *q,
+                            int64_t q_stride, const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
                             int64_t pos0, int64_t n_ctx0, void *out) {
     zcu_state *s = zcu_state_of(c);
-    att_geom g;
-    zmlx_status st = att_split(p, sizeof(TT), &g);
-    if (st != ZMLX_OK) return st;
     int64_t grid_nch = g.nch;
     if (n_ctx0 > 0) {
         const int64_t lo = p->window > 0 && n_ctx0 > p->window ? n_ctx0 - p->window : 0;
@@ -383,7 +381,7 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     if (tb > n_tok) tb = n_tok;
     if (tb > 65535) tb = 65535;
     void *part;
-    st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
+    const zmlx_status st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
     const dim3 grid((unsigned)(p->Hq / g.gb), (unsigned)grid_nch, 1);
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
@@ -401,7 +399,10 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const void *
 template <typename TT>
 static zmlx_status decode_t(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, const void *kc,
                             const void *vc, int64_t n_ctx, void *out) {
-    return attn_run<TT>(c, p, q, 0, kc, vc, 1, NULL, n_ctx - 1, n_ctx, out);
+    att_geom g;
+    const zmlx_status st = att_split(p, sizeof(TT), &g);
+    if (st != ZMLX_OK) return st;
+    return attn_run<TT>(c, p, g, q, 0, kc, vc, 1, NULL, n_ctx - 1, n_ctx, out);
 }
 
 extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T,
@@ -465,14 +466,14 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     memset(&rp, 0, sizeof rp);
     if (sp->rope) rp = *sp->rope;
     const int64_t blocks = (int64_t)(p->Hq + p->Hkv) * n_tok;
-    att_geom g; /* checked before the prep writes the caches (it also bounds prep's hd-element row) */
+    att_geom g; /* split before the prep writes the caches (it also bounds prep's hd-element row) */
     if (blocks > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
     zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)blocks, RMS_T, (size_t)p->hd * sizeof(TT), s->stream, *p, (const TT *)sp->q_norm,
                (const TT *)sp->k_norm, sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv, n_tok, pos, (TT *)kc,
                (TT *)vc, s->err_flag);
     ZCU_LAUNCHED();
     const int64_t row = (int64_t)(p->Hq + p->Hkv) * p->hd + (int64_t)p->Hkv * p->hd_v;
-    return attn_run<TT>(c, p, qkv, row, kc, vc, n_tok, pos, 0, 0, out);
+    return attn_run<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, 0, out);
 }
 
 extern "C" zmlx_status zcu_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T,
