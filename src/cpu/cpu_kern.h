@@ -52,11 +52,11 @@ typedef enum cq_xform {
 /* One prepared activation row. x ≈ xsc[g]·xi within group g for the I16
  * forms (|xi| <= 32767, |error| <= ~2^-16 of the group's max |x|), and
  * x ≈ xsc[g]·(xi + 2^-15·xl) with the second piece (|xl| <= ~16400, |error|
- * <= ~2^-31 of the max). xsc and xs have cq_gpad(K/gs) entries, zero past
+ * <= ~2^-31 of the max), stored right after xi (xl[i] = xi[K + i], the
+ * layout cq_prep_x writes). xsc and xs have cq_gpad(K/gs) entries, zero past
  * K/gs (kernels read 8 at a time). */
 typedef struct cq_xrow {
-    const void *x;    /* f32 [K] or int16 [K], in the kernel's order           */
-    const int16_t *xl; /* two-piece I16 forms: the second pieces [K], same order */
+    const void *x;    /* f32 [K], or int16 [K] (two pieces: [2K], xi then xl), in the kernel's order */
     const float *xsc; /* I16 forms: scale of each group's int16 values         */
     const float *xs;  /* affine transpose = 1: Σx of each group of the ORIGINAL row */
 } cq_xrow;

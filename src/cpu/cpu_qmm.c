@@ -360,8 +360,7 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
             const char *xrow = j->xb + (size_t)r * j->xrow_bytes;
-            xr[t] = (cq_xrow){xrow, j->kern->pieces == 2 ? (const int16_t *)xrow + j->K : NULL,
-                              j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
+            xr[t] = (cq_xrow){xrow, j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
         j->kern->dot(j->W, e, r0, nr, xr, nx, o1);
         if (j->op == OP_SWIGLU) j->kern->dot(j->Wu, e, r0, nr, xr, nx, o2);

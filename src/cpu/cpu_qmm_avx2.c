@@ -239,24 +239,30 @@ AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, 
     return s;
 }
 
-/* is[r][t] (+)= the 8 i32 lane sums of codes [off, off+16) bytes of row r
- * times the int16 x of token t from element xo, and for two pieces (P = 2)
- * il[r][t] the same with the second pieces xl (fmt, R, NT, P compile-time). */
-AI void ichunk(int fmt, int R, int NT, int P, const uint8_t *const *row, int64_t off,
-               const int16_t *const *xi, const int16_t *const *xl, int64_t xo,
-               __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT], int add) {
+/* is[t] = the 8 i32 lane sums of one group of row p (cpg chunks of 16 code
+ * bytes from byte off) times the int16 x of token t from element xo, and for
+ * two pieces (P = 2) il[t] the same with the second pieces at xi[t] + K
+ * (fmt, NT, P, cpg compile-time). One row at a time, x as memory operands
+ * (L1-resident): the live registers are the decoded chunk, the P·NT sums and
+ * the caller's R·NT f32 accumulators. Rows interleaved in the chunk loop (4
+ * rows' sums live at once) spilled to the stack: 17.7 -> 22.0 G MAC/s hot
+ * at M = 1, two pieces (src/cpu/NOTES.md). */
+AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, int64_t pfw,
+               const int16_t *const *xi, int64_t K, int64_t xo,
+               __m256i is[CQ_MAXT], __m256i il[CQ_MAXT]) {
     const __m256i lo4 = _mm256_set1_epi16(0x0F);
-    const int bits = fmt == F_A8 ? 8 : 4;
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row[r] + off)));
+    const int bits = fmt == F_A8 ? 8 : 4, CW = bits == 4 ? 32 : 16;
+#pragma GCC unroll 8
+    for (int c = 0; c < cpg; c++) {
+        pf_rows(1, &p, off + 16 * c, pfw);
+        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + off + 16 * c)));
         __m256i lo = bits == 4 ? _mm256_and_si256(v, lo4) : v;
         __m256i hi = _mm256_srli_epi16(v, 4);
         if (fmt == F_MX4) lo = mx_val2(lo), hi = mx_val2(hi);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            is[r][t] = imadd(bits, is[r][t], lo, hi, xi[t] + xo, add);
-            if (P == 2) il[r][t] = imadd(bits, il[r][t], lo, hi, xl[t] + xo, add);
+            is[t] = imadd(bits, is[t], lo, hi, xi[t] + xo + CW * c, c > 0);
+            if (P == 2) il[t] = imadd(bits, il[t], lo, hi, xi[t] + K + xo + CW * c, c > 0);
         }
     }
 }
@@ -279,7 +285,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
     const int64_t pfw = 4 * W->K * bits / 8, pfs = 4 * G * (int64_t)ss;
     const uint8_t *row[4];
     const char *sp[4], *bp[4];
-    const int16_t *xi[CQ_MAXT], *xl[CQ_MAXT];
+    const int16_t *xi[CQ_MAXT];
     int64_t lim[4]; /* scale/bias elements readable from sp[r] (to the array end) */
     __m256 acc[4][CQ_MAXT];
 #pragma GCC unroll 4
@@ -294,7 +300,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
         _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
         if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
     }
-    for (int t = 0; t < NT; t++) xi[t] = x[t].x, xl[t] = x[t].xl;
+    for (int t = 0; t < NT; t++) xi[t] = x[t].x;
     int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
     __m256 bacc[4][CQ_MAXT];
     /* S: the first piece's scales, S2 = 2^-15·S the second's */
@@ -331,32 +337,29 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
                 bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
             }
         }
-        for (int gi = 0; gi < ng; gi++) {
-            __m256i is[4][CQ_MAXT], il[4][CQ_MAXT];
-            pf_rows(R, row, off, pfw);
-            ichunk(fmt, R, NT, P, row, off, xi, xl, off * CW / 16, is, il, 0);
-            off += 16;
-#pragma GCC unroll 8
-            for (int c = 1; c < cpg; c++, off += 16) ichunk(fmt, R, NT, P, row, off, xi, xl, off * CW / 16, is, il, 1);
+        for (int gi = 0; gi < ng; gi++, off += 16 * cpg) {
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++)
+            for (int r = 0; r < R; r++) {
+                __m256i is[CQ_MAXT], il[CQ_MAXT];
+                igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is, il);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     if (affine) {
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]),
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_broadcast_ss(&S[r][t][gi]),
                                                     acc[r][t]);
                         if (P == 2)
-                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]),
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]),
                                                         _mm256_broadcast_ss(&S2[r][t][gi]), acc[r][t]);
                         continue;
                     }
                     /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
                        sx first, then the power of two */
-                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]));
+                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_broadcast_ss(&S[r][t][gi]));
                     if (P == 2)
-                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]), _mm256_broadcast_ss(&S2[r][t][gi]), d);
+                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]), _mm256_broadcast_ss(&S2[r][t][gi]), d);
                     acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi]), acc[r][t]);
                 }
+            }
         }
     }
     /* (every loop over r and t is unrolled so acc stays in registers) */
