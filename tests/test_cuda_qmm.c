@@ -328,9 +328,10 @@ static void test_embed(void) {
 /* The kernel family the dispatch picks for (format, T, M) — restated here from
  * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV, 2 MMA.
  * Within one family every output row must have the same bits whatever M is. */
-static int family(fmt f, zmlx_dtype T, int64_t M) {
+static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N) {
     if (T == ZMLX_F32) return 0;
     if (f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) return M < 128 ? 1 : 2;
+    if (E == 1 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_MIN_TILES */
     return M < 8 ? 0 : 2;
 }
 
@@ -377,7 +378,7 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
     int64_t rm_y[3], rm_h[3], rm_o[3];
     for (int i = 0; i < N_SWEEP; i++) {
         const int64_t M = SWEEP_M[i];
-        const int fam = family(f, T, M);
+        const int fam = family(f, T, M, E, N);
         const size_t yb = (size_t)(M * k * N) * 2;
         void *y = ct_dev_poison(yb);
         CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, M, 0, &m.w, idx, k, y), ZMLX_OK);
@@ -407,7 +408,7 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
         CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, hfix, M, &dn.w, idx, k, w, o), ZMLX_OK);
         void *O = ct_host(o, ob);
         snprintf(what, sizeof what, "%s down+combine M %lld", name, (long long)M);
-        same_bits(what, M, family(f, T, M), ref_o, rm_o, O, ob);
+        same_bits(what, M, family(f, T, M, E, K), ref_o, rm_o, O, ob);
         if (i == 0 || M == 1) { /* against the oracle of the down matmul and the combine */
             void *Hh = ct_host(hfix, (size_t)(P * N) * 2);
             double *dy = h_alloc(sizeof(double) * (size_t)(M * k * K)), *da = h_alloc(sizeof(double) * (size_t)(M * k * K));
@@ -449,6 +450,31 @@ static void test_mmv_ranges(void) {
     sweep_linear(9, "65536-row head", AFF4, 1, 65536, 128, 1);
 }
 
+/* The device sort's segment counts other than 32 (qmm_impl.cuh
+ * sort_segments: 4096 / E for E > 128) with more pairs than segments x 32
+ * (MMV tiles of 8 at 100 tokens, MMA tiles of 64 at 150), and a dense 8-bit
+ * matmul with enough tiles for the MMA path (>= MMA_MIN_TILES). */
+static void test_sort_and_dense_mma(void) {
+    moe_case(10, AFF4, 1, ZMLX_BF16, 100, 8, 300, 64, 64, ZMLX_ACT_SWIGLU);
+    moe_case(11, AFF4, 1, ZMLX_BF16, 150, 4, 1000, 64, 64, ZMLX_ACT_SWIGLU);
+    moe_case(12, AFF4, 1, ZMLX_BF16, 40, 4, 4096, 64, 64, ZMLX_ACT_SWIGLU);
+    h_rng r = {13};
+    qmat m;
+    const fmt r8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const int64_t M = 1030, N = 1024, K = 64; /* 17 x 16 tiles */
+    qmat_make(&r, r8, 1, 1, N, K, ZMLX_BF16, &m);
+    void *hx = ct_rand(&r, ZMLX_BF16, M * K, -1, 1);
+    void *x = ct_dev(hx, (size_t)(M * K) * 2), *y = ct_dev_poison((size_t)(M * N) * 2);
+    CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, M, 0, &m.w, NULL, 1, y), ZMLX_OK);
+    void *Y = ct_host(y, (size_t)(M * N) * 2);
+    double *ry = h_alloc(sizeof(double) * (size_t)(M * N)), *ra = h_alloc(sizeof(double) * (size_t)(M * N));
+    oracle_qmm(ZMLX_BF16, hx, M, 1, 0, &m, NULL, ry, ra);
+    ct_close("dense 8-bit qmm, MMA path", ZMLX_BF16, Y, ry, ra, M * N, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
+    free(Y); free(ry); free(ra); free(hx);
+    zmlx_mem_free(g_ctx, x); zmlx_mem_free(g_ctx, y);
+    qmat_free(&m);
+}
+
 static void test_model_shapes(void) {
     const fmt a3 = {ZMLX_QMODE_AFFINE, 3, 32}, mx = {ZMLX_QMODE_MXFP4, 4, 32}, r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const fmt fs[3] = {AFF4, a3, mx};
@@ -487,6 +513,7 @@ int main(void) {
     RUN(test_embed);
     RUN(test_model_shapes);
     if (!quick) RUN(test_mmv_ranges);
+    if (!quick) RUN(test_sort_and_dense_mma);
     zmlx_ctx_free(g_ctx);
     return harness_done();
 }

@@ -77,6 +77,11 @@ enum { PATH_GEMV, PATH_MMA, PATH_COLS, PATH_MMV };
 /* E bound of the device counting sort (its histogram lives in shared memory);
  * MMA tiles; MMV tiles: 8 pairs (the n8 of mma.m16n8k16) */
 enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
+/* A dense (E = 1) matmul whose MMA grid would have fewer tiles than this
+ * stays on the GEMV path: the 8-bit router (N = 128) at 16 tokens was 2 MMA
+ * blocks taking 65 us on an H200, its GEMV ~6 us (NOTES.md "Router and sort
+ * at M >= 16"). ~One tile per SM of an H100/H200 (132). */
+enum { MMA_MIN_TILES = 128 };
 
 /* MMV serves affine 4-bit with groups of a multiple of 64 (every 64-column
  * step lies inside one group) and bf16/f16 activations. */
@@ -88,6 +93,7 @@ static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
     if (!W->transpose) return PATH_COLS;
     if (T == ZMLX_F32 || W->K % 32 != 0 || W->E > SORT_MAX_E) return PATH_GEMV;
     if (mmv_ok(W, T)) return n_tok < mmv_max_tokens() ? PATH_MMV : PATH_MMA;
+    if (W->E == 1 && (n_tok + TILE_M - 1) / TILE_M * ((W->N + TILE_N - 1) / TILE_N) < MMA_MIN_TILES) return PATH_GEMV;
     return n_tok < mma_min_tokens() ? PATH_GEMV : PATH_MMA;
 }
 
@@ -326,44 +332,116 @@ __global__ void k_cols_combine(zcu_qw q, const TT *h, const int32_t *idx, int k,
 
 /* ------------------------------------------------------------ MMA path */
 
+/* Exclusive prefix sum of a[0..n) in place by the whole block (blockDim.x a
+ * multiple of 32, <= 1024); wsum: 33 ints of shared scratch. Returns the
+ * total. Thread i owns a contiguous run of ceil(n / blockDim.x) elements. */
+__device__ __forceinline__ int block_exclusive_scan(int *a, int n, int *wsum) {
+    const int per = (n + (int)blockDim.x - 1) / (int)blockDim.x, i0 = (int)threadIdx.x * per;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int own = 0;
+    for (int i = i0; i < i0 + per && i < n; i++) own += a[i];
+    int inc = own; /* inclusive scan of the owned totals within the warp */
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, inc, d);
+        if (lane >= d) inc += v;
+    }
+    if (lane == 31) wsum[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        const int w = lane < nw ? wsum[lane] : 0;
+        int wi = w;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, wi, d);
+            if (lane >= d) wi += v;
+        }
+        if (lane < nw) wsum[lane] = wi - w; /* the warps' exclusive prefixes */
+        if (lane == 31) wsum[32] = wi;      /* the total */
+    }
+    __syncthreads();
+    const int total = wsum[32];
+    int run = wsum[warp] + inc - own;
+    for (int i = i0; i < i0 + per && i < n; i++) {
+        const int v = a[i];
+        a[i] = run;
+        run += v;
+    }
+    __syncthreads();
+    return total;
+}
+
 /* Stable counting sort of the P (token,slot) pairs by expert, and the list of
- * tm-row tiles {expert, first sorted position, rows}. One block.
- * Layout of the scratch: perm[P] | n_tiles | tiles[max_tiles] (int4). */
+ * tm-pair tiles {expert, first sorted position, pairs} in expert order. One
+ * block of 1024 threads. Layout of the scratch: perm[P] | n_tiles |
+ * tiles[max_tiles] (int4). Shared: tab[NS][E] | aux[E] | 33 ints.
+ * The pairs are cut into NS = sort_segments(E) contiguous segments, one warp
+ * each: pass A counts each segment's pairs per expert (__match_any_sync: the
+ * lowest lane of each same-expert group adds the group's size, so no two
+ * lanes write one counter); the counts become each (segment, expert)'s first
+ * sorted position (expert starts by a block scan, then segments in order);
+ * pass B walks each segment again in order and places pair p at its group
+ * base + its rank among the lower lanes. Positions ascend with p within an
+ * expert: the same permutation as a serial stable sort. (Was: thread 0 laid
+ * out the E experts serially and thread e scanned every pair: 12.8 us at
+ * P = 128, 20.7 at 512, on an H200.) */
+static int sort_segments(int64_t E) { return E >= 4096 ? 1 : (int)(4096 / E < 32 ? 4096 / E : 32); }
+
 static __global__ void __launch_bounds__(1024)
-k_sort(const int32_t *idx, int64_t P, int64_t E, int tm, int *perm, int *n_tiles, int4 *tiles) {
+k_sort(const int32_t *idx, int64_t P, int E, int NS, int tm, int *perm, int *n_tiles, int4 *tiles) {
     zcu_pdl_entry();
     extern __shared__ int sh[];
-    int *cnt = sh;           /* [E] */
-    int *ids = sh + E;       /* [SORT_CHUNK] staged expert ids */
-    const int SORT_CHUNK = 4096;
-    for (int64_t e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    int *tab = sh, *aux = sh + NS * E, *wsum = aux + E;
+    const int lane = threadIdx.x & 31, seg = threadIdx.x >> 5;
+    const int64_t L = (P + NS - 1) / NS, lo = seg * L, hi = lo + L < P ? lo + L : P;
+    for (int i = threadIdx.x; i < NS * E; i += blockDim.x) tab[i] = 0;
     __syncthreads();
-    for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[zcu_expert(idx, p, E)], 1);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int off = 0, nt = 0;
-        for (int64_t e = 0; e < E; e++) {
-            const int c = cnt[e];
-            for (int s = 0; s < c; s += tm) tiles[nt++] = make_int4((int)e, off + s, min(tm, c - s), 0);
-            cnt[e] = off; /* now the next free sorted position of expert e */
-            off += c;
+    if (seg < NS) /* pass A */
+        for (int64_t b = lo; b < hi; b += 32) {
+            const int64_t p = b + lane;
+            const int e = p < hi ? (int)zcu_expert(idx, p, E) : -1;
+            const unsigned m = __match_any_sync(0xffffffffu, e);
+            if (e >= 0 && lane == __ffs(m) - 1) tab[seg * E + e] += __popc(m);
         }
-        *n_tiles = nt;
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int c = 0;
+        for (int g = 0; g < NS; g++) c += tab[g * E + e];
+        aux[e] = c;
     }
     __syncthreads();
-    /* thread e walks the pairs in order, so positions are stable */
-    for (int64_t base = 0; base < P; base += SORT_CHUNK) {
-        const int64_t len = P - base < SORT_CHUNK ? P - base : SORT_CHUNK;
-        for (int64_t i = threadIdx.x; i < len; i += blockDim.x) ids[i] = (int)zcu_expert(idx, base + i, E);
-        __syncthreads();
-        for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
-            int pos = cnt[e];
-            for (int64_t i = 0; i < len; i++)
-                if (ids[i] == e) perm[pos++] = (int)(base + i);
-            cnt[e] = pos;
+    block_exclusive_scan(aux, E, wsum); /* aux[e] = first sorted position of expert e */
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int run = aux[e];
+        for (int g = 0; g < NS; g++) {
+            const int c = tab[g * E + e];
+            tab[g * E + e] = run;
+            run += c;
         }
-        __syncthreads();
+        aux[e] = (run - aux[e] + tm - 1) / tm; /* tiles of expert e */
     }
+    __syncthreads();
+    const int nt = block_exclusive_scan(aux, E, wsum);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) { /* tab[0][e]: expert e's start */
+        const int start = tab[e], c = (e + 1 < E ? tab[e + 1] : (int)P) - start;
+        for (int s = 0, ti = aux[e]; s < c; s += tm, ti++) tiles[ti] = make_int4(e, start + s, min(tm, c - s), 0);
+    }
+    if (threadIdx.x == 0) *n_tiles = nt;
+    __syncthreads(); /* the starts in tab[0] are read above before pass B moves them */
+    if (seg < NS) /* pass B */
+        for (int64_t b = lo; b < hi; b += 32) {
+            const int64_t p = b + lane;
+            const int e = p < hi ? (int)zcu_expert(idx, p, E) : -1;
+            const unsigned m = __match_any_sync(0xffffffffu, e);
+            const int leader = __ffs(m) - 1;
+            int base = 0;
+            if (e >= 0 && lane == leader) {
+                base = tab[seg * E + e];
+                tab[seg * E + e] = base + __popc(m);
+            }
+            base = __shfl_sync(0xffffffffu, base, leader);
+            if (e >= 0) perm[base + __popc(m & ((1u << lane) - 1))] = (int)p;
+        }
 }
 
 template <typename TT> struct mma_op;
@@ -1031,8 +1109,9 @@ static zmlx_status sort_pairs(zmlx_ctx *c, qargs *a, int tm) {
     int *n_tiles = perm + P;
     /* int4 array 16-byte aligned after perm and the count */
     int4 *tiles = (int4 *)(((uintptr_t)(n_tiles + 1) + 15) & ~(uintptr_t)15);
-    const size_t shm = (size_t)(E + 4096) * sizeof(int); /* <= 32 KiB */
-    zcu_launch(ZCU_PDL_QMM, k_sort, 1, 1024, shm, a->st, a->idx, P, E, tm, perm, n_tiles, tiles);
+    const int NS = sort_segments(E);
+    const size_t shm = (size_t)((NS + 1) * E + 33) * sizeof(int); /* <= 33 KiB (E <= SORT_MAX_E) */
+    zcu_launch(ZCU_PDL_QMM, k_sort, 1, 1024, shm, a->st, a->idx, P, (int)E, NS, tm, perm, n_tiles, tiles);
     ZCU_LAUNCHED();
     a->perm = perm;
     a->n_tiles = n_tiles;
