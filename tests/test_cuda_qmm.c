@@ -257,6 +257,21 @@ static void test_transpose0(void) {
     moe_case(302, (fmt){ZMLX_QMODE_NVFP4, 4, 16}, 0, ZMLX_F16, 2, 1, 2, 48, 16, ZMLX_ACT_SWIGLU);
 }
 
+/* plain qmm (idx NULL) of M rows x (host copy hx) by m, bf16, against the
+ * f64 oracle with tolerance rel·|y| + rel_sum·Σ|x·w| */
+static void plain_vs_oracle(const char *what, const qmat *m, const void *hx, const void *x, int64_t M, double rel,
+                            double rel_sum) {
+    const int64_t N = m->w.N;
+    void *y = ct_dev_poison((size_t)(M * N) * 2);
+    CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, M, 0, &m->w, NULL, 1, y), ZMLX_OK);
+    void *Y = ct_host(y, (size_t)(M * N) * 2);
+    double *ry = h_alloc(sizeof(double) * (size_t)(M * N)), *ra = h_alloc(sizeof(double) * (size_t)(M * N));
+    oracle_qmm(ZMLX_BF16, hx, M, 1, 0, m, NULL, ry, ra);
+    ct_close(what, ZMLX_BF16, Y, ry, ra, M * N, rel, rel_sum);
+    free(Y); free(ry); free(ra);
+    zmlx_mem_free(g_ctx, y);
+}
+
 /* plain qmm (idx NULL, E = 1), and expert ids out of range on the device
  * (only the host checks them): no fault, a deterministic result */
 static void test_plain_and_bad_ids(void) {
@@ -266,11 +281,7 @@ static void test_plain_and_bad_ids(void) {
     qmat_make(&r, AFF4, 1, 1, N, K, ZMLX_BF16, &m);
     void *hx = ct_rand(&r, ZMLX_BF16, n_tok * K, -1, 1);
     void *x = ct_dev(hx, (size_t)(n_tok * K) * 2), *y = ct_dev_poison((size_t)(n_tok * N) * 2);
-    CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, n_tok, 0, &m.w, NULL, 1, y), ZMLX_OK);
-    void *Y = ct_host(y, (size_t)(n_tok * N) * 2);
-    double *ry = h_alloc(sizeof(double) * (size_t)(n_tok * N)), *ra = h_alloc(sizeof(double) * (size_t)(n_tok * N));
-    oracle_qmm(ZMLX_BF16, hx, n_tok, 1, 0, &m, NULL, ry, ra);
-    ct_close("plain qmm", ZMLX_BF16, Y, ry, ra, n_tok * N, tol_rel(ZMLX_BF16), tol_abs(ZMLX_BF16));
+    plain_vs_oracle("plain qmm", &m, hx, x, n_tok, tol_rel(ZMLX_BF16), tol_abs(ZMLX_BF16));
     /* host weights on a CUDA context: invalid */
     zmlx_qweight hv = m.w;
     hv.on_device = 0;
@@ -290,7 +301,7 @@ static void test_plain_and_bad_ids(void) {
         free(hx2);
         zmlx_mem_free(g_ctx, id); zmlx_mem_free(g_ctx, xx); zmlx_mem_free(g_ctx, yy);
     }
-    free(Y); free(ry); free(ra); free(hx);
+    free(hx);
     zmlx_mem_free(g_ctx, x); zmlx_mem_free(g_ctx, y);
     qmat_free(&m); qmat_free(&e4);
 }
@@ -464,14 +475,10 @@ static void test_sort_and_dense_mma(void) {
     const int64_t M = 1030, N = 1024, K = 64; /* 17 x 16 tiles */
     qmat_make(&r, r8, 1, 1, N, K, ZMLX_BF16, &m);
     void *hx = ct_rand(&r, ZMLX_BF16, M * K, -1, 1);
-    void *x = ct_dev(hx, (size_t)(M * K) * 2), *y = ct_dev_poison((size_t)(M * N) * 2);
-    CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, M, 0, &m.w, NULL, 1, y), ZMLX_OK);
-    void *Y = ct_host(y, (size_t)(M * N) * 2);
-    double *ry = h_alloc(sizeof(double) * (size_t)(M * N)), *ra = h_alloc(sizeof(double) * (size_t)(M * N));
-    oracle_qmm(ZMLX_BF16, hx, M, 1, 0, &m, NULL, ry, ra);
-    ct_close("dense 8-bit qmm, MMA path", ZMLX_BF16, Y, ry, ra, M * N, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
-    free(Y); free(ry); free(ra); free(hx);
-    zmlx_mem_free(g_ctx, x); zmlx_mem_free(g_ctx, y);
+    void *x = ct_dev(hx, (size_t)(M * K) * 2);
+    plain_vs_oracle("dense 8-bit qmm, MMA path", &m, hx, x, M, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
+    free(hx);
+    zmlx_mem_free(g_ctx, x);
     qmat_free(&m);
 }
 
