@@ -371,6 +371,10 @@ __device__ __forceinline__ int block_exclusive_scan(int *a, int n, int *wsum) {
     return total;
 }
 
+/* Pair segments (one warp each) of k_sort for E experts: as many as keep its
+ * count table (segments x E ints) within 4096 ints, at most 32. */
+static int sort_segments(int64_t E) { return E >= 4096 ? 1 : (int)(4096 / E < 32 ? 4096 / E : 32); }
+
 /* Stable counting sort of the P (token,slot) pairs by expert, and the list of
  * tm-pair tiles {expert, first sorted position, pairs} in expert order. One
  * block of 1024 threads. Layout of the scratch: perm[P] | n_tiles |
@@ -385,8 +389,6 @@ __device__ __forceinline__ int block_exclusive_scan(int *a, int n, int *wsum) {
  * expert: the same permutation as a serial stable sort. (Was: thread 0 laid
  * out the E experts serially and thread e scanned every pair: 12.8 us at
  * P = 128, 20.7 at 512, on an H200.) */
-static int sort_segments(int64_t E) { return E >= 4096 ? 1 : (int)(4096 / E < 32 ? 4096 / E : 32); }
-
 static __global__ void __launch_bounds__(1024)
 k_sort(const int32_t *idx, int64_t P, int E, int NS, int tm, int *perm, int *n_tiles, int4 *tiles) {
     zcu_pdl_entry();
