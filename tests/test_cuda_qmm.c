@@ -482,6 +482,73 @@ static void test_sort_and_dense_mma(void) {
     qmat_free(&m);
 }
 
+/* The MMV kernels' two load variants (qmm_impl.cuh mmv_steps_any and
+ * mmv_steps_fast) share one arithmetic: the same call on activations that
+ * are 16-byte aligned (fast) and 2 bytes off (generic) must give the same
+ * bits. Shapes: K = 3072 (ranges of 12 steps: three batches); gs 128 (two
+ * steps per scale); a dense matrix of 40 rows (a partial row block); M = 1
+ * and 3 unsorted, 12 sorted; gate/up fused and down + combine for E > 1. */
+static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
+    *base = ct_dev(NULL, bytes + 16);
+    CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);
+    return (char *)*base + 2;
+}
+static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
+    void *A = ct_host(a, bytes), *B = ct_host(b, bytes);
+    CHECKF(memcmp(A, B, bytes) == 0, "%s: the fast and generic MMV variants differ", what);
+    free(A); free(B);
+}
+static void test_mmv_variants(void) {
+    const zmlx_dtype T = ZMLX_BF16;
+    const struct { fmt f; int64_t E, F, D; int k; } cs[] = {
+        {AFF4, 8, 256, 3072, 2}, {{ZMLX_QMODE_AFFINE, 4, 128}, 6, 256, 1024, 3}, {AFF4, 1, 40, 2048, 1}};
+    const int64_t Ms[] = {1, 3, 12};
+    char what[160];
+    for (int c = 0; c < 3; c++) {
+        h_rng r = {700 + (uint64_t)c};
+        const int64_t E = cs[c].E, F = cs[c].F, D = cs[c].D;
+        const int k = cs[c].k;
+        qmat g, u, dn;
+        qmat_make(&r, cs[c].f, 1, E, F, D, T, &g);
+        if (E > 1) { /* the fused gate/up's second matrix, the down projection */
+            qmat_make(&r, cs[c].f, 1, E, F, D, T, &u);
+            qmat_make(&r, cs[c].f, 1, E, D, F, T, &dn);
+        }
+        for (int mi = 0; mi < 3; mi++) {
+            const int64_t M = Ms[mi], P = M * k;
+            const size_t xb = (size_t)(M * D) * 2, yb = (size_t)(P * F) * 2, ob = xb;
+            void *hx = ct_rand(&r, T, M * D, -1, 1), *hh = ct_rand(&r, T, P * F, -1, 1);
+            int32_t *hidx = E > 1 ? rand_idx(&r, M, k, E) : NULL;
+            float *hw = h_alloc(sizeof(float) * (size_t)P);
+            for (int64_t i = 0; i < P; i++) hw[i] = h_uniform(&r, 0.05f, 1.0f);
+            void *xbase, *hbase;
+            void *xa = ct_dev(hx, xb), *xm = dev_at2(hx, xb, &xbase);
+            void *ha = ct_dev(hh, yb), *hm = dev_at2(hh, yb, &hbase);
+            int32_t *idx = hidx ? ct_dev(hidx, sizeof(int32_t) * (size_t)P) : NULL;
+            float *w = ct_dev(hw, sizeof(float) * (size_t)P);
+            void *y1 = ct_dev_poison(yb), *y2 = ct_dev_poison(yb), *o1 = ct_dev_poison(ob), *o2 = ct_dev_poison(ob);
+            snprintf(what, sizeof what, "gs %d E %lld F %lld D %lld M %lld", cs[c].f.gs, (long long)E, (long long)F,
+                     (long long)D, (long long)M);
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, xa, M, 0, &g.w, idx, k, y1), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, xm, M, 0, &g.w, idx, k, y2), ZMLX_OK);
+            same_dev(what, y1, y2, yb);
+            if (E > 1) {
+                CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, T, xa, M, &g.w, &u.w, idx, k, ZMLX_ACT_SWIGLU, y1), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, T, xm, M, &g.w, &u.w, idx, k, ZMLX_ACT_SWIGLU, y2), ZMLX_OK);
+                same_dev(what, y1, y2, yb);
+                CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, ha, M, &dn.w, idx, k, w, o1), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, hm, M, &dn.w, idx, k, w, o2), ZMLX_OK);
+                same_dev(what, o1, o2, ob);
+            }
+            void *dev[] = {xa, xbase, ha, hbase, idx, w, y1, y2, o1, o2};
+            for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) zmlx_mem_free(g_ctx, dev[i]);
+            free(hx); free(hh); free(hidx); free(hw);
+        }
+        qmat_free(&g);
+        if (E > 1) { qmat_free(&u); qmat_free(&dn); }
+    }
+}
+
 static void test_model_shapes(void) {
     const fmt a3 = {ZMLX_QMODE_AFFINE, 3, 32}, mx = {ZMLX_QMODE_MXFP4, 4, 32}, r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const fmt fs[3] = {AFF4, a3, mx};
@@ -519,6 +586,7 @@ int main(void) {
     RUN(test_plain_and_bad_ids);
     RUN(test_embed);
     RUN(test_model_shapes);
+    RUN(test_mmv_variants);
     if (!quick) RUN(test_mmv_ranges);
     if (!quick) RUN(test_sort_and_dense_mma);
     zmlx_ctx_free(g_ctx);

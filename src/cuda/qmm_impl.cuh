@@ -664,12 +664,10 @@ __device__ __forceinline__ uint2 mmv_ldw(const uint8_t *p) {
     if (((uintptr_t)p & 7) == 0) return __ldg((const uint2 *)p);
     return make_uint2(__ldg((const uint32_t *)p), __ldg((const uint32_t *)p + 1));
 }
-/* 16 activations x[0..16) as two uint4 (zero when p is NULL) */
+/* 16 activations x[0..16) as two uint4 */
 template <typename TT>
 __device__ __forceinline__ void mmv_ldx(const TT *p, uint4 &a, uint4 &b) {
-    if (!p) {
-        a = b = make_uint4(0, 0, 0, 0);
-    } else if (((uintptr_t)p & 15) == 0) {
+    if (((uintptr_t)p & 15) == 0) {
         a = __ldg((const uint4 *)p);
         b = __ldg((const uint4 *)p + 1);
     } else {
@@ -713,91 +711,131 @@ __device__ __forceinline__ float mmv_cvt(uint32_t v, int t) {
            : t == ZMLX_F16 ? __half2float(__ushort_as_half((unsigned short)v)) : __uint_as_float(v << 16);
 }
 
+/* One 64-column step of a lane, the same in both variants below: words wa
+ * (row gq) and wb (row gq+8), activations xa (columns 16tq..+7) and xb
+ * (+8..+15), scale/bias raw bits r = {s_a, b_a, s_b, b_b} of dtype t. */
+template <typename TT>
+__device__ __forceinline__ void mmv_step(const uint2 &wa, const uint2 &wb, const uint4 &xa, const uint4 &xb,
+                                         const uint32_t (&r)[4], int t, float (&acc)[4]) {
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mmv_word<TT>(wa.x, wb.x, xa, d, sx);
+    mmv_word<TT>(wa.y, wb.y, xb, d, sx);
+    const float sc[2] = {mmv_cvt(r[0], t), mmv_cvt(r[2], t)};
+    float bo[2] = {mmv_cvt(r[1], t), mmv_cvt(r[3], t)};
+    bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
+    bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
+#pragma unroll
+    for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(sc[c >> 1], d[c], __fmaf_rn(bo[c >> 1], sx[c], acc[c]));
+}
+
 /* Per-lane partial over steps [s0, s1) of the tile: rows ra (of qa) for
- * gq and rb (of qb) for gq+8, absolute (e*rows + r), -1 = none; xc: the
- * activation row of pair-column gq (NULL = none). acc: (gq, 2tq), (gq, 2tq+1),
- * (gq+8, 2tq), (gq+8, 2tq+1). Each batch of MMV_U steps issues all its loads
- * (weights, activations, scales, biases) before the first mma.
- * ST >= 0: the fast variant (mmv_fast holds): scales/biases of dtype ST for
- * both matrices, 8-byte aligned weight rows and 16-byte aligned activation
- * rows, so no per-load alignment or dtype branches and 32-bit step offsets;
- * its activations are loaded at use, not with the batch (fewer registers).
- * ST < 0: anything else (runtime dtype, checked loads). Same arithmetic in
- * both: the variant changes instructions, never results. */
-template <typename TT, int ST>
-__device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
-                                          const TT *xc, int64_t s0, int64_t s1, int tq,
-                                          float (&acc)[4]) {
-    constexpr bool F = ST >= 0;
-    const uint8_t *pa = ra >= 0 ? qa.w + ra * qa.row_bytes + tq * 8 : NULL;
-    const uint8_t *pb = rb >= 0 ? qb.w + rb * qb.row_bytes + tq * 8 : NULL;
-    const TT *px = xc ? xc + tq * 16 : NULL;
+ * gq and rb (of qb) for gq+8, absolute (e*rows + r); xc: the activation row
+ * of pair-column gq. Rows past the matrix and columns past the tile's pairs
+ * come in as some valid row / pair (the callers' clamps): an mma output
+ * element depends only on its own row and column, so what they compute is
+ * simply not stored. acc: (gq, 2tq), (gq, 2tq+1), (gq+8, 2tq), (gq+8, 2tq+1).
+ * Two variants, one arithmetic (mmv_step), different loads:
+ * - mmv_steps_any: any scale dtype (read at run time), any alignment
+ *   (checked per load); each batch of MMV_U steps loads weights, scales and
+ *   activations into registers before its first mma.
+ * - mmv_steps_fast (mmv_fast_lg holds): below. */
+template <typename TT>
+__device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
+                                              const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
+    const uint8_t *pa = qa.w + ra * qa.row_bytes + tq * 8, *pb = qb.w + rb * qb.row_bytes + tq * 8;
+    const TT *px = xc + tq * 16;
     const int lg = qa.gs_lg - 6; /* log2(steps per group) */
-    const int64_t ga = ra >= 0 ? ra * qa.gpr : 0, gb = rb >= 0 ? rb * qb.gpr : 0;
-    const int ta = F ? ST : qa.scale_t, tb = F ? ST : qb.scale_t;
-    /* fast: 16-bit scale/bias rows of this lane's two weight rows */
-    const unsigned short *fsa = (const unsigned short *)qa.scales + ga, *fba = (const unsigned short *)qa.biases + ga;
-    const unsigned short *fsb = (const unsigned short *)qb.scales + gb, *fbb = (const unsigned short *)qb.biases + gb;
+    const int64_t ga = ra * qa.gpr, gb = rb * qb.gpr;
     for (int64_t s = s0; s < s1; s += MMV_U) {
         uint2 wa[MMV_U], wb[MMV_U];
         uint4 xa[MMV_U], xb[MMV_U];
-        uint32_t sr[MMV_U][4];
+        uint32_t r[MMV_U][4];
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
-            const bool ok = s + u < s1;
-            if (F) {
-                const int su = (int)s + u, g = su >> lg;
-                wa[u] = ok && pa ? __ldg((const uint2 *)(pa + su * 32)) : make_uint2(0, 0);
-                wb[u] = ok && pb ? __ldg((const uint2 *)(pb + su * 32)) : make_uint2(0, 0);
-                sr[u][0] = ok && pa ? (uint32_t)__ldg(fsa + g) : 0u;
-                sr[u][1] = ok && pa ? (uint32_t)__ldg(fba + g) : 0u;
-                sr[u][2] = ok && pb ? (uint32_t)__ldg(fsb + g) : 0u;
-                sr[u][3] = ok && pb ? (uint32_t)__ldg(fbb + g) : 0u;
-            } else {
-                const int64_t g = (s + u) >> lg;
-                wa[u] = ok && pa ? mmv_ldw(pa + (s + u) * 32) : make_uint2(0, 0);
-                wb[u] = ok && pb ? mmv_ldw(pb + (s + u) * 32) : make_uint2(0, 0);
-                sr[u][0] = ok && pa ? mmv_ldraw(qa.scales, ga + g, ta) : 0u;
-                sr[u][1] = ok && pa ? mmv_ldraw(qa.biases, ga + g, ta) : 0u;
-                sr[u][2] = ok && pb ? mmv_ldraw(qb.scales, gb + g, tb) : 0u;
-                sr[u][3] = ok && pb ? mmv_ldraw(qb.biases, gb + g, tb) : 0u;
-                mmv_ldx<TT>(ok && px ? px + (s + u) * 64 : NULL, xa[u], xb[u]);
-            }
+            if (s + u >= s1) break;
+            const int64_t g = (s + u) >> lg;
+            wa[u] = mmv_ldw(pa + (s + u) * 32);
+            wb[u] = mmv_ldw(pb + (s + u) * 32);
+            r[u][0] = mmv_ldraw(qa.scales, ga + g, qa.scale_t);
+            r[u][1] = mmv_ldraw(qa.biases, ga + g, qa.scale_t);
+            r[u][2] = mmv_ldraw(qb.scales, gb + g, qb.scale_t);
+            r[u][3] = mmv_ldraw(qb.biases, gb + g, qb.scale_t);
+            mmv_ldx<TT>(px + (s + u) * 64, xa[u], xb[u]);
         }
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
             if (s + u >= s1) break;
-            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (F) { /* activations at use: L1/L2 hits, and 32 fewer registers */
-                const int su = (int)s + u;
-                if (px) {
-                    xa[u] = __ldg((const uint4 *)(px + su * 64));
-                    xb[u] = __ldg((const uint4 *)(px + su * 64) + 1);
-                } else {
-                    xa[u] = xb[u] = make_uint4(0, 0, 0, 0);
-                }
-            }
-            mmv_word<TT>(wa[u].x, wb[u].x, xa[u], d, sx);
-            mmv_word<TT>(wa[u].y, wb[u].y, xb[u], d, sx);
-            /* rows that are absent have raw 0 = scale 0, bias 0 */
-            const float sc[2] = {mmv_cvt(sr[u][0], ta), mmv_cvt(sr[u][2], tb)};
-            float bo[2] = {mmv_cvt(sr[u][1], ta), mmv_cvt(sr[u][3], tb)};
-            bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
-            bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
-#pragma unroll
-            for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(sc[c >> 1], d[c], __fmaf_rn(bo[c >> 1], sx[c], acc[c]));
+            mmv_step<TT>(wa[u], wb[u], xa[u], xb[u], r[u], qa.scale_t, acc);
         }
     }
 }
+/* Fast variant (mmv_fast_lg holds: scales/biases of T's 16-bit type, 8-byte
+ * aligned weight rows, 16-byte aligned activation rows, groups of 64 << LG
+ * columns with every batch starting on a group). Every load is a pointer
+ * walked once per batch plus an immediate (ncu found the generic form's
+ * loop spending ~40% of its instructions on 64-bit address arithmetic, the
+ * pointers rebuilt from the kernel parameters per load), and activations
+ * are loaded at use (L1/L2 hits; 32 fewer registers). */
+template <typename TT, int LG>
+__device__ __forceinline__ void mmv_steps_fast(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
+                                               const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
+    typedef unsigned short u16;
+    const int sb = (int)s0, se = (int)s1; /* K < 2^24 */
+    const uint8_t *pa = qa.w + ra * qa.row_bytes + tq * 8 + sb * 32;
+    const uint8_t *pb = qb.w + rb * qb.row_bytes + tq * 8 + sb * 32;
+    const u16 *sa = (const u16 *)qa.scales + ra * qa.gpr + (sb >> LG);
+    const u16 *ba = (const u16 *)qa.biases + ra * qa.gpr + (sb >> LG);
+    const u16 *sbb = (const u16 *)qb.scales + rb * qb.gpr + (sb >> LG);
+    const u16 *bbb = (const u16 *)qb.biases + rb * qb.gpr + (sb >> LG);
+    const uint4 *px = (const uint4 *)(xc + tq * 16) + sb * 8; /* 8 uint4 = one step's 64 activations */
+    for (int s = sb; s < se; s += MMV_U) {
+        uint2 wa[MMV_U], wb[MMV_U];
+        uint32_t r[MMV_U][4];
+#pragma unroll
+        for (int u = 0; u < MMV_U; u++) {
+            if (s + u >= se) break;
+            wa[u] = __ldg((const uint2 *)(pa + u * 32));
+            wb[u] = __ldg((const uint2 *)(pb + u * 32));
+            r[u][0] = __ldg(sa + (u >> LG));
+            r[u][1] = __ldg(ba + (u >> LG));
+            r[u][2] = __ldg(sbb + (u >> LG));
+            r[u][3] = __ldg(bbb + (u >> LG));
+        }
+#pragma unroll
+        for (int u = 0; u < MMV_U; u++) {
+            if (s + u >= se) break;
+            mmv_step<TT>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
+        }
+        pa += MMV_U * 32;
+        pb += MMV_U * 32;
+        sa += MMV_U >> LG;
+        ba += MMV_U >> LG;
+        sbb += MMV_U >> LG;
+        bbb += MMV_U >> LG;
+        px += MMV_U * 8;
+    }
+}
+/* The variant of k_mmv / k_mmv_combine: LG >= 0 the fast one. */
+template <typename TT, int LG>
+__device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
+                                          int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
+    if (LG >= 0) mmv_steps_fast<TT, LG < 0 ? 0 : LG>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
+    else mmv_steps_any<TT>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
+}
 
-/* Whether the fast mmv_steps variant serves weight q with activation rows
- * from base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so
- * every row keeps the base's alignment). Decided on the host: the fast
- * variant is its own kernel, so its registers are not those of the other. */
+/* The fast variant's LG for weight q with activation rows from base x
+ * (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every row
+ * keeps the base's alignment), or -1 for the generic one: groups of 64 or
+ * 128 columns, and for 128 K ranges of an even number of steps (a batch then
+ * never starts mid-group). Decided on the host: each variant is its own
+ * kernel, so its registers are not the other's. */
 template <typename TT>
-static bool mmv_fast(const zcu_qw &q, const void *x) {
-    return q.scale_t == mmv_consts<TT>::ST && ((uintptr_t)q.w & 7) == 0 && (q.row_bytes & 7) == 0 &&
-           ((uintptr_t)x & 15) == 0 && q.cols < ((int64_t)1 << 24);
+static int mmv_fast_lg(const zcu_qw &q, const void *x) {
+    if (q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
+        ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
+        return -1;
+    const int64_t ns = q.cols / 64, ks = mmv_ks(q), per = (ns + ks - 1) / ks; /* steps per K range */
+    return q.gs == 64 ? 0 : q.gs == 128 && per % 2 == 0 ? 1 : -1;
 }
 
 /* Steps of split ks of a K-column row: contiguous, in order. */
@@ -830,8 +868,8 @@ __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
  * tile i = pair i. */
-template <typename TT, bool FUSED, bool FAST, int KS>
-__global__ void __launch_bounds__(KS * 32, FAST ? MMV_MINB * 4 / KS : 1)
+template <typename TT, bool FUSED, int LG, int KS>
+__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y) {
     __shared__ float red[KS][16][MMV_TILE];
@@ -855,12 +893,14 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     } else {
         e = zcu_expert(idx, ti, qa.E); start = ti; cnt = 1;
     }
-    const int64_t pc = gq < cnt ? (perm ? perm[start + gq] : start) : -1; /* pair of column gq */
-    const TT *xc = pc >= 0 ? x + (x_per_slot ? pc : pc / k) * K : NULL;
+    /* pair of column gq; columns past the tile's pairs and rows past N
+       compute on pair 0 and row N-1 and are not stored (mmv_steps) */
+    const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start;
+    const TT *xc = x + (x_per_slot ? pc : pc / k) * K;
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
-    const int64_t ra = na < N ? e * N + na : -1, rb = nb < N ? e * N + nb : -1;
+    const int64_t ra = e * N + (na < N ? na : N - 1), rb = e * N + (nb < N ? nb : N - 1);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    mmv_steps<TT, FAST ? mmv_consts<TT>::ST : -1>(qa, ra, FUSED ? qb : qa, rb, xc, s0, s1, tq, acc);
+    mmv_steps<TT, LG>(qa, ra, FUSED ? qb : qa, rb, xc, s0, s1, tq, acc);
     red[ks][gq][2 * tq] = acc[0];
     red[ks][gq][2 * tq + 1] = acc[1];
     red[ks][gq + 8][2 * tq] = acc[2];
@@ -885,7 +925,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * (token t, 16 output rows); warp (ks, j0) computes slots j0, j0+NS, ... over
  * K range ks; then thread r sums each slot's partials (mmv_sum), rounds to T
  * and combines the slots in order j = 0..k-1 from 0.0f. Shared: red[k][KS][16]. */
-template <typename TT, bool FAST, int KS>
+template <typename TT, int LG, int KS>
 __global__ void __launch_bounds__(512)
 k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts, TT *out) {
     extern __shared__ float cred[];
@@ -907,9 +947,10 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
     zcu_pdl_entry();
     for (int j = w / KS; j < k; j += ns) {
         const int64_t p = t * k + j, e = zcu_expert(idx, p, q.E);
-        const int64_t ra = d0 + gq < D ? e * D + d0 + gq : -1, rb = d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1;
+        /* rows past D compute on row D-1, columns 1..7 on this pair: not stored */
+        const int64_t ra = e * D + (d0 + gq < D ? d0 + gq : D - 1), rb = e * D + (d0 + gq + 8 < D ? d0 + gq + 8 : D - 1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mmv_steps<TT, FAST ? mmv_consts<TT>::ST : -1>(q, ra, q, rb, gq == 0 ? h + p * K : NULL, s0, s1, tq, acc);
+        mmv_steps<TT, LG>(q, ra, q, rb, h + p * K, s0, s1, tq, acc);
         if (tq == 0) { /* column 0 */
             cred[(j * KS + ks) * 16 + gq] = acc[0];
             cred[(j * KS + ks) * 16 + gq + 8] = acc[2];
@@ -1070,25 +1111,28 @@ template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
-        const bool fast = mmv_fast<TT>(a.qa, a.x) && mmv_fast<TT>(a.qb, a.x);
+        const int lg = mmv_fast_lg<TT>(a.qa, a.x) == mmv_fast_lg<TT>(a.qb, a.x) ? mmv_fast_lg<TT>(a.qa, a.x) : -1;
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value;
-            zcu_launch(ZCU_PDL_QMM, fast ? k_mmv<TT, FUSED, true, KS> : k_mmv<TT, FUSED, false, KS>, (unsigned)(nt * nrb),
-                       KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm,
-                       a.n_tiles, a.tiles, a.act, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM,
+                       lg == 0 ? k_mmv<TT, FUSED, 0, KS> : lg == 1 ? k_mmv<TT, FUSED, 1, KS> : k_mmv<TT, FUSED, -1, KS>,
+                       (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k,
+                       a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
     static zmlx_status combine(const qargs &a) {
+        const int lg = mmv_fast_lg<TT>(a.qa, a.x);
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value;
             const int ns = a.k < 16 / KS ? a.k : 16 / KS; /* <= 512 threads */
             const size_t shm = (size_t)a.k * KS * 16 * sizeof(float);
             const int64_t nrb = (a.qa.rows + 15) / 16;
-            zcu_launch(ZCU_PDL_QMM, mmv_fast<TT>(a.qa, a.x) ? k_mmv_combine<TT, true, KS> : k_mmv_combine<TT, false, KS>,
-                       (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st, a.qa, (const TT *)a.x, a.idx, a.k,
-                       a.w, (TT *)a.y);
+            zcu_launch(ZCU_PDL_QMM,
+                       lg == 0 ? k_mmv_combine<TT, 0, KS> : lg == 1 ? k_mmv_combine<TT, 1, KS> : k_mmv_combine<TT, -1, KS>,
+                       (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st, a.qa, (const TT *)a.x, a.idx, a.k, a.w,
+                       (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
