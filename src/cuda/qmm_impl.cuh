@@ -752,15 +752,15 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
         uint32_t r[MMV_U][4];
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
-            if (s + u >= s1) break;
-            const int64_t g = (s + u) >> lg;
-            wa[u] = mmv_ldw(pa + (s + u) * 32);
-            wb[u] = mmv_ldw(pb + (s + u) * 32);
+            /* past s1: the last step again (loaded, never computed) */
+            const int64_t su = s + u < s1 ? s + u : s1 - 1, g = su >> lg;
+            wa[u] = mmv_ldw(pa + su * 32);
+            wb[u] = mmv_ldw(pb + su * 32);
             r[u][0] = mmv_ldraw(qa.scales, ga + g, qa.scale_t);
             r[u][1] = mmv_ldraw(qa.biases, ga + g, qa.scale_t);
             r[u][2] = mmv_ldraw(qb.scales, gb + g, qb.scale_t);
             r[u][3] = mmv_ldraw(qb.biases, gb + g, qb.scale_t);
-            mmv_ldx<TT>(px + (s + u) * 64, xa[u], xb[u]);
+            mmv_ldx<TT>(px + su * 64, xa[u], xb[u]);
         }
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
@@ -772,10 +772,10 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
 /* Fast variant (mmv_fast_lg holds: scales/biases of T's 16-bit type, 8-byte
  * aligned weight rows, 16-byte aligned activation rows, groups of 64 << LG
  * columns with every batch starting on a group). Every load is a pointer
- * walked once per batch plus an immediate (ncu found the generic form's
- * loop spending ~40% of its instructions on 64-bit address arithmetic, the
- * pointers rebuilt from the kernel parameters per load), and activations
- * are loaded at use (L1/L2 hits; 32 fewer registers). */
+ * walked once per batch plus an immediate (ncu found this loop's earlier
+ * form spending ~30 of its ~122 instructions per step on 64-bit address
+ * arithmetic, the pointers rebuilt from the kernel parameters per load), and
+ * activations are loaded at use (L1/L2 hits; 32 fewer registers). */
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps_fast(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
                                                const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
