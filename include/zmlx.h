@@ -652,9 +652,10 @@ int zmlx_session_uses_graph(const zmlx_session *s);
 /*
  * Time the next decode step without taking it: the whole step and its parts,
  * each captured alone as a CUDA graph and replayed `reps` times at the
- * current position (mean time per replay, after one untimed replay). attn: the attention blocks (norm, projections,
- * attention_step, o_proj) of every layer; moe: the MLP blocks (norm, router,
- * experts); head: final norm, LM head, argmax; rest = step - the three.
+ * current position (mean time per replay, after one untimed replay). attn:
+ * the attention blocks (norm, projections, attention_step, o_proj) of every
+ * layer; moe: the MLP blocks (norm, router, experts); head: final norm, LM
+ * head, argmax; rest = step - the three.
  * Parts replayed alone overlap nothing, so they are upper bounds.
  * bytes: what the step reads at the current position (weights actually
  * used, the k routed experts per MoE layer, and the KV cache).

@@ -948,7 +948,8 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
     for (int j = w / KS; j < k; j += ns) {
         const int64_t p = t * k + j, e = zcu_expert(idx, p, q.E);
         /* rows past D compute on row D-1, columns 1..7 on this pair: not stored */
-        const int64_t ra = e * D + (d0 + gq < D ? d0 + gq : D - 1), rb = e * D + (d0 + gq + 8 < D ? d0 + gq + 8 : D - 1);
+        const int64_t ra = e * D + (d0 + gq < D ? d0 + gq : D - 1);
+        const int64_t rb = e * D + (d0 + gq + 8 < D ? d0 + gq + 8 : D - 1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         mmv_steps<TT, LG>(q, ra, q, rb, h + p * K, s0, s1, tq, acc);
         if (tq == 0) { /* column 0 */
@@ -1111,7 +1112,7 @@ template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
-        const int lg = mmv_fast_lg<TT>(a.qa, a.x) == mmv_fast_lg<TT>(a.qb, a.x) ? mmv_fast_lg<TT>(a.qa, a.x) : -1;
+        const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value;
             zcu_launch(ZCU_PDL_QMM,
