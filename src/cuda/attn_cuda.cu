@@ -192,22 +192,35 @@ __device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, in
 template <typename TT, bool FAST>
 __global__ void __launch_bounds__(ATT_GB * 32)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
-       const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, TT *out) {
-    zcu_pdl_entry();
+       const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, int early, TT *out) {
+    if (!early) zcu_pdl_entry();
     extern __shared__ __align__(16) unsigned char att_shm[];
     __shared__ int last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.y;
     const int64_t nch = ag.nch, t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
-    if (base < 0 || base > p.cap - n_tok) return; /* attention_step's prep flagged it */
     const int64_t n_ctx = base + t + 1, lo = p.window > 0 && n_ctx > p.window ? n_ctx - p.window : 0;
     const int64_t n = n_ctx - lo, C = att_chunk(n, ag.cmax), nact = (n + C - 1) / C;
-    if (c >= nact) return;
+    if (base < 0 || base > p.cap - n_tok || c >= nact) { /* out of range: attention_step's prep flagged it */
+        if (early) zcu_pdl_entry();
+        return;
+    }
     const int bpg = p.Hq / p.Hkv / ag.gb;
     const int64_t g = blockIdx.x / bpg, nblk = min((int64_t)gridDim.y, nact);
     const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.x % bpg) * ag.gb + warp;
     TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ag.k_bytes);
     float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
     float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
+    /* early: the first chunk's rows before the step's first position (written
+       by earlier steps, complete before the prep kernel began) are copied
+       before the wait, overlapping the prep; the rest after it */
+    int r_old = 0;
+    if (early) {
+        const int64_t j0 = lo + c * C, len = min(C, n - c * C);
+        r_old = (int)max((int64_t)0, min(len, base - j0));
+        att_stage(ks, ag.kld, kc + (g * p.cap + j0) * p.hd, p.hd, r_old);
+        att_stage(vs, (int64_t)r_old * p.hd_v, vc + (g * p.cap + j0) * p.hd_v, (int64_t)r_old * p.hd_v, 1);
+        zcu_pdl_entry();
+    }
     /* chunks c, c + gridDim.y, ..: a context longer than the grid's chunks
        (ATT_GRID) takes several rounds per block; the partials and their
        combine are those of one block per chunk */
@@ -215,8 +228,9 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         if (ci != c) __syncthreads(); /* every warp is done with the previous chunk's rows */
         const int len = (int)min(C, n - ci * C);
         const int64_t j0 = lo + ci * C;
-        att_stage(ks, ag.kld, kc + (g * p.cap + j0) * p.hd, p.hd, len);
-        att_stage(vs, (int64_t)len * p.hd_v, vc + (g * p.cap + j0) * p.hd_v, (int64_t)len * p.hd_v, 1);
+        const int r0 = ci == c ? r_old : 0, nr = len - r0;
+        att_stage(ks + r0 * ag.kld, ag.kld, kc + (g * p.cap + j0 + r0) * p.hd, p.hd, nr);
+        att_stage(vs + r0 * p.hd_v, (int64_t)nr * p.hd_v, vc + (g * p.cap + j0 + r0) * p.hd_v, (int64_t)nr * p.hd_v, 1);
         if (ci == c) {
             const TT *qh = q + t * q_stride + h * p.hd;
             for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
@@ -365,7 +379,7 @@ static const size_t ATT_PART_BYTES = (size_t)64 << 20;
 template <typename TT>
 static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_geom &g, const void *q,
                             int64_t q_stride, const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
-                            int64_t pos0, int64_t n_ctx0, void *out) {
+                            int64_t pos0, int64_t n_ctx0, int early, void *out) {
     zcu_state *s = zcu_state_of(c);
     int64_t grid_nch = g.nch;
     if (n_ctx0 > 0) {
@@ -389,7 +403,7 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_ge
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
         zcu_launch(ZCU_PDL_ATTN, g.fast ? k_attn<TT, true> : k_attn<TT, false>, dim3(grid.x, grid.y, (unsigned)nt),
                    32 * g.gb, g.shm, s->stream, *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc,
-                   (const TT *)vc, n_tok - t0, pos, pos0 + t0, g, (float *)part, s->att_counters,
+                   (const TT *)vc, n_tok - t0, pos, pos0 + t0, g, (float *)part, s->att_counters, early,
                    (TT *)out + t0 * p->Hq * p->hd_v);
         ZCU_LAUNCHED();
     }
@@ -402,7 +416,7 @@ static zmlx_status decode_t(zmlx_ctx *c, const zmlx_attn_params *p, const void *
     att_geom g;
     const zmlx_status st = att_split(p, sizeof(TT), &g);
     if (st != ZMLX_OK) return st;
-    return attn_run<TT>(c, p, g, q, 0, kc, vc, 1, NULL, n_ctx - 1, n_ctx, out);
+    return attn_run<TT>(c, p, g, q, 0, kc, vc, 1, NULL, n_ctx - 1, n_ctx, 0, out);
 }
 
 extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T,
@@ -473,7 +487,7 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
                (TT *)vc, s->err_flag);
     ZCU_LAUNCHED();
     const int64_t row = (int64_t)(p->Hq + p->Hkv) * p->hd + (int64_t)p->Hkv * p->hd_v;
-    return attn_run<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, 0, out);
+    return attn_run<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, 0, zcu_pdl_enabled(ZCU_PDL_ATTN), out);
 }
 
 extern "C" zmlx_status zcu_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T,

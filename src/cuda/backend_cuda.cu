@@ -39,8 +39,13 @@ zmlx_status zcu_scratch(zmlx_ctx *c, int i, size_t bytes, void **out) {
 int zcu_pdl_enabled(unsigned fam) {
     static const unsigned mask = getenv("ZMLX_NO_PDL") ? 0u
                                  : getenv("ZMLX_PDL") ? (unsigned)strtoul(getenv("ZMLX_PDL"), NULL, 0)
-                                                     : (unsigned)(ZCU_PDL_QMM | ZCU_PDL_OPS);
+                                                     : (unsigned)(ZCU_PDL_QMM | ZCU_PDL_OPS | ZCU_PDL_ATTN);
     return (mask & fam) != 0;
+}
+
+int zcu_tmp_carve(void) {
+    static const int v = getenv("ZMLX_TMP_CARVE") ? atoi(getenv("ZMLX_TMP_CARVE")) : -2;
+    return v;
 }
 
 /* ------------------------------------------------------------ memory */

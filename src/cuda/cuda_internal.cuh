@@ -73,11 +73,12 @@ static inline zmlx_status zcu_status(cudaError_t e) {
  * it waits until the previous grid has completed and its writes are visible,
  * then lets the next grid launch. Every block of every kernel waits before it
  * can finish, so completion stays transitive (kernel n+2 never overtakes
- * kernel n) and at most one grid is launched ahead. The attention kernels
- * launch plainly: with PDL the H200 decode step was ~0.1 ms slower, with the
- * qmm and small-op kernels ~0.1 ms faster (src/cuda/NOTES.md). For A/B runs:
- * ZMLX_NO_PDL=1 launches everything plainly (the waits are then no-ops),
- * ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default QMM|OPS). */
+ * kernel n) and at most one grid is launched ahead. Hence also: a kernel may
+ * read before its wait what the kernel two back (or earlier) wrote, since it
+ * is launched only after its predecessor's blocks have passed their waits
+ * (attention_step's k_attn copies the cache rows of earlier steps so).
+ * For A/B runs: ZMLX_NO_PDL=1 launches everything plainly (the waits are then
+ * no-ops), ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default all). */
 __device__ __forceinline__ void zcu_pdl_entry() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
@@ -95,6 +96,7 @@ __device__ __forceinline__ void zcu_prefetch_l2(const void *p, int64_t bytes, in
         asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
 }
 int zcu_pdl_enabled(unsigned fam); /* whether family fam launches with PDL (env read once) */
+int zcu_tmp_carve(void);
 
 /* k<<<grid, block, shm, st>>>(args...) with the PDL attribute; the launch
  * error is also left for ZCU_LAUNCHED(). */
@@ -111,6 +113,7 @@ static inline cudaError_t zcu_launch(unsigned fam, void (*k)(P...), dim3 grid, d
     cfg.stream = st;
     cfg.attrs = &at;
     cfg.numAttrs = zcu_pdl_enabled(fam) ? 1 : 0;
+    if (zcu_tmp_carve() >= -1) cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout, zcu_tmp_carve());
     return cudaLaunchKernelEx(&cfg, k, args...);
 }
 

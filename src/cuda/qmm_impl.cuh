@@ -738,7 +738,7 @@ __device__ __forceinline__ void mmv_step(const uint2 &wa, const uint2 &wb, const
  * - mmv_steps_any: any scale dtype (read at run time), any alignment
  *   (checked per load); each batch of MMV_U steps loads weights, scales and
  *   activations into registers before its first mma.
- * - mmv_steps_fast (mmv_fast_lg holds): below. */
+ * - mmv_fast (mmv_fast_lg holds): below. */
 template <typename TT>
 __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
                                               const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
@@ -775,52 +775,78 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * walked once per batch plus an immediate (ncu found this loop's earlier
  * form spending ~30 of its ~122 instructions per step on 64-bit address
  * arithmetic, the pointers rebuilt from the kernel parameters per load), and
- * activations are loaded at use (L1/L2 hits; 32 fewer registers). */
+ * activations are loaded at use (L1/L2 hits; 32 fewer registers).
+ * begin() loads the first batch of weights, run() computes and loads the
+ * rest: a dense matrix's kernel calls begin() before its PDL wait (its
+ * weights do not depend on the previous kernel), so the first batch is in
+ * registers when the activations become readable. */
 template <typename TT, int LG>
-__device__ __forceinline__ void mmv_steps_fast(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
-                                               const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
+struct mmv_fast {
     typedef unsigned short u16;
-    const int sb = (int)s0, se = (int)s1; /* K < 2^24 */
-    const uint8_t *pa = qa.w + ra * qa.row_bytes + tq * 8 + sb * 32;
-    const uint8_t *pb = qb.w + rb * qb.row_bytes + tq * 8 + sb * 32;
-    const u16 *sa = (const u16 *)qa.scales + ra * qa.gpr + (sb >> LG);
-    const u16 *ba = (const u16 *)qa.biases + ra * qa.gpr + (sb >> LG);
-    const u16 *sbb = (const u16 *)qb.scales + rb * qb.gpr + (sb >> LG);
-    const u16 *bbb = (const u16 *)qb.biases + rb * qb.gpr + (sb >> LG);
-    const uint4 *px = (const uint4 *)(xc + tq * 16) + sb * 8; /* 8 uint4 = one step's 64 activations */
-    for (int s = sb; s < se; s += MMV_U) {
-        uint2 wa[MMV_U], wb[MMV_U];
-        uint32_t r[MMV_U][4];
+    const uint8_t *pa, *pb;
+    const u16 *sa, *ba, *sb, *bb;
+    int s, se; /* K < 2^24 */
+    uint2 wa[MMV_U], wb[MMV_U];
+    uint32_t r[MMV_U >> LG][4]; /* scale/bias bits per group of the batch */
+
+    __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
+                                          int64_t s1, int tq) {
+        s = (int)s0, se = (int)s1;
+        pa = qa.w + ra * qa.row_bytes + tq * 8 + s * 32;
+        pb = qb.w + rb * qb.row_bytes + tq * 8 + s * 32;
+        sa = (const u16 *)qa.scales + ra * qa.gpr + (s >> LG);
+        ba = (const u16 *)qa.biases + ra * qa.gpr + (s >> LG);
+        sb = (const u16 *)qb.scales + rb * qb.gpr + (s >> LG);
+        bb = (const u16 *)qb.biases + rb * qb.gpr + (s >> LG);
+        load();
+    }
+    __device__ __forceinline__ void load() {
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
             if (s + u >= se) break;
             wa[u] = __ldg((const uint2 *)(pa + u * 32));
             wb[u] = __ldg((const uint2 *)(pb + u * 32));
-            r[u][0] = __ldg(sa + (u >> LG));
-            r[u][1] = __ldg(ba + (u >> LG));
-            r[u][2] = __ldg(sbb + (u >> LG));
-            r[u][3] = __ldg(bbb + (u >> LG));
+            if (u % (1 << LG)) continue; /* the group's first step loads its scales */
+            r[u >> LG][0] = __ldg(sa + (u >> LG));
+            r[u >> LG][1] = __ldg(ba + (u >> LG));
+            r[u >> LG][2] = __ldg(sb + (u >> LG));
+            r[u >> LG][3] = __ldg(bb + (u >> LG));
         }
-#pragma unroll
-        for (int u = 0; u < MMV_U; u++) {
-            if (s + u >= se) break;
-            mmv_step<TT>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
-        }
-        pa += MMV_U * 32;
-        pb += MMV_U * 32;
-        sa += MMV_U >> LG;
-        ba += MMV_U >> LG;
-        sbb += MMV_U >> LG;
-        bbb += MMV_U >> LG;
-        px += MMV_U * 8;
     }
-}
+    /* xc: the activation row (see mmv_steps_any) */
+    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
+        const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8; /* 8 uint4 = one step's 64 activations */
+        for (;;) {
+#pragma unroll
+            for (int u = 0; u < MMV_U; u++) {
+                if (s + u >= se) break;
+                mmv_step<TT>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG], mmv_consts<TT>::ST,
+                             acc);
+            }
+            s += MMV_U;
+            if (s >= se) return;
+            pa += MMV_U * 32;
+            pb += MMV_U * 32;
+            sa += MMV_U >> LG;
+            ba += MMV_U >> LG;
+            sb += MMV_U >> LG;
+            bb += MMV_U >> LG;
+            px += MMV_U * 8;
+            load();
+        }
+    }
+};
 /* The variant of k_mmv / k_mmv_combine: LG >= 0 the fast one. */
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
-    if (LG >= 0) mmv_steps_fast<TT, LG < 0 ? 0 : LG>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
-    else mmv_steps_any<TT>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
+    if (LG >= 0) {
+        mmv_fast<TT, LG < 0 ? 0 : LG> f;
+        f.begin(qa, ra, qb, rb, s0, s1, tq);
+        f.run(xc, tq, acc);
+    } else {
+        mmv_steps_any<TT>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
+    }
 }
 
 /* The fast variant's LG for weight q with activation rows from base x
@@ -878,10 +904,17 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     int64_t s0, s1;
     mmv_range<KS>(K, ks, s0, s1);
-    if (!idx && !perm) { /* a dense matrix: its rows are known before the wait */
-        mmv_prefetch(qa, n0 + gq < N ? n0 + gq : -1, s0, s1, tq);
-        if (FUSED) mmv_prefetch(qb, n0 + gq < N ? n0 + gq : -1, s0, s1, tq);
-        else mmv_prefetch(qa, n0 + gq + 8 < N ? n0 + gq + 8 : -1, s0, s1, tq);
+    /* rows of the tile within its expert: rows past N compute on row N-1 and
+       are not stored, nor are columns past the tile's pairs, which compute on
+       pair 0 (mmv_steps) */
+    const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
+    const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
+    const bool dense = !idx && !perm; /* its rows are known before the wait */
+    mmv_fast<TT, LG < 0 ? 0 : LG> f;
+    if (dense) { /* the K range into L2, the first batch into registers */
+        mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
+        mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
+        if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
     }
     zcu_pdl_entry();
     int64_t e, start;
@@ -893,14 +926,15 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     } else {
         e = zcu_expert(idx, ti, qa.E); start = ti; cnt = 1;
     }
-    /* pair of column gq; columns past the tile's pairs and rows past N
-       compute on pair 0 and row N-1 and are not stored (mmv_steps) */
-    const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start;
+    const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start; /* pair of column gq */
     const TT *xc = x + (x_per_slot ? pc : pc / k) * K;
-    const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
-    const int64_t ra = e * N + (na < N ? na : N - 1), rb = e * N + (nb < N ? nb : N - 1);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    mmv_steps<TT, LG>(qa, ra, FUSED ? qb : qa, rb, xc, s0, s1, tq, acc);
+    if (LG >= 0) {
+        if (!dense) f.begin(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, s0, s1, tq);
+        f.run(xc, tq, acc);
+    } else {
+        mmv_steps_any<TT>(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, xc, s0, s1, tq, acc);
+    }
     red[ks][gq][2 * tq] = acc[0];
     red[ks][gq][2 * tq + 1] = acc[1];
     red[ks][gq + 8][2 * tq] = acc[2];
