@@ -113,7 +113,10 @@ zmlx_status zmlx_qmode_parse(const char *name, zmlx_qmode *out);
  * Packing: each stored row is a little-endian LSB-first bit stream; element j
  * occupies bits [j*bits, j*bits+bits) of its row (FORMATS.md A.5).
  * global_scale: nvfp4 only; 0 means "none" (factor 1).
- * on_device: 0 = host memory, 1 = CUDA device memory.
+ * on_device: 0 = host memory, 1 = CUDA device memory. Device weights are
+ * constants to the calls that read them: the CUDA backend may start reading
+ * them before the previous call on the context has finished (write them by
+ * upload, or sync the context after writing them with a kernel).
  */
 typedef struct zmlx_qweight {
     zmlx_qmode mode;

@@ -43,11 +43,6 @@ int zcu_pdl_enabled(unsigned fam) {
     return (mask & fam) != 0;
 }
 
-int zcu_tmp_carve(void) {
-    static const int v = getenv("ZMLX_TMP_CARVE") ? atoi(getenv("ZMLX_TMP_CARVE")) : -2;
-    return v;
-}
-
 /* ------------------------------------------------------------ memory */
 
 static zmlx_status cu_mem_alloc(zmlx_ctx *c, size_t bytes, void **out) {

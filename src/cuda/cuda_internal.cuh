@@ -73,8 +73,9 @@ static inline zmlx_status zcu_status(cudaError_t e) {
  * it waits until the previous grid has completed and its writes are visible,
  * then lets the next grid launch. Every block of every kernel waits before it
  * can finish, so completion stays transitive (kernel n+2 never overtakes
- * kernel n) and at most one grid is launched ahead. Hence also: a kernel may
- * read before its wait what the kernel two back (or earlier) wrote, since it
+ * kernel n) and at most one grid is launched ahead. Hence a kernel may read
+ * before its wait what no kernel writes (weights: the dense MMV kernels load
+ * their first batch so) and what the kernel two back or earlier wrote, as it
  * is launched only after its predecessor's blocks have passed their waits
  * (attention_step's k_attn copies the cache rows of earlier steps so).
  * For A/B runs: ZMLX_NO_PDL=1 launches everything plainly (the waits are then
@@ -96,7 +97,6 @@ __device__ __forceinline__ void zcu_prefetch_l2(const void *p, int64_t bytes, in
         asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
 }
 int zcu_pdl_enabled(unsigned fam); /* whether family fam launches with PDL (env read once) */
-int zcu_tmp_carve(void);
 
 /* k<<<grid, block, shm, st>>>(args...) with the PDL attribute; the launch
  * error is also left for ZCU_LAUNCHED(). */
@@ -113,7 +113,6 @@ static inline cudaError_t zcu_launch(unsigned fam, void (*k)(P...), dim3 grid, d
     cfg.stream = st;
     cfg.attrs = &at;
     cfg.numAttrs = zcu_pdl_enabled(fam) ? 1 : 0;
-    if (zcu_tmp_carve() >= -1) cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout, zcu_tmp_carve());
     return cudaLaunchKernelEx(&cfg, k, args...);
 }
 
