@@ -178,22 +178,21 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-/* res[r] = x_r · row_r for NR rows (row[r] < 0: skipped, res 0). A pass
- * covers U chunks per lane (c, c+32, .. c+32(U-1)): the scales and weight
- * words of all NR x U chunks are loaded before any arithmetic, so one memory
- * round trip serves U chunks. The per-row sum runs over the lane's chunks in
- * ascending order whatever NR and U, so results do not depend on them. */
+/* res[r] = x_r · row_r for NR rows (row[r] < 0: skipped, res 0), by one
+ * warp. A pass covers U chunks per lane (c, c+32, .. c+32(U-1)): the scales
+ * and weight words of all NR x U chunks are loaded before any arithmetic, so
+ * one memory round trip serves U chunks. The per-row sum runs over the lane's
+ * chunks in ascending order whatever NR and U, so results do not depend on
+ * them. begin() loads the first pass, run() computes it and the rest: a dense
+ * weight's kernel calls begin() before its PDL wait. */
 template <typename TT, int MODE, int BITS, int CH, int NR, int U>
-__device__ __forceinline__ void qdot_rows(const zcu_qw (&q)[NR], const TT *const (&xr)[NR],
-                                          const int64_t (&row)[NR], int lane, float (&res)[NR]) {
-    constexpr int NW = CH * BITS / 32, NG = CH / ZCU_SUB(MODE, CH);
-    const int64_t nch = q[0].cols / CH;
-    float acc[NR];
-#pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    for (int64_t c0 = lane; c0 < nch; c0 += 32 * U) {
-        uint32_t w[NR][U][NW];
-        float s[NR][U][NG], b[NR][U][NG];
+struct qdot_rows {
+    static constexpr int NW = CH * BITS / 32, NG = CH / ZCU_SUB(MODE, CH);
+    int64_t c0, nch;
+    uint32_t w[NR][U][NW];
+    float s[NR][U][NG], b[NR][U][NG];
+
+    __device__ __forceinline__ void load(const zcu_qw (&q)[NR], const int64_t (&row)[NR]) {
 #pragma unroll
         for (int r = 0; r < NR; r++)
 #pragma unroll
@@ -203,20 +202,35 @@ __device__ __forceinline__ void qdot_rows(const zcu_qw (&q)[NR], const TT *const
                 chunk_groups<MODE, CH>(q[r], row[r], c, s[r][u], b[r][u]);
                 zcu_ldchunk<NW>(q[r].w + row[r] * q[r].row_bytes + c * (NW * 4), w[r][u]);
             }
-#pragma unroll
-        for (int r = 0; r < NR; r++)
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int64_t c = c0 + 32 * u;
-                if (row[r] < 0 || c >= nch) continue;
-                float xv[CH];
-                ldx<CH>(xr[r] + c * CH, xv);
-                acc[r] = chunk_dot<MODE, BITS, CH>(s[r][u], b[r][u], w[r][u], xv, acc[r]);
-            }
     }
+    __device__ __forceinline__ void begin(const zcu_qw (&q)[NR], const int64_t (&row)[NR], int lane) {
+        nch = q[0].cols / CH;
+        c0 = lane;
+        load(q, row);
+    }
+    __device__ __forceinline__ void run(const zcu_qw (&q)[NR], const TT *const (&xr)[NR], const int64_t (&row)[NR],
+                                        float (&res)[NR]) {
+        float acc[NR];
 #pragma unroll
-    for (int r = 0; r < NR; r++) res[r] = warp_sum(acc[r]);
-}
+        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+        while (c0 < nch) {
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int64_t c = c0 + 32 * u;
+                    if (row[r] < 0 || c >= nch) continue;
+                    float xv[CH];
+                    ldx<CH>(xr[r] + c * CH, xv);
+                    acc[r] = chunk_dot<MODE, BITS, CH>(s[r][u], b[r][u], w[r][u], xv, acc[r]);
+                }
+            c0 += 32 * U;
+            if (c0 < nch) load(q, row);
+        }
+#pragma unroll
+        for (int r = 0; r < NR; r++) res[r] = warp_sum(acc[r]);
+    }
+};
 
 /* Chunks per lane per pass of the plain GEMV (one row per warp; v1 had two
  * rows x one chunk: same bytes in flight, half the warps). */
@@ -232,29 +246,35 @@ k_gemv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, in
     constexpr int NR = FUSED ? 2 : 1;
     const int lane = threadIdx.x & 31;
     const int64_t N = qa.rows;
-    const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
-    /* a dense weight (the routers): its row's codes are known before the
-       wait, so they are pulled into L2 while the previous kernel runs */
-    if (!idx && wid < n_pairs * N)
-#pragma unroll
-        for (int r = 0; r < NR; r++)
-            zcu_prefetch_l2((r ? qb : qa).w + (wid % N) * qa.row_bytes, qa.row_bytes, lane, 32);
-    zcu_pdl_entry();
-    if (wid >= n_pairs * N) return;
-    const int64_t p = wid / N, n0 = wid % N;
-    const int64_t e = zcu_expert(idx, p, qa.E);
-    const TT *xrow = x + (x_per_slot ? p : p / k) * qa.cols;
+    const int64_t wid = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5), p = wid / N, n0 = wid % N;
+    const bool live = wid < n_pairs * N;
     zcu_qw q[NR];
-    const TT *xr[NR];
     int64_t row[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) q[r] = r ? qb : qa, row[r] = n0;
+    qdot_rows<TT, MODE, BITS, CH, NR, FUSED ? 1 : GEMV_U> dot;
+    /* a dense weight (the routers): its row is known before the wait, so it
+       is pulled into L2 and its first pass into registers while the previous
+       kernel runs */
+    if (!idx && live) {
+#pragma unroll
+        for (int r = 0; r < NR; r++) zcu_prefetch_l2(q[r].w + n0 * q[r].row_bytes, q[r].row_bytes, lane, 32);
+        dot.begin(q, row, lane);
+    }
+    zcu_pdl_entry();
+    if (!live) return;
+    if (idx) {
+        const int64_t e = zcu_expert(idx, p, qa.E);
+#pragma unroll
+        for (int r = 0; r < NR; r++) row[r] = e * N + n0;
+        dot.begin(q, row, lane);
+    }
+    const TT *xrow = x + (x_per_slot ? p : p / k) * qa.cols;
+    const TT *xr[NR];
     float res[NR];
 #pragma unroll
-    for (int r = 0; r < NR; r++) {
-        q[r] = r ? qb : qa;
-        xr[r] = xrow;
-        row[r] = e * N + n0;
-    }
-    qdot_rows<TT, MODE, BITS, CH, NR, FUSED ? 1 : GEMV_U>(q, xr, row, lane, res);
+    for (int r = 0; r < NR; r++) xr[r] = xrow;
+    dot.run(q, xr, row, res);
     if (lane) return;
     if (FUSED) {
         float g = zcu_round(y, res[0]), u = zcu_round(y, res[NR - 1]);
