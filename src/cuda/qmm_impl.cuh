@@ -46,7 +46,9 @@
  *                           expert (8 per tile) instead of one pair per tile;
  * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
  *                           the MMV formats runs as the unfused chain (y to
- *                           scratch, then k_combine) instead of k_mmv_combine. */
+ *                           scratch, then k_combine) instead of k_mmv_combine;
+ * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads its
+ *                           steps in batches of MMV_U / 2 (same arithmetic). */
 static int env_tokens(const char *name, int dflt) {
     const char *s = getenv(name);
     int x = s ? atoi(s) : 0;
@@ -70,6 +72,11 @@ static int mmv_sort_tokens(void) {
 static int mmv_combine_tokens(void) {
     static int v = -1;
     if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
+    return v;
+}
+static int mmv_half_tokens(void) {
+    static int v = -1;
+    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_HALF_TOKENS", 2);
     return v;
 }
 
@@ -796,18 +803,22 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * form spending ~30 of its ~122 instructions per step on 64-bit address
  * arithmetic, the pointers rebuilt from the kernel parameters per load), and
  * activations are loaded at use (L1/L2 hits; 32 fewer registers).
+ * Batches of U steps: MMV_U at one token, MMV_U / 2 from
+ * ZMLX_CUDA_MMV_HALF_TOKENS (the order of the steps, so every result, is the
+ * same; NOTES.md v7: the shallower batch is 5-7% faster from two tokens on
+ * the MoE shapes and 6% slower at one).
  * begin() loads the first batch of weights, run() computes and loads the
  * rest: a dense matrix's kernel calls begin() before its PDL wait (its
  * weights do not depend on the previous kernel), so the first batch is in
  * registers when the activations become readable. */
-template <typename TT, int LG>
+template <typename TT, int LG, int U>
 struct mmv_fast {
     typedef unsigned short u16;
     const uint8_t *pa, *pb;
     const u16 *sa, *ba, *sb, *bb;
     int s, se; /* K < 2^24 */
-    uint2 wa[MMV_U], wb[MMV_U];
-    uint32_t r[MMV_U >> LG][4]; /* scale/bias bits per group of the batch */
+    uint2 wa[U], wb[U];
+    uint32_t r[U >> LG][4]; /* scale/bias bits per group of the batch */
 
     __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
                                           int64_t s1, int tq) {
@@ -822,7 +833,7 @@ struct mmv_fast {
     }
     __device__ __forceinline__ void load() {
 #pragma unroll
-        for (int u = 0; u < MMV_U; u++) {
+        for (int u = 0; u < U; u++) {
             if (s + u >= se) break;
             wa[u] = __ldg((const uint2 *)(pa + u * 32));
             wb[u] = __ldg((const uint2 *)(pb + u * 32));
@@ -838,20 +849,20 @@ struct mmv_fast {
         const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8; /* 8 uint4 = one step's 64 activations */
         for (;;) {
 #pragma unroll
-            for (int u = 0; u < MMV_U; u++) {
+            for (int u = 0; u < U; u++) {
                 if (s + u >= se) break;
                 mmv_step<TT>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG], mmv_consts<TT>::ST,
                              acc);
             }
-            s += MMV_U;
+            s += U;
             if (s >= se) return;
-            pa += MMV_U * 32;
-            pb += MMV_U * 32;
-            sa += MMV_U >> LG;
-            ba += MMV_U >> LG;
-            sb += MMV_U >> LG;
-            bb += MMV_U >> LG;
-            px += MMV_U * 8;
+            pa += U * 32;
+            pb += U * 32;
+            sa += U >> LG;
+            ba += U >> LG;
+            sb += U >> LG;
+            bb += U >> LG;
+            px += U * 8;
             load();
         }
     }
@@ -861,7 +872,7 @@ template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
     if (LG >= 0) {
-        mmv_fast<TT, LG < 0 ? 0 : LG> f;
+        mmv_fast<TT, LG < 0 ? 0 : LG, MMV_U> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -914,7 +925,7 @@ __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
  * tile i = pair i. */
-template <typename TT, bool FUSED, int LG, int KS>
+template <typename TT, bool FUSED, int LG, int KS, int U>
 __global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y) {
@@ -930,7 +941,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
-    mmv_fast<TT, LG < 0 ? 0 : LG> f;
+    mmv_fast<TT, LG < 0 ? 0 : LG, U> f;
     if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
         mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
@@ -1167,10 +1178,13 @@ template <typename TT> struct mmv_launch {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
+        const bool half = a.n_tok >= mmv_half_tokens();
         with_ks(a.qa, [&](auto ksc) {
-            constexpr int KS = decltype(ksc)::value;
+            constexpr int KS = decltype(ksc)::value, H = MMV_U / 2;
             zcu_launch(ZCU_PDL_QMM,
-                       lg == 0 ? k_mmv<TT, FUSED, 0, KS> : lg == 1 ? k_mmv<TT, FUSED, 1, KS> : k_mmv<TT, FUSED, -1, KS>,
+                       lg == 0   ? (half ? k_mmv<TT, FUSED, 0, KS, H> : k_mmv<TT, FUSED, 0, KS, MMV_U>)
+                       : lg == 1 ? (half ? k_mmv<TT, FUSED, 1, KS, H> : k_mmv<TT, FUSED, 1, KS, MMV_U>)
+                                 : k_mmv<TT, FUSED, -1, KS, MMV_U>,
                        (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k,
                        a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
         });
