@@ -47,8 +47,9 @@
  * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
  *                           the MMV formats runs as the unfused chain (y to
  *                           scratch, then k_combine) instead of k_mmv_combine;
- * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads its
- *                           steps in batches of MMV_U / 2 (same arithmetic). */
+ * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
+ *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
+ *                           (experts always; same arithmetic). */
 static int env_tokens(const char *name, int dflt) {
     const char *s = getenv(name);
     int x = s ? atoi(s) : 0;
@@ -803,10 +804,12 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * form spending ~30 of its ~122 instructions per step on 64-bit address
  * arithmetic, the pointers rebuilt from the kernel parameters per load), and
  * activations are loaded at use (L1/L2 hits; 32 fewer registers).
- * Batches of U steps: MMV_U at one token, MMV_U / 2 from
- * ZMLX_CUDA_MMV_HALF_TOKENS (the order of the steps, so every result, is the
- * same; NOTES.md v7: the shallower batch is 5-7% faster from two tokens on
- * the MoE shapes and 6% slower at one).
+ * Batches of U steps: MMV_U / 2, except for a dense matrix at one token
+ * (below ZMLX_CUDA_MMV_HALF_TOKENS), whose K ranges give each warp exactly
+ * one batch of MMV_U steps (mmv_ks), and in k_mmv_combine. The order of the
+ * steps, so every result, is the same whatever U (NOTES.md v7: the shallower
+ * batch is 3-7% faster on the MoE shapes, slower for the one-token dense
+ * matrices and the one-token combine).
  * begin() loads the first batch of weights, run() computes and loads the
  * rest: a dense matrix's kernel calls begin() before its PDL wait (its
  * weights do not depend on the previous kernel), so the first batch is in
@@ -1178,7 +1181,7 @@ template <typename TT> struct mmv_launch {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
-        const bool half = a.n_tok >= mmv_half_tokens();
+        const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value, H = MMV_U / 2;
             zcu_launch(ZCU_PDL_QMM,
