@@ -625,7 +625,7 @@ static void test_attention_step(void) {
             char what[96];
             snprintf(what, sizeof what, "T%d v%d n%d attention_step vs CPU", ti, v, (int)nt);
             /* q/k round to T after the norm and rope: a 1-ulp difference there moves the output by ~eps;
-               in f32 the rope angle at position p differs between the libms by up to ~p·2^-24 */
+               in f32 the rope angle's rounding grows with the position (~p·2^-24 at position p) */
             ct_close(what, T, O1, ref, mag, nt * nq, 4 * ct_eps(T), 4 * ct_eps(T) + 1e-5 + pos0 * 0x1p-24);
             free(hq2); free(hk2); free(hv2); free(ho); free(ref); free(mag);
             free(O1); free(O2); free(Q1); free(Q2); free(K1); free(K2); free(V1); free(V2);

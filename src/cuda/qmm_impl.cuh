@@ -940,7 +940,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     mmv_range<KS>(K, ks, s0, s1);
     /* rows of the tile within its expert: rows past N compute on row N-1 and
        are not stored, nor are columns past the tile's pairs, which compute on
-       pair 0 (mmv_steps) */
+       pair 0 (see mmv_steps_any) */
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
