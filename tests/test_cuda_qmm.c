@@ -483,11 +483,14 @@ static void test_sort_and_dense_mma(void) {
 }
 
 /* The MMV kernels' two load variants (qmm_impl.cuh mmv_steps_any and
- * mmv_steps_fast) share one arithmetic: the same call on activations that
- * are 16-byte aligned (fast) and 2 bytes off (generic) must give the same
- * bits. Shapes: K = 3072 (ranges of 12 steps: three batches); gs 128 (two
- * steps per scale); a dense matrix of 40 rows (a partial row block); M = 1
- * and 3 unsorted, 12 sorted; gate/up fused and down + combine for E > 1. */
+ * mmv_fast) share one arithmetic: the same call on activations that are
+ * 16-byte aligned (fast) and 2 bytes off (generic) must give the same bits.
+ * The fast variant loads batches of 2 steps (experts; dense from 2 tokens)
+ * or 4 (dense at one token, the fused combine), the generic one of 4, so this
+ * also compares the batch depths. Shapes: K = 3072 (ranges of 12 steps);
+ * gs 128 (two steps per scale); a dense matrix of 40 rows (a partial row
+ * block); M = 1 and 3 unsorted, 12 sorted; gate/up fused and down + combine
+ * for E > 1. */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);

@@ -50,35 +50,35 @@
  * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
  *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
  *                           (experts always; same arithmetic). */
-static int env_tokens(const char *name, int dflt) {
-    const char *s = getenv(name);
-    int x = s ? atoi(s) : 0;
-    return x > 0 ? x : dflt;
+/* name's value (a positive integer, else dflt), read into *v on the first
+ * call (-1: not read yet) */
+static int env_tokens(int *v, const char *name, int dflt) {
+    if (*v < 0) {
+        const char *s = getenv(name);
+        const int x = s ? atoi(s) : 0;
+        *v = x > 0 ? x : dflt;
+    }
+    return *v;
 }
 static int mma_min_tokens(void) {
     static int v = -1;
-    if (v < 0) v = env_tokens("ZMLX_CUDA_MMA_MIN_TOKENS", 8);
-    return v;
+    return env_tokens(&v, "ZMLX_CUDA_MMA_MIN_TOKENS", 8);
 }
 static int mmv_max_tokens(void) {
     static int v = -1;
-    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_MAX_TOKENS", 128);
-    return v;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_MAX_TOKENS", 128);
 }
 static int mmv_sort_tokens(void) {
     static int v = -1;
-    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_SORT_TOKENS", 8);
-    return v;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_SORT_TOKENS", 8);
 }
 static int mmv_combine_tokens(void) {
     static int v = -1;
-    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
-    return v;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
 }
 static int mmv_half_tokens(void) {
     static int v = -1;
-    if (v < 0) v = env_tokens("ZMLX_CUDA_MMV_HALF_TOKENS", 2);
-    return v;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_HALF_TOKENS", 2);
 }
 
 enum { PATH_GEMV, PATH_MMA, PATH_COLS, PATH_MMV };
