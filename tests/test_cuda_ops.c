@@ -78,12 +78,14 @@ static void test_softmax(void) {
 }
 
 /* f64 router oracle (independent of the kernels): selection scores, top-k
- * by descending score with ties to the lower index, weights. */
+ * by descending score with ties to the lower index, weights. E <= ORACLE_E,
+ * k <= ORACLE_K. */
+enum { ORACLE_E = 512, ORACLE_K = 64 };
 static void route_oracle(const zmlx_router_params *p, const float *bias, const double *l,
                          int32_t *idx, double *w) {
     const int E = p->E, k = p->k;
-    double sc[256], sel[256];
-    int taken[256] = {0};
+    double sc[ORACLE_E], sel[ORACLE_E];
+    int taken[ORACLE_E] = {0};
     const int sig = p->kind == ZMLX_ROUTER_SIGMOID_TOPK || p->kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
     double m = -INFINITY, s = 0;
     for (int e = 0; e < E; e++) m = fmax(m, l[e]);
@@ -93,8 +95,8 @@ static void route_oracle(const zmlx_router_params *p, const float *bias, const d
         sel[e] = sig && bias ? sc[e] + bias[e] : sc[e];
     }
     if (p->kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK) {
-        int G = p->n_group, per = E / G, keep[256] = {0};
-        double gs[256];
+        int G = p->n_group, per = E / G, keep[ORACLE_E] = {0};
+        double gs[ORACLE_E];
         for (int g = 0; g < G; g++) {
             double a = -INFINITY, b = -INFINITY;
             for (int e = 0; e < per; e++) {
@@ -149,8 +151,8 @@ static void route_vs_oracle(const zmlx_router_params *p, const float *hbias, zml
     float *W = ct_host(w, sizeof(float) * (size_t)(n_tok * k));
     *bad_idx = *bad_w = 0;
     for (int64_t t = 0; t < n_tok; t++) {
-        double lt[256], rw[32];
-        int32_t ri[32];
+        double lt[ORACLE_E], rw[ORACLE_K];
+        int32_t ri[ORACLE_K];
         for (int64_t e = 0; e < E; e++) lt[e] = ct_get(T, hl, t * E + e);
         route_oracle(p, hbias, lt, ri, rw);
         for (int j = 0; j < k; j++) {
@@ -195,14 +197,16 @@ static void test_router(void) {
 }
 
 /* Ties: logits on five levels (0 stored as +0 and -0 alternately), E = 128
- * (the Qwen3 router) and 100 (not a multiple of the warp), k = 8: every
- * selection among equal scores must go to the lower index, as the oracle's. */
+ * (the Qwen3 router) and 100 (not a multiple of the warp), k = 8, on the
+ * one-warp kernel; E = 300 and k = 40 on the block kernel (the grouped kind
+ * always): every selection among equal scores must go to the lower index, as
+ * the oracle's. */
 static void test_router_ties(void) {
-    static const int Es[2] = {128, 100};
+    static const int Es[4] = {128, 100, 300, 100}, Ks[4] = {8, 8, 8, 40};
     for (int kind = 0; kind < ZMLX_ROUTER_COUNT_; kind++)
-        for (int ei = 0; ei < 2; ei++) {
+        for (int ei = 0; ei < 4; ei++) {
             const zmlx_dtype T = TS[(kind + ei) % 3];
-            zmlx_router_params p = {(zmlx_router_kind)kind, Es[ei], 8, kind != 3, kind ? 1e-20f : 0.0f,
+            zmlx_router_params p = {(zmlx_router_kind)kind, Es[ei], Ks[ei], kind != 3, kind ? 1e-20f : 0.0f,
                                     kind == 1 ? 2.5f : 0.0f, NULL, 4, 2};
             const int64_t n_tok = 7, E = p.E;
             const size_t lb = (size_t)(n_tok * E) * zmlx_dtype_size(T);
@@ -217,8 +221,8 @@ static void test_router_ties(void) {
                 }
             int bad_idx, bad_w;
             route_vs_oracle(&p, NULL, T, hl, n_tok, &bad_idx, &bad_w);
-            CHECKF(bad_idx == 0 && bad_w == 0, "router ties kind %d E %d: %d ids, %d weights off", kind, p.E,
-                   bad_idx, bad_w);
+            CHECKF(bad_idx == 0 && bad_w == 0, "router ties kind %d E %d k %d: %d ids, %d weights off", kind, p.E,
+                   p.k, bad_idx, bad_w);
             free(hl);
         }
 }

@@ -198,7 +198,8 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
     for (int e = lane; e < E; e += 32) key[e] = okey(sel[e]);
 }
 
-/* Block of ROUTE_T threads per token: warp 0 computes the scores and keys;
+/* The other shapes (the grouped kind, E > 32 ROUTE_RB, k > 32): a block of
+ * ROUTE_T threads per token: warp 0 computes the scores and keys;
  * then a quad of threads ranks each entry e = tid/4, tid/4 + ROUTE_T/4, ...
  * (lane q of the quad counts over j = q, q+4, ...; two shuffles add the four
  * counts): rank(e) = #{j : key_j > key_e, or key_j == key_e and j < e}, the
@@ -278,9 +279,113 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
     }
 }
 
+/* One warp per token for the common shapes (route_warp_ok: not the grouped
+ * kind, E <= 32 ROUTE_RB, k <= 32), all in registers: lane l holds entries
+ * l + 32i, loaded at once; the scores and keys as route_keys computes them
+ * (same per-lane order, same shuffle trees); k rounds of two warp reductions
+ * (max key, then min index among the lanes holding it: ties to the lower
+ * index) picking the slots as warp_take's rounds and k_route's ranks do, the
+ * winner's score broadcast and summed in slot order; lane j < k then holds
+ * slot j and computes its weight as k_route's warp 0 does. No shared memory
+ * and no block barrier on the route's serial path (k_route: logits into
+ * shared memory, two barriers around the ranks; ~0.7 us less per call in
+ * the decode step, NOTES.md "v8"). The same formulas in the same order as
+ * k_route, so the same ids and weights by construction. */
+enum { ROUTE_RB = 8 };
+static bool route_warp_ok(const zmlx_router_params *p) {
+    return p->kind != ZMLX_ROUTER_SIGMOID_GROUPED_TOPK && p->E <= 32 * ROUTE_RB && p->k <= 32;
+}
+template <typename TT>
+__global__ void __launch_bounds__(32)
+k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
+    zcu_pdl_entry();
+    const int E = p.E, k = p.k, lane = threadIdx.x;
+    const int64_t t = blockIdx.x;
+    const TT *row = logits + t * E;
+    const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK;
+    float sc[ROUTE_RB], bias[ROUTE_RB];
+#pragma unroll
+    for (int i = 0; i < ROUTE_RB; i++) {
+        const int e = lane + 32 * i;
+        sc[i] = e < E ? zcu_ld(row, e) : 0.0f;
+        bias[i] = e < E && p.bias ? p.bias[e] : 0.0f;
+    }
+    bool bad = false;
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < ROUTE_RB; i++)
+        if (lane + 32 * i < E) {
+            if (!isfinite(sc[i]) || !isfinite(bias[i])) bad = true;
+            m = nmax(m, sc[i]);
+        }
+    if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(err, 1);
+    if (p.kind == ZMLX_ROUTER_SOFTMAX_TOPK) {
+        m = wmax(m);
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ROUTE_RB; i++)
+            if (lane + 32 * i < E) {
+                sc[i] = expf(__fsub_rn(sc[i], m));
+                s = __fadd_rn(s, sc[i]);
+            }
+        const float inv = __fdiv_rn(1.0f, wsum(s));
+#pragma unroll
+        for (int i = 0; i < ROUTE_RB; i++) sc[i] = __fmul_rn(sc[i], inv);
+    }
+    uint32_t key[ROUTE_RB];
+#pragma unroll
+    for (int i = 0; i < ROUTE_RB; i++) {
+        if (sigmoid) sc[i] = zcu_sigmoid(sc[i]);
+        key[i] = lane + 32 * i < E ? okey(sigmoid && p.bias ? __fadd_rn(sc[i], bias[i]) : sc[i]) : 0u;
+    }
+    int slot = 0;
+    float wsel = 0.0f, wsum_ = 0.0f, wmax_ = -INFINITY;
+    for (int j = 0; j < k; j++) {
+        uint32_t bk = 0;
+        int bi = -1;
+#pragma unroll
+        for (int i = 0; i < ROUTE_RB; i++)
+            if (key[i] > bk) { bk = key[i]; bi = lane + 32 * i; }
+        const uint32_t mk = __reduce_max_sync(0xffffffffu, bk);
+        const uint32_t wi = __reduce_min_sync(0xffffffffu, bk == mk && bi >= 0 ? (uint32_t)bi : 0xffffffffu);
+        const int e = wi == 0xffffffffu ? 0 : (int)wi; /* none left: NaN scores, flagged above */
+        float se = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ROUTE_RB; i++)
+            if (lane + 32 * i == e) { se = sc[i]; key[i] = 0; }
+        se = __shfl_sync(0xffffffffu, se, e & 31);
+        wsum_ = __fadd_rn(wsum_, se);
+        wmax_ = nmax(wmax_, se);
+        if (lane == j) { slot = e; wsel = se; }
+    }
+    int32_t *idx = idx_out + t * k;
+    float *w = w_out + t * k;
+    if (lane < k) idx[lane] = slot;
+    if (p.kind == ZMLX_ROUTER_TOPK_SOFTMAX) {
+        const float ex = lane < k ? expf(__fsub_rn(wsel, wmax_)) : 0.0f;
+        float s = 0.0f;
+        for (int j = 0; j < k; j++) s = __fadd_rn(s, __shfl_sync(0xffffffffu, ex, j));
+        const float inv = __fdiv_rn(1.0f, s);
+        if (lane < k) w[lane] = __fmul_rn(ex, inv);
+        return;
+    }
+    const float den = sigmoid ? __fadd_rn(wsum_, p.norm_eps) : wsum_;
+    const float scl = sigmoid && p.scale != 0.0f ? p.scale : 1.0f;
+    float v = wsel;
+    if (p.norm_topk) v = __fdiv_rn(v, den);
+    if (sigmoid) v = __fmul_rn(v, scl);
+    if (lane < k) w[lane] = v;
+}
+
 template <typename TT>
 static zmlx_status route_t(zcu_state *s, const zmlx_router_params *p, const void *logits,
                            int64_t n_tok, int32_t *idx, float *w) {
+    if (route_warp_ok(p)) {
+        zcu_launch(ZCU_PDL_OPS, k_route_warp<TT>, (unsigned)n_tok, 32, 0, s->stream, *p, (const TT *)logits, idx, w,
+                   s->err_flag);
+        ZCU_LAUNCHED();
+        return ZMLX_OK;
+    }
     const size_t shm = (size_t)p->E * (4 * sizeof(float) + 1);
     if (shm > 200 * 1024) return ZMLX_ERR_UNSUPPORTED;
     if (shm > 48 * 1024)
