@@ -136,6 +136,11 @@ __device__ __forceinline__ int warp_take(uint32_t *key, int n, uint32_t &bk, int
     return (int)wi;
 }
 
+/* the kinds that score by sigmoid (bias, norm_eps and scale apply to them) */
+__device__ __forceinline__ bool route_sigmoid(const zmlx_router_params &p) {
+    return p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
+}
+
 /* Warp 0 of k_route: selection scores of one token's logits row into
  * score[] (the weights' source) and the unsigned keys of the selection values
  * into key (= sel) — for the grouped kind only the kept groups' entries keep
@@ -145,7 +150,7 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
                            unsigned char *keep, int *err) {
     const int E = p.E, lane = threadIdx.x & 31;
     uint32_t *key = (uint32_t *)sel, *gkey = (uint32_t *)gsc;
-    const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
+    const bool sigmoid = route_sigmoid(p);
     bool bad = false;
     float m = -INFINITY;
     for (int e = lane; e < E; e += 32) {
@@ -196,6 +201,17 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
         __syncwarp();
     }
     for (int e = lane; e < E; e += 32) key[e] = okey(sel[e]);
+}
+
+/* The weight of a selected entry with score v, for every kind but
+ * TOPK_SOFTMAX: renormalised by wsum (the selected scores summed in slot
+ * order; + norm_eps for the sigmoid kinds) when norm_topk, times scale for
+ * the sigmoid kinds. Both route kernels call it, so they round alike. */
+__device__ __forceinline__ float route_weight(const zmlx_router_params &p, float v, float wsum) {
+    const bool sigmoid = route_sigmoid(p);
+    if (p.norm_topk) v = __fdiv_rn(v, sigmoid ? __fadd_rn(wsum, p.norm_eps) : wsum);
+    if (sigmoid) v = __fmul_rn(v, p.scale != 0.0f ? p.scale : 1.0f);
+    return v;
 }
 
 /* The other shapes (the grouped kind, E > 32 ROUTE_RB, k > 32): a block of
@@ -249,7 +265,6 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
     if (threadIdx.x >= 32) return;
     int32_t *idx = idx_out + t * k;
     float *w = w_out + t * k;
-    const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK || p.kind == ZMLX_ROUTER_SIGMOID_GROUPED_TOPK;
     /* the weight sum (norm_topk) and max (topk_softmax) run in slot order, as
        the reference's: every lane accumulates the same values */
     float wsum_ = 0.0f, wmax_ = -INFINITY;
@@ -269,14 +284,7 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
         for (int j = lane; j < k; j += 32) w[j] = __fmul_rn(wsel[j], inv);
         return;
     }
-    const float den = sigmoid ? __fadd_rn(wsum_, p.norm_eps) : wsum_;
-    const float sc = sigmoid && p.scale != 0.0f ? p.scale : 1.0f;
-    for (int j = lane; j < k; j += 32) {
-        float v = wsel[j];
-        if (p.norm_topk) v = __fdiv_rn(v, den);
-        if (sigmoid) v = __fmul_rn(v, sc);
-        w[j] = v;
-    }
+    for (int j = lane; j < k; j += 32) w[j] = route_weight(p, wsel[j], wsum_);
 }
 
 /* One warp per token for the common shapes (route_warp_ok: not the grouped
@@ -302,7 +310,7 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
     const int E = p.E, k = p.k, lane = threadIdx.x;
     const int64_t t = blockIdx.x;
     const TT *row = logits + t * E;
-    const bool sigmoid = p.kind == ZMLX_ROUTER_SIGMOID_TOPK;
+    const bool sigmoid = route_sigmoid(p);
     float sc[ROUTE_RB], bias[ROUTE_RB];
 #pragma unroll
     for (int i = 0; i < ROUTE_RB; i++) {
@@ -369,12 +377,7 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
         if (lane < k) w[lane] = __fmul_rn(ex, inv);
         return;
     }
-    const float den = sigmoid ? __fadd_rn(wsum_, p.norm_eps) : wsum_;
-    const float scl = sigmoid && p.scale != 0.0f ? p.scale : 1.0f;
-    float v = wsel;
-    if (p.norm_topk) v = __fdiv_rn(v, den);
-    if (sigmoid) v = __fmul_rn(v, scl);
-    if (lane < k) w[lane] = v;
+    if (lane < k) w[lane] = route_weight(p, wsel, wsum_);
 }
 
 template <typename TT>
