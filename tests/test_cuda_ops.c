@@ -570,6 +570,8 @@ static void test_model_shapes(void) {
  * caches), for 5 tokens and for one, multi-chunk and single-chunk contexts,
  * a window and sinks, and a context of more chunks than k_attn's grid holds
  * (head dim 512: short chunks, 1500 positions: blocks loop over chunks);
+ * head dim 128 with a traditional rope over 96 of the features; given
+ * inverse frequencies and no q/k norms;
  * close to the CPU reference; a graph that replays it with i32_add advancing
  * the position == eager calls; an out-of-range position flags
  * ZMLX_ERR_RANGE at the sync and leaves the caches alone. */
@@ -583,27 +585,31 @@ static void test_attention_step(void) {
         for (int vi = 0; vi < 2 * NV; vi++) {
             /* variants v with NT tokens, then with one */
             const int v = vi % NV;
-            const int64_t nt = vi < NV ? NT : 1, HD = v == 3 ? 512 : 64, CAP = v == 3 ? 1600 : 300;
+            const int64_t nt = vi < NV ? NT : 1, HD = v == 3 ? 512 : v == 1 ? 128 : 64, CAP = v == 3 ? 1600 : 300;
             const int64_t row = (HQ + 2 * HKV) * HD, nq = HQ * HD, nk = HKV * HD;
             const zmlx_dtype T = TS[ti];
             const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(nt * row) * es;
             const size_t ob = (size_t)(nt * nq) * es;
             const int32_t pos0 = v == 1 ? 10 : v == 3 ? 1500 : 137; /* one chunk of 64 / several / > ATT_GRID */
-            const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = HD, .base = 10000.0f};
+            float hinv[32];
+            for (int i = 0; i < 32; i++) hinv[i] = 1.0f / (float)(1 + 3 * i);
+            float *dinv = ct_dev(hinv, sizeof hinv);
+            const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = v == 1 ? 96 : HD, .base = 10000.0f,
+                                         .traditional = v == 1, .inv_freq = v == 2 ? dinv : NULL};
             const zmlx_attn_params ap = {HQ, HKV, HD, HD, CAP, 0.125f, v == 2 ? 50 : 0, v == 2 ? sinks : NULL};
             void *hqkv = ct_rand(&r, T, nt * row, -2, 2), *hk = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
             void *hv = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
             void *hqn = ct_rand(&r, T, HD, 0.5f, 1.5f), *hkn = ct_rand(&r, T, HD, 0.5f, 1.5f);
             void *qn = ct_dev(hqn, HD * es), *kn = ct_dev(hkn, HD * es);
-            const zmlx_attn_step_params sp = {ap, &rp, qn, kn, 1e-6f};
+            const zmlx_attn_step_params sp = {ap, &rp, v == 2 ? NULL : qn, v == 2 ? NULL : kn, 1e-6f};
             int32_t *pos = ct_dev(&pos0, sizeof pos0);
             void *qkv1 = ct_dev(hqkv, qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
             void *qkv2 = ct_dev(hqkv, qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);
             CHECK_EQ_INT(zmlx_attention_step(g_ctx, &sp, T, qkv1, nt, pos, k1, v1, o1), ZMLX_OK);
             for (int64_t t = 0; t < nt; t++) {
                 char *q = (char *)qkv2 + (size_t)(t * row) * es, *k = q + (size_t)nq * es, *vv = k + (size_t)nk * es;
-                CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, q, qn, HQ, HD, 1e-6f, q), ZMLX_OK);
-                CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, k, kn, HKV, HD, 1e-6f, k), ZMLX_OK);
+                if (sp.q_norm) CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, q, qn, HQ, HD, 1e-6f, q), ZMLX_OK);
+                if (sp.k_norm) CHECK_EQ_INT(zmlx_rms_norm(g_ctx, T, k, kn, HKV, HD, 1e-6f, k), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_rope(g_ctx, &rp, T, q, 1, HQ, NULL, pos0 + t), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_rope(g_ctx, &rp, T, k, 1, HKV, NULL, pos0 + t), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_kv_append(g_ctx, T, k, 1, HKV, HD, k2, CAP, pos0 + t), ZMLX_OK);
@@ -622,7 +628,11 @@ static void test_attention_step(void) {
             void *hq2 = h_alloc(qb), *hk2 = h_alloc(cb), *hv2 = h_alloc(cb), *ho = h_alloc(ob);
             memcpy(hq2, hqkv, qb), memcpy(hk2, hk, cb), memcpy(hv2, hv, cb);
             zmlx_attn_step_params hsp = sp;
-            hsp.q_norm = hqn, hsp.k_norm = hkn, hsp.attn.sinks = v == 2 ? hsinks : NULL;
+            zmlx_rope_params hrp = rp;
+            hrp.inv_freq = rp.inv_freq ? hinv : NULL;
+            hsp.rope = &hrp;
+            hsp.q_norm = sp.q_norm ? hqn : NULL, hsp.k_norm = sp.k_norm ? hkn : NULL;
+            hsp.attn.sinks = v == 2 ? hsinks : NULL;
             CHECK_EQ_INT(zmlx_attention_step(NULL, &hsp, T, hq2, nt, &pos0, hk2, hv2, ho), ZMLX_OK);
             double *ref = h_alloc(sizeof(double) * (size_t)(nt * nq)), *mag = h_alloc(sizeof(double) * (size_t)(nt * nq));
             for (int64_t i = 0; i < nt * nq; i++) ref[i] = ct_get(T, ho, i), mag[i] = 1.0;
@@ -680,7 +690,7 @@ static void test_attention_step(void) {
                 free(K0); free(Kafter);
             }
             free(hqkv); free(hk); free(hv); free(hqn); free(hkn);
-            void *bufs[] = {qn, kn, pos, qkv1, k1, v1, o1, qkv2, k2, v2, o2};
+            void *bufs[] = {qn, kn, pos, qkv1, k1, v1, o1, qkv2, k2, v2, o2, dinv};
             for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) zmlx_mem_free(g_ctx, bufs[i]);
         }
     zmlx_mem_free(g_ctx, sinks);
