@@ -490,8 +490,9 @@ static void test_sort_and_dense_mma(void) {
  * also compares the batch depths. Shapes: K = 3072 (ranges of 12 steps);
  * gs 128 (two steps per scale); a dense matrix of 40 rows (a partial row
  * block); experts with K = 2048 (the Qwen3 gate/up: 4 ranges of 8 steps);
- * M = 1 and 3 unsorted, 12 sorted; gate/up fused and down + combine for
- * E > 1. */
+ * an LM-head-shaped matrix (65552 x 2048: the staged variant at M = 1 and 3,
+ * aligned, against the generic one); M = 1 and 3 unsorted, 12 sorted; gate/up
+ * fused and down + combine for E > 1. */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);
@@ -506,7 +507,7 @@ static void test_mmv_variants(void) {
     const zmlx_dtype T = ZMLX_BF16;
     const struct { fmt f; int64_t E, F, D; int k; } cs[] = {
         {AFF4, 8, 256, 3072, 2}, {{ZMLX_QMODE_AFFINE, 4, 128}, 6, 256, 1024, 3}, {AFF4, 1, 40, 2048, 1},
-        {AFF4, 8, 192, 2048, 2}};
+        {AFF4, 8, 192, 2048, 2}, {AFF4, 1, 65552, 2048, 1}};
     const int64_t Ms[] = {1, 3, 12};
     char what[160];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {

@@ -870,6 +870,91 @@ struct mmv_fast {
         }
     }
 };
+/* Staged variant of k_mmv for the LM head's shape (E = 1, so KS = 2 K
+ * ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte aligned rows,
+ * scales and biases: slab_fits). Its ~9500 blocks run in ~7 waves, and a
+ * block of the register variant waits on memory once per batch of 4 steps;
+ * here each block requests its 16 rows whole on entry (before the PDL wait:
+ * weights do not depend on the previous kernel) by bulk copies (TMA,
+ * cp.async.bulk: no registers held while in flight) into shared memory: row
+ * j's K range q (warp q's) on mbarrier q, the tile's scales and biases
+ * (contiguous rows) on mbarrier KS; warp q computes once its range and the
+ * scales have landed. The same mmv_step calls in the same step order as
+ * mmv_fast: the same bits. (Tried for the experts' gate/up too, per warp and
+ * per block: slower there, NOTES.md v9.) */
+enum { SLAB_STEPS = 32, SLAB_KS = 2 };
+struct alignas(16) mmv_slab {
+    static constexpr int ROW = SLAB_STEPS * 32 + 16; /* codes bytes per row, padded against bank conflicts */
+    uint8_t codes[16][ROW];
+    unsigned short sc[16][SLAB_STEPS], bi[16][SLAB_STEPS];
+    unsigned long long bar[SLAB_KS + 1];
+};
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void bar_init(unsigned long long *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)));
+#endif
+}
+__device__ __forceinline__ void bar_expect(unsigned long long *bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void bar_wait(unsigned long long *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar))
+                     : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, unsigned long long *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+#endif
+}
+/* Rows n0.. of q into the slab; every thread of the block (SLAB_KS warps) calls it. */
+__device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &q, int64_t n0) {
+    constexpr uint32_t QB = SLAB_STEPS / SLAB_KS * 32, META = 16 * SLAB_STEPS * 2;
+    const int i = threadIdx.x;
+    if (i == 0) {
+        for (int k = 0; k <= SLAB_KS; k++) bar_init(&S.bar[k]);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        for (int k = 0; k < SLAB_KS; k++) bar_expect(&S.bar[k], 16 * QB);
+        bar_expect(&S.bar[SLAB_KS], 2 * META);
+    }
+    __syncthreads(); /* the barriers made and armed before any copy lands */
+    if (i < 16 * SLAB_KS) { /* codes: row j, K range k */
+        const int j = i & 15, k = i >> 4;
+        bulk_copy(&S.codes[j][k * QB], q.w + (n0 + j) * q.row_bytes + k * QB, QB, &S.bar[k]);
+    } else if (i < 16 * SLAB_KS + 2) { /* scales, biases: 16 contiguous rows each */
+        const bool bias = i & 1;
+        bulk_copy(bias ? S.bi[0] : S.sc[0], (const unsigned short *)(bias ? q.biases : q.scales) + n0 * q.gpr, META,
+                  &S.bar[SLAB_KS]);
+    }
+}
+/* Warp ks's steps from the slab: rows gq and gq + 8, x row xc. */
+template <typename TT>
+__device__ __forceinline__ void slab_run(mmv_slab &S, const TT *xc, int ks, int gq, int tq, float (&acc)[4]) {
+    constexpr int PER = SLAB_STEPS / SLAB_KS;
+    bar_wait(&S.bar[SLAB_KS]);
+    bar_wait(&S.bar[ks]);
+    const int s0 = ks * PER;
+    const uint4 *px = (const uint4 *)(xc + tq * 16) + s0 * 8;
+#pragma unroll 4
+    for (int u = 0; u < PER; u++) {
+        const uint2 wa = *(const uint2 *)&S.codes[gq][(s0 + u) * 32 + tq * 8];
+        const uint2 wb = *(const uint2 *)&S.codes[gq + 8][(s0 + u) * 32 + tq * 8];
+        const uint32_t r[4] = {S.sc[gq][s0 + u], S.bi[gq][s0 + u], S.sc[gq + 8][s0 + u], S.bi[gq + 8][s0 + u]};
+        mmv_step<TT>(wa, wb, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r, mmv_consts<TT>::ST, acc);
+    }
+}
+
 /* The variant of k_mmv / k_mmv_combine: LG >= 0 the fast one. */
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
@@ -928,11 +1013,12 @@ __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
  * tile i = pair i. */
-template <typename TT, bool FUSED, int LG, int KS, int U>
-__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
+template <typename TT, bool FUSED, int LG, int KS, int U, bool ST = false>
+__global__ void __launch_bounds__(KS * 32, ST ? 10 : LG >= 0 ? MMV_MINB * 4 / KS : 1) /* ST: ~19 KB of slab per block */
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y) {
     __shared__ float red[KS][16][MMV_TILE];
+    extern __shared__ __align__(16) unsigned char mmv_shm[]; /* ST: the slab */
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int64_t ti = blockIdx.x / nrb, n0 = (blockIdx.x % nrb) * rpt;
     const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
@@ -945,7 +1031,9 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
     mmv_fast<TT, LG < 0 ? 0 : LG, U> f;
-    if (dense) { /* the K range into L2, the first batch into registers */
+    if (ST) {
+        slab_request(*(mmv_slab *)mmv_shm, qa, n0);
+    } else if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
         mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
         if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
@@ -963,7 +1051,9 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start; /* pair of column gq */
     const TT *xc = x + (x_per_slot ? pc : pc / k) * K;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (LG >= 0) {
+    if (ST) {
+        slab_run<TT>(*(mmv_slab *)mmv_shm, xc, ks, gq, tq, acc);
+    } else if (LG >= 0) {
         if (!dense) f.begin(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -1175,6 +1265,15 @@ template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
     else f(std::integral_constant<int, 4>{});
 }
 
+/* Whether a weight takes the staged variant (mmv_slab): one matrix of
+ * SLAB_KS K ranges (the LM head's shape), whole 16-row tiles, bulk-copy
+ * alignment. */
+static bool slab_fits(const zcu_qw &q) {
+    return q.E == 1 && q.gs == 64 && mmv_ks(q) == SLAB_KS && q.cols == 64 * SLAB_STEPS && q.rows % 16 == 0 &&
+           ((uintptr_t)q.w & 15) == 0 && q.row_bytes % 16 == 0 && ((uintptr_t)q.scales & 15) == 0 &&
+           ((uintptr_t)q.biases & 15) == 0;
+}
+
 /* MMV launchers (affine 4-bit only, so no format dispatch; none for f32) */
 template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
@@ -1182,14 +1281,19 @@ template <typename TT> struct mmv_launch {
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
         const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
+        /* not with sorted tiles: a block past the tile count leaves before its
+           copies land, and its shared memory must not be written after it */
+        const bool st = !FUSED && !a.perm && lg == 0 && slab_fits(a.qa);
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value, H = MMV_U / 2;
-            zcu_launch(ZCU_PDL_QMM,
-                       lg == 0   ? (half ? k_mmv<TT, FUSED, 0, KS, H> : k_mmv<TT, FUSED, 0, KS, MMV_U>)
-                       : lg == 1 ? (half ? k_mmv<TT, FUSED, 1, KS, H> : k_mmv<TT, FUSED, 1, KS, MMV_U>)
-                                 : k_mmv<TT, FUSED, -1, KS, MMV_U>,
-                       (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k,
-                       a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
+            auto kern = lg == 0   ? (half ? k_mmv<TT, FUSED, 0, KS, H> : k_mmv<TT, FUSED, 0, KS, MMV_U>)
+                        : lg == 1 ? (half ? k_mmv<TT, FUSED, 1, KS, H> : k_mmv<TT, FUSED, 1, KS, MMV_U>)
+                                  : k_mmv<TT, FUSED, -1, KS, MMV_U>;
+            size_t shm = 0;
+            if constexpr (KS == SLAB_KS && !FUSED)
+                if (st) kern = k_mmv<TT, FUSED, 0, KS, MMV_U, true>, shm = sizeof(mmv_slab);
+            zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, shm, a.st, a.qa, a.qb, (const TT *)a.x,
+                       a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
