@@ -462,6 +462,14 @@ zmlx_status zmlx_attention_step(zmlx_ctx *ctx, const zmlx_attn_step_params *p, z
 zmlx_status zmlx_argmax(zmlx_ctx *ctx, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                         int32_t *idx);
 
+/* An output projection and the argmax of its rows in one call (the LM head
+ * of a greedy decode): y = x·Wᵀ as zmlx_gather_qmm(ctx, T, x, n_tok, 0, W,
+ * NULL, 1, y), and idx[t] = the argmax of row t of y as zmlx_argmax(ctx, T,
+ * y, n_tok, W->N, idx). The same bits as those two calls; y is written too.
+ * W: one matrix (E = 1), W->N <= INT32_MAX. */
+zmlx_status zmlx_qmm_argmax(zmlx_ctx *ctx, zmlx_dtype T, const void *x, int64_t n_tok,
+                            const zmlx_qweight *W, void *y, int32_t *idx);
+
 /* x[i] += delta for i < n, int32 in the ctx's memory: a position counter a
  * captured graph advances by itself. */
 zmlx_status zmlx_i32_add(zmlx_ctx *ctx, int32_t *x, int64_t n, int32_t delta);
@@ -555,7 +563,8 @@ void zmlx_model_quant_summary(const zmlx_model *m, zmlx_wcat c, char *buf, size_
  *                CUDA graph per decode step on CUDA)
  *                                         vs q, k, v projections, rms_norm, rope,
  *                                            kv_append, attention_decode
- * swiglu, combine, add_rms_norm and attention are bit-identical to their counterparts by
+ *   lm_head      qmm_argmax              vs gather_qmm, argmax
+ * swiglu, combine, add_rms_norm, attention and lm_head are bit-identical to their counterparts by
  * construction (DESIGN.md §4). router is equal in exact arithmetic (when the
  * model renormalises the top-k weights) but rounds differently: the routing
  * weights may differ in the last f32 bits. Models without norm_topk_prob
@@ -567,16 +576,18 @@ enum {
     ZMLX_PATCH_ADD_RMS_NORM = 1u << 2,
     ZMLX_PATCH_ROUTER = 1u << 3,
     ZMLX_PATCH_ATTENTION = 1u << 4,
-    ZMLX_PATCH_COUNT_ = 5,
+    ZMLX_PATCH_LM_HEAD = 1u << 5,
+    ZMLX_PATCH_COUNT_ = 6,
     ZMLX_PATCH_NONE = 0,
     ZMLX_PATCH_ALL = (1u << ZMLX_PATCH_COUNT_) - 1,
     /* the switches that are bit-identical to their unfused counterparts */
-    ZMLX_PATCH_EXACT = ZMLX_PATCH_SWIGLU | ZMLX_PATCH_COMBINE | ZMLX_PATCH_ADD_RMS_NORM | ZMLX_PATCH_ATTENTION,
+    ZMLX_PATCH_EXACT = ZMLX_PATCH_SWIGLU | ZMLX_PATCH_COMBINE | ZMLX_PATCH_ADD_RMS_NORM | ZMLX_PATCH_ATTENTION |
+                       ZMLX_PATCH_LM_HEAD,
 };
 typedef unsigned zmlx_patch_plan;
 
 /* Name of switch i (0 <= i < ZMLX_PATCH_COUNT_): "swiglu", "combine",
- * "add_rms_norm", "router", "attention"; NULL otherwise. */
+ * "add_rms_norm", "router", "attention", "lm_head"; NULL otherwise. */
 const char *zmlx_patch_switch_name(int i);
 
 /*

@@ -53,6 +53,9 @@ typedef struct zmlx_backend {
     zmlx_status (*argmax)(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                           int32_t *idx);
     zmlx_status (*i32_add)(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
+    /* fused ops a backend may leave NULL: ops.c then runs their unfused chain */
+    zmlx_status (*qmm_argmax)(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
+                              const zmlx_qweight *W, void *y, int32_t *idx);
     /* memory (see zmlx_mem_* in zmlx.h) */
     zmlx_status (*mem_alloc)(zmlx_ctx *, size_t bytes, void **out);
     void (*mem_free)(zmlx_ctx *, void *p);

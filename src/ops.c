@@ -319,6 +319,19 @@ zmlx_status zmlx_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_rows
     return backend_of(c)->argmax(c, T, x, n_rows, n, idx);
 }
 
+zmlx_status zmlx_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_tok, const zmlx_qweight *W,
+                            void *y, int32_t *idx) {
+    CHECK(valid_T(T) && x && y && idx);
+    zmlx_status s = check_weight(c, W);
+    if (s == ZMLX_OK) s = check_gather(c, n_tok, W, NULL, 1);
+    if (s != ZMLX_OK || n_tok == 0) return s;
+    CHECK(W->N <= INT32_MAX);
+    const zmlx_backend *be = backend_of(c);
+    if (be->qmm_argmax) return be->qmm_argmax(c, T, x, n_tok, W, y, idx);
+    s = be->gather_qmm(c, T, x, n_tok, 0, W, NULL, 1, y);
+    return s == ZMLX_OK ? be->argmax(c, T, y, n_tok, W->N, idx) : s;
+}
+
 zmlx_status zmlx_i32_add(zmlx_ctx *c, int32_t *x, int64_t n, int32_t delta) {
     CHECK(x && n >= 0);
     if (n == 0) return ZMLX_OK;

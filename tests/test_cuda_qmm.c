@@ -1,8 +1,8 @@
 /*
  * test_cuda_qmm.c — the CUDA expert matmuls through the public API:
  * gather_qmm (both transposes, plain and gathered, x per token or per slot),
- * gather_qmm_swiglu, gather_qmm_combine, glu_act, moe_combine and
- * embed_lookup, against f64 oracles built from zmlx_dequantize on the host;
+ * gather_qmm_swiglu, gather_qmm_combine, glu_act, moe_combine,
+ * embed_lookup and qmm_argmax, against f64 oracles built from zmlx_dequantize on the host;
  * fused == unfused (memcmp) and repeated runs identical, on the small-M
  * (GEMV) and large-M (sorted, tensor-core) paths; every format and T; and
  * every linear of the tiny models with M swept 1..130 (tight oracle, per-row
@@ -555,6 +555,103 @@ static void test_mmv_variants(void) {
     }
 }
 
+/* qmm_argmax == gather_qmm then argmax (logits and indices, memcmp; the
+ * indices also against the host's zr_argmax of those logits), twice in a
+ * row: the fused argmax's device words must be back at zero after each
+ * call. Returns token 0's index. */
+static int32_t amax_same(const char *what, zmlx_dtype T, const qmat *m, const void *x, int64_t M) {
+    const int64_t N = m->w.N;
+    const size_t yb = (size_t)(M * N) * zmlx_dtype_size(T), ib = (size_t)M * sizeof(int32_t);
+    void *y1 = ct_dev_poison(yb), *y2 = ct_dev_poison(yb);
+    int32_t *i1 = ct_dev_poison(ib), *i2 = ct_dev_poison(ib), first = -1;
+    for (int rep = 0; rep < 2; rep++) {
+        CHECK_EQ_INT(zmlx_qmm_argmax(g_ctx, T, x, M, &m->w, y1, i1), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, M, 0, &m->w, NULL, 1, y2), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_argmax(g_ctx, T, y2, M, N, i2), ZMLX_OK);
+        void *h1 = ct_host(y1, yb), *h2 = ct_host(y2, yb);
+        int32_t *a1 = ct_host(i1, ib), *a2 = ct_host(i2, ib), *host = h_alloc(ib);
+        CHECK_EQ_INT(zmlx_argmax(NULL, T, h2, M, N, host), ZMLX_OK);
+        CHECKF(!memcmp(h1, h2, yb), "%s M %lld: qmm_argmax's logits differ from gather_qmm's", what, (long long)M);
+        for (int64_t t = 0; t < M; t++)
+            CHECKF(a1[t] == a2[t] && a1[t] == host[t], "%s M %lld rep %d token %lld: qmm_argmax %d, argmax %d, host %d",
+                   what, (long long)M, rep, (long long)t, a1[t], a2[t], host[t]);
+        first = a1[0];
+        free(h1); free(h2); free(a1); free(a2); free(host);
+    }
+    void *dev[] = {y1, y2, i1, i2};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) zmlx_mem_free(g_ctx, dev[i]);
+    return first;
+}
+
+/* Row `from` of matrix m (codes, scales, biases; 16-bit scales) copied over
+ * row `to`, or row `to`'s scales set to NaN (from < 0), on the device. */
+static void row_set(const qmat *m, int64_t from, int64_t to) {
+    const size_t rb = (size_t)(m->w.K * m->w.bits / 8), sb = (size_t)(m->w.K / m->w.group_size) * 2;
+    unsigned char buf[8192];
+    CHECK(rb <= sizeof buf && sb <= sizeof buf);
+    if (from < 0) {
+        memset(buf, 0xff, sb); /* a NaN in f16 and bf16 */
+        CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)m->ds + to * sb, buf, sb), ZMLX_OK);
+        return;
+    }
+    struct { void *p; size_t n; } part[3] = {{m->dw, rb}, {m->ds, sb}, {m->db, sb}};
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(zmlx_mem_download(g_ctx, buf, (char *)part[i].p + from * part[i].n, part[i].n), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)part[i].p + to * part[i].n, buf, part[i].n), ZMLX_OK);
+    }
+}
+
+/* qmm_argmax on the fused path (MMV with one pair per tile: the staged
+ * LM-head variant at 65552 x 2048, K ranges 4 / 8 / 16, groups of 128, a
+ * partial last tile, unaligned activations for the generic variant) and on
+ * the unfused ones (sorted tiles from 8 tokens, the 8-bit GEMV); then, on
+ * the LM-head shape, a three-way tie at the maximum in rows of different
+ * blocks (the lowest index wins), the winner's row turned NaN (the
+ * runner-up wins) and every row NaN (index 0). */
+static void test_qmm_argmax(void) {
+    const zmlx_dtype T = ZMLX_BF16;
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const struct { fmt f; int64_t N, K; int unaligned; } cs[] = {
+        {AFF4, 65552, 2048, 0}, {AFF4, 300, 256, 0}, {AFF4, 300, 256, 1}, {AFF4, 2000, 2048, 0},
+        {g128, 1000, 4096, 0}, {a8, 500, 512, 0}};
+    const int64_t Ms[] = {1, 2, 7, 8};
+    char what[96];
+    for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
+        h_rng r = {800 + (uint64_t)c};
+        qmat m;
+        qmat_make(&r, cs[c].f, 1, 1, cs[c].N, cs[c].K, T, &m);
+        for (int mi = 0; mi < 4; mi++) {
+            const int64_t M = Ms[mi];
+            const size_t xb = (size_t)(M * cs[c].K) * 2;
+            void *hx = ct_rand(&r, T, M * cs[c].K, -1, 1), *base = NULL;
+            void *x = cs[c].unaligned ? dev_at2(hx, xb, &base) : ct_dev(hx, xb);
+            snprintf(what, sizeof what, "bits %d gs %d N %lld K %lld%s", cs[c].f.bits, cs[c].f.gs, (long long)cs[c].N,
+                     (long long)cs[c].K, cs[c].unaligned ? " unaligned x" : "");
+            const int32_t a = amax_same(what, T, &m, x, M);
+            if (c == 0 && M == 1) {
+                const int64_t N = cs[c].N, t1 = (a + N / 3) % N, t2 = (a + 2 * N / 3) % N;
+                row_set(&m, a, t1);
+                row_set(&m, a, t2);
+                const int64_t lo = a < t1 ? (a < t2 ? a : t2) : (t1 < t2 ? t1 : t2);
+                snprintf(what, sizeof what, "tie of rows %d, %lld, %lld", a, (long long)t1, (long long)t2);
+                CHECKF(amax_same(what, T, &m, x, M) == lo, "%s: the lowest index %lld wins", what, (long long)lo);
+                row_set(&m, -1, lo);
+                snprintf(what, sizeof what, "row %lld NaN", (long long)lo);
+                CHECKF(amax_same(what, T, &m, x, M) != lo, "%s: a NaN row wins", what);
+                const size_t sb = (size_t)(N * (cs[c].K / 64)) * 2;
+                void *nan = h_alloc(sb);
+                h_poison(nan, sb); /* every scale NaN */
+                CHECK_EQ_INT(zmlx_mem_upload(g_ctx, m.ds, nan, sb), ZMLX_OK);
+                free(nan);
+                CHECKF(amax_same("every row NaN", T, &m, x, M) == 0, "every row NaN: index 0");
+            }
+            free(hx);
+            zmlx_mem_free(g_ctx, cs[c].unaligned ? base : x);
+        }
+        qmat_free(&m);
+    }
+}
+
 static void test_model_shapes(void) {
     const fmt a3 = {ZMLX_QMODE_AFFINE, 3, 32}, mx = {ZMLX_QMODE_MXFP4, 4, 32}, r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const fmt fs[3] = {AFF4, a3, mx};
@@ -593,6 +690,7 @@ int main(void) {
     RUN(test_embed);
     RUN(test_model_shapes);
     RUN(test_mmv_variants);
+    RUN(test_qmm_argmax);
     if (!quick) RUN(test_mmv_ranges);
     if (!quick) RUN(test_sort_and_dense_mma);
     zmlx_ctx_free(g_ctx);

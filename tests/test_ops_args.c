@@ -138,6 +138,23 @@ static void test_gather(zmlx_ctx *c) {
     W1t.transpose = 0, W1t.N = 32, W1t.K = 4; /* a valid [1, K, N] view, not a table */
     CHECK_EQ_INT(zmlx_embed_lookup(c, ZMLX_F32, &W1t, ids_ok, 2, y), INV);
     CHECK_EQ_INT(zmlx_embed_lookup(c, ZMLX_F32, &W1, ids_ok, 0, y), ZMLX_OK);
+    /* qmm_argmax: one matrix (E = 1), all of x, y, idx */
+    int32_t am[2] = {-1, -1}, want[2];
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, &W, y, am), INV); /* E != 1 */
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, NULL, y, am), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, NULL, 2, &W1, y, am), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, &W1, NULL, am), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, &W1, y, NULL), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, -1, &W1, y, am), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_U8, x, 2, &W1, y, am), INV);
+    bad = W1;
+    bad.on_device = 1;
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, &bad, y, am), INV);
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 0, &W1, y, am), ZMLX_OK);
+    CHECK(am[0] == -1); /* no tokens: nothing written */
+    CHECK_EQ_INT(zmlx_qmm_argmax(c, ZMLX_F32, x, 2, &W1, y, am), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_argmax(c, ZMLX_F32, y, 2, W1.N, want), ZMLX_OK);
+    CHECK(am[0] == want[0] && am[1] == want[1]);
 }
 
 static void test_elementwise(zmlx_ctx *c) {

@@ -31,7 +31,8 @@ static void usage(FILE *f) {
             "  --no-think       with --chat: disable thinking (Qwen3: an empty think block)\n"
             "  --print-prompt   print the prompt text exactly as it is encoded, then exit\n"
             "  --max-tokens N   tokens to generate (default 100); stops at EOS unless --ignore-eos\n"
-            "  --patch P        none | exact (default) | all | a comma list of swiglu, combine, add_rms_norm, router, attention\n"
+            "  --patch P        none | exact (default) | all | a comma list of swiglu, combine,\n"
+            "                   add_rms_norm, router, attention, lm_head\n"
             "  --backend B      auto (default: cuda if a GPU is usable, else cpu)\n");
 }
 

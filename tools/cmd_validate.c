@@ -21,8 +21,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: zmlx validate MODEL [--patch P] [--max-tokens N] [--runs R] [--prompt-ids \"1 2 3\"]\n"
             "                      [--backend cpu|cpu-ref|cuda|auto] [--threads N] [--ignore-eos] [--json FILE]\n"
-            "  --patch P        none | exact (default: swiglu,combine,add_rms_norm,attention, the bit-exact\n"
-            "                   switches) | all (exact + router) | auto | a comma list of switches.\n"
+            "  --patch P        none | exact (default: swiglu,combine,add_rms_norm,attention,lm_head, the\n"
+            "                   bit-exact switches) | all (exact + router) | auto | a comma list of switches.\n"
             "                   auto times each bit-exact switch and keeps those faster by more\n"
             "                   than the measured noise.\n"
             "  --max-tokens N   tokens generated per run (default 200); stops early at EOS\n"

@@ -196,6 +196,7 @@ static void cu_destroy(zmlx_ctx *c) {
     }
     cudaFree(s->err_flag);
     cudaFree(s->att_counters);
+    cudaFree(s->amax);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
     c->backend_state = NULL;
@@ -222,6 +223,7 @@ static zmlx_backend make_table(void) {
     t.attention_step = zcu_attention_step;
     t.argmax = zcu_argmax;
     t.i32_add = zcu_i32_add;
+    t.qmm_argmax = zcu_qmm_argmax;
     t.mem_alloc = cu_mem_alloc;
     t.mem_free = cu_mem_free;
     t.upload = cu_upload;
@@ -264,7 +266,9 @@ extern "C" zmlx_status zmlx_cuda_backend_init(zmlx_ctx *c, char *err, size_t err
         (e = cudaMalloc((void **)&s->err_flag, sizeof(int))) != cudaSuccess ||
         (e = cudaMemset(s->err_flag, 0, sizeof(int))) != cudaSuccess ||
         (e = cudaMalloc((void **)&s->att_counters, ZCU_ATT_COUNTERS * sizeof(unsigned))) != cudaSuccess ||
-        (e = cudaMemset(s->att_counters, 0, ZCU_ATT_COUNTERS * sizeof(unsigned))) != cudaSuccess)
+        (e = cudaMemset(s->att_counters, 0, ZCU_ATT_COUNTERS * sizeof(unsigned))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&s->amax, ZCU_AMAX_WORDS * sizeof(unsigned long long))) != cudaSuccess ||
+        (e = cudaMemset(s->amax, 0, ZCU_AMAX_WORDS * sizeof(unsigned long long))) != cudaSuccess)
         return zc_err(err, errlen, zcu_status(e), "CUDA setup on device %d: %s", dev, cudaGetErrorString(e));
     return ZMLX_OK;
 }

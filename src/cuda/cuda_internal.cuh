@@ -37,6 +37,10 @@ typedef struct zcu_buf {
 } zcu_buf;
 
 enum { ZCU_ATT_COUNTERS = 1 << 16 };
+/* The fused argmax of qmm_argmax: up to ZCU_AMAX_TOK tokens, each with
+ * ZCU_AMAX_SLOTS words its blocks' candidates spread over (one warp reduces
+ * them), then a block count: ZCU_AMAX_WORDS zeroed words in all. */
+enum { ZCU_AMAX_TOK = 8, ZCU_AMAX_SLOTS = 32, ZCU_AMAX_WORDS = ZCU_AMAX_TOK * ZCU_AMAX_SLOTS + 1 };
 
 typedef struct zcu_state {
     int device;
@@ -48,6 +52,7 @@ typedef struct zcu_state {
     zcu_buf scratch[3]; /* [0]: expert sort lists, [1]: y of the large-M combine, [2]: attention partials */
     unsigned *att_counters; /* ZCU_ATT_COUNTERS zeroed ints: attention chunk counters (each
                                returns to 0 when its last block is done) */
+    unsigned long long *amax; /* ZCU_AMAX_WORDS zeroed words (back to 0 after each qmm_argmax) */
 } zcu_state;
 
 static inline zcu_state *zcu_state_of(zmlx_ctx *c) { return (zcu_state *)c->backend_state; }
@@ -151,6 +156,33 @@ __device__ __forceinline__ float zcu_round(const __nv_bfloat16 *, float v) {
     ((T) == ZMLX_F32   ? F<float>(__VA_ARGS__)                               \
      : (T) == ZMLX_F16 ? F<__half>(__VA_ARGS__)                              \
                        : F<__nv_bfloat16>(__VA_ARGS__))
+
+/* ------------------------------------------------------------ argmax */
+
+/* Float order as unsigned order, -0 folded into +0 (equal values give equal
+ * keys); no finite or infinite value maps to 0. */
+__device__ __forceinline__ uint32_t okey(float v) {
+    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+/* An argmax candidate (value v at index i < 2^31) as one word: v's key (0
+ * for NaN) above the complement of i. The largest word is then the lowest
+ * index of the largest value, NaN never beats a number, and a row of NaN
+ * gives index 0 (zr_argmax's rule); every candidate is > 0, and the max of
+ * words does not depend on the order they are taken in. */
+__device__ __forceinline__ unsigned long long amax_word(float v, uint32_t i) {
+    return (unsigned long long)(v == v ? okey(v) : 0u) << 32 | (uint32_t)~i;
+}
+__device__ __forceinline__ int32_t amax_index(unsigned long long w) { return (int32_t)~(uint32_t)w; }
+__device__ __forceinline__ unsigned long long amax_max(unsigned long long a, unsigned long long b) {
+    return a > b ? a : b;
+}
+/* the warp's largest word, in every lane */
+__device__ __forceinline__ unsigned long long amax_warp(unsigned long long v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = amax_max(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
 
 /* ------------------------------------------------------- activations */
 
@@ -347,7 +379,15 @@ __device__ __forceinline__ void zcu_dequant_chunk(const zcu_qw &q, int64_t row, 
  * x: the activation input (h for the combines, y for moe_combine, g for
  * glu_act); n_tok doubles as the element count of glu_act and the row count
  * of embed_lookup. */
-typedef enum { ZCU_OP_QMM, ZCU_OP_SWIGLU, ZCU_OP_QMM_COMBINE, ZCU_OP_COMBINE, ZCU_OP_GLU, ZCU_OP_EMBED } zcu_op;
+typedef enum {
+    ZCU_OP_QMM,
+    ZCU_OP_SWIGLU,
+    ZCU_OP_QMM_COMBINE,
+    ZCU_OP_COMBINE,
+    ZCU_OP_GLU,
+    ZCU_OP_EMBED,
+    ZCU_OP_QMM_ARGMAX
+} zcu_op;
 typedef struct zcu_qcall {
     zcu_op op;
     zmlx_dtype T;
@@ -358,6 +398,7 @@ typedef struct zcu_qcall {
     const int32_t *idx;
     const float *w;
     void *y;
+    int32_t *idx_out; /* qmm_argmax: the argmax of each row of y */
 } zcu_qcall;
 zmlx_status zcu_qmm_run_f32(zmlx_ctx *, const zcu_qcall &);
 zmlx_status zcu_qmm_run_f16(zmlx_ctx *, const zcu_qcall &);
@@ -400,6 +441,8 @@ zmlx_status zcu_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_
 zmlx_status zcu_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                        int32_t *idx);
 zmlx_status zcu_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
+zmlx_status zcu_qmm_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok, const zmlx_qweight *W,
+                           void *y, int32_t *idx);
 }
 
 #endif

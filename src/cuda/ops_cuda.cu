@@ -106,17 +106,13 @@ extern "C" zmlx_status zcu_softmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int
 /* ------------------------------------------------------------- router */
 
 /* Top-k selection in rounds, one warp (the grouped kind's choice of groups;
- * k_route ranks the experts instead): every score becomes an unsigned key whose order
- * is the float order (-0 folded into +0, so equal scores give equal keys);
+ * k_route ranks the experts instead): every score becomes an unsigned key (okey) whose
+ * order is the float order (-0 folded into +0, so equal scores give equal keys);
  * key 0 marks a taken entry (no finite or infinite score maps to 0). Lane l
  * owns entries e = l + 32i and keeps the best of its untaken ones, (bk, bi)
  * (the first, i.e. lowest, index among equal keys). A selection round is two
  * warp reductions (max key, then min index among the lanes holding it: ties
  * go to the lower index) and a rescan by the one lane that lost its best. */
-__device__ __forceinline__ uint32_t okey(float v) {
-    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 __device__ __forceinline__ void lane_best(const uint32_t *key, int n, uint32_t &bk, int &bi) {
     bk = 0;
     bi = -1;
@@ -409,20 +405,18 @@ extern "C" zmlx_status zcu_moe_route(zmlx_ctx *c, const zmlx_router_params *p, z
 /* ------------------------------------------------------------- argmax */
 
 /* Block per row. Thread i scans the 8-element runs i, i + blockDim, ... (four
- * runs' loads in flight before the first compare; elements in ascending
- * order), keeping the first of its largest keys (okey order; NaN gets key 0
- * and so never wins, a row of NaN gives index 0); then the block takes the
- * largest key and the lowest index holding it (ties to the lower index, as
- * zr_argmax). */
+ * runs' loads in flight before the first compare) keeping its largest
+ * amax_word, then the block takes the largest of those: ties to the lower
+ * index, NaN ignored, as zr_argmax. */
 enum { AMAX_RUNS = 4 };
 template <typename TT>
 __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t *idx) {
     zcu_pdl_entry();
-    __shared__ uint32_t shk[32], shi[32];
+    __shared__ unsigned long long sh[32];
     const TT *xr = x + (int64_t)blockIdx.x * n;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int64_t run = 8 * (int64_t)blockDim.x;
-    uint32_t bk = 0, bi = 0xffffffffu;
+    unsigned long long best = 0;
     for (int64_t b = 8 * (int64_t)threadIdx.x; b < n; b += AMAX_RUNS * run) {
         float v[AMAX_RUNS][8];
 #pragma unroll
@@ -432,20 +426,15 @@ __global__ void __launch_bounds__(1024) k_argmax(const TT *x, int64_t n, int32_t
 #pragma unroll
             for (int e = 0; e < 8; e++) {
                 const int64_t i = b + u * run + e;
-                const uint32_t k = v[u][e] == v[u][e] ? okey(v[u][e]) : 0u;
-                if (i < n && (k > bk || bi == 0xffffffffu)) bk = k, bi = (uint32_t)i;
+                if (i < n) best = amax_max(best, amax_word(v[u][e], (uint32_t)i));
             }
     }
-    uint32_t mk = __reduce_max_sync(0xffffffffu, bk);
-    uint32_t mi = __reduce_min_sync(0xffffffffu, bk == mk ? bi : 0xffffffffu);
-    if (lane == 0) shk[w] = mk, shi[w] = mi;
+    best = amax_warp(best);
+    if (lane == 0) sh[w] = best;
     __syncthreads();
     if (w == 0) {
-        bk = lane < nw ? shk[lane] : 0u;
-        bi = lane < nw ? shi[lane] : 0xffffffffu;
-        mk = __reduce_max_sync(0xffffffffu, bk);
-        mi = __reduce_min_sync(0xffffffffu, bk == mk ? bi : 0xffffffffu);
-        if (lane == 0) idx[blockIdx.x] = mi == 0xffffffffu ? 0 : (int32_t)mi;
+        best = amax_warp(lane < nw ? sh[lane] : 0ull);
+        if (lane == 0) idx[blockIdx.x] = amax_index(best);
     }
 }
 

@@ -1,7 +1,7 @@
 /*
  * qmm_cuda.cu — the backend entries of the expert matmuls (gather_qmm,
  * gather_qmm_swiglu, glu_act, gather_qmm_combine, moe_combine,
- * embed_lookup): each packs its arguments into a zcu_qcall and hands it to
+ * embed_lookup, qmm_argmax): each packs its arguments into a zcu_qcall and hands it to
  * the runner of its activation type (qmm_f32.cu / qmm_f16.cu / qmm_bf16.cu).
  */
 #include "cuda/cuda_internal.cuh"
@@ -66,5 +66,12 @@ extern "C" zmlx_status zcu_embed_lookup(zmlx_ctx *c, zmlx_dtype T, const zmlx_qw
                                         const int32_t *ids, int64_t n, void *out) {
     zcu_qcall q = call(ZCU_OP_EMBED, T);
     q.Wa = table; q.idx = ids; q.n_tok = n; q.y = out;
+    return run(c, q);
+}
+
+extern "C" zmlx_status zcu_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_tok,
+                                      const zmlx_qweight *W, void *y, int32_t *idx) {
+    zcu_qcall q = call(ZCU_OP_QMM_ARGMAX, T);
+    q.x = x; q.n_tok = n_tok; q.Wa = W; q.y = y; q.idx_out = idx;
     return run(c, q);
 }

@@ -1009,14 +1009,50 @@ __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t
     zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * 32 - lo, tq, 4);
 }
 
+/* qmm_argmax's argmax, after k_mmv's stores (one pair per tile: the block's
+ * rows of the N are all token ti's; best: the thread's largest amax_word of
+ * them):
+ * each warp's best goes into one of token ti's ZCU_AMAX_SLOTS words by an
+ * integer atomic max (the arrival order does not matter), then the block
+ * counts itself done (one release-acquire add by thread 0 between two
+ * barriers, as k_attn); the grid's last block reduces each token's slots
+ * into idx with one warp and zeroes the slots and the count for the next
+ * call. */
+static __device__ __noinline__ void mmv_amax(unsigned long long best, unsigned long long *amax, int32_t *idx, int64_t ti,
+                                             int64_t N) {
+    __shared__ int last;
+    const int64_t n_tok = gridDim.x / ((N + 15) / 16); /* tiles of 16 rows per token */
+    const int lane = threadIdx.x & 31;
+    best = amax_warp(best);
+    if (lane == 0 && best) atomicMax(amax + ti * ZCU_AMAX_SLOTS + blockIdx.x % ZCU_AMAX_SLOTS, best);
+    __syncthreads();
+    unsigned *count = (unsigned *)(amax + ZCU_AMAX_TOK * ZCU_AMAX_SLOTS);
+    if (threadIdx.x == 0) {
+        unsigned before;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n" : "=r"(before) : "l"(count) : "memory");
+        last = before == gridDim.x - 1;
+        if (last) *count = 0;
+    }
+    __syncthreads();
+    if (!last || threadIdx.x >= 32) return;
+    for (int64_t t = 0; t < n_tok; t++) {
+        unsigned long long *slot = amax + t * ZCU_AMAX_SLOTS + lane; /* ZCU_AMAX_SLOTS == 32 */
+        const unsigned long long w = amax_warp(__ldcg(slot));
+        *slot = 0;
+        if (lane == 0) idx[t] = amax_index(w);
+    }
+}
+
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
- * tile i = pair i. */
+ * tile i = pair i. amax (qmm_argmax; plain and unsorted only): the argmax of
+ * each token's row of y into amax_idx (mmv_amax). */
 template <typename TT, bool FUSED, int LG, int KS, int U, bool ST = false>
 __global__ void __launch_bounds__(KS * 32, ST ? 10 : LG >= 0 ? MMV_MINB * 4 / KS : 1) /* ST: ~19 KB of slab per block */
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
-      const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y) {
+      const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
+      int32_t *amax_idx) {
     __shared__ float red[KS][16][MMV_TILE];
     extern __shared__ __align__(16) unsigned char mmv_shm[]; /* ST: the slab */
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
@@ -1065,6 +1101,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     red[ks][gq + 8][2 * tq + 1] = acc[3];
     __syncthreads();
     /* the 16 rows x 8 columns of results, over however many threads there are */
+    unsigned long long best = 0;
     for (int i = threadIdx.x; i < 16 * MMV_TILE; i += KS * 32) {
         const int r = i >> 3, col = i & 7;
         if (col >= cnt || n0 + (r & (rpt - 1)) >= N || (FUSED && r >= 8)) continue;
@@ -1074,9 +1111,12 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
             const float u = mmv_sum<KS>(&red[0][r + 8][col], 16 * MMV_TILE);
             zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
         } else {
-            zcu_st(y, p * N + n, mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE));
+            const float v = mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE);
+            zcu_st(y, p * N + n, v);
+            if (amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)n));
         }
     }
+    if (!FUSED && amax) mmv_amax(best, amax, amax_idx, start, N);
 }
 
 /* Fused down projection + combine, one pair per tile (unsorted): block ->
@@ -1179,6 +1219,9 @@ struct qargs {
     const int *perm, *n_tiles;
     const int4 *tiles;
     unsigned max_tiles;
+    /* qmm_argmax (MMV, unsorted): the fused argmax's words and its output */
+    unsigned long long *amax;
+    int32_t *amax_idx;
 };
 
 /* Call f with the row chunk as a compile-time constant (std::integral_constant):
@@ -1293,7 +1336,7 @@ template <typename TT> struct mmv_launch {
             if constexpr (KS == SLAB_KS && !FUSED)
                 if (st) kern = k_mmv<TT, FUSED, 0, KS, MMV_U, true>, shm = sizeof(mmv_slab);
             zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, shm, a.st, a.qa, a.qb, (const TT *)a.x,
-                       a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y);
+                       a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax, a.amax_idx);
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -1391,6 +1434,23 @@ static zmlx_status run_qmm(zmlx_ctx *c, const zmlx_qweight *Wa, const zmlx_qweig
     }
 }
 
+/* qmm_argmax: where the plain matmul takes the MMV family with one pair per
+ * tile (so a block's rows are one token's), its blocks also take the argmax
+ * (k_mmv's amax); elsewhere the matmul, then k_argmax over y. The same y and
+ * the same argmax rule either way (amax_word). */
+template <typename TT>
+static zmlx_status run_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_tok, const zmlx_qweight *W,
+                                  void *y, int32_t *idx) {
+    if (qmm_path(W, T, n_tok) == PATH_MMV && n_tok < mmv_sort_tokens() && n_tok <= ZCU_AMAX_TOK) {
+        qargs a = make_args(c, W, NULL, x, 0, NULL, 1, n_tok, 0, NULL, y);
+        a.amax = zcu_state_of(c)->amax;
+        a.amax_idx = idx;
+        return mmv_launch<TT>::template qmm<false>(a);
+    }
+    const zmlx_status s = run_qmm<TT>(c, W, NULL, T, x, n_tok, 0, NULL, 1, 0, y);
+    return s == ZMLX_OK ? zcu_argmax(c, T, y, n_tok, W->N, idx) : s;
+}
+
 /* f32 has no MMA instantiation (qmm_path never picks it for f32) */
 template <> struct fam_mma<float, true> {
     template <int MODE, int BITS> static zmlx_status go(const qargs &) { return ZMLX_ERR_UNSUPPORTED; }
@@ -1443,6 +1503,8 @@ zmlx_status qmm_run(zmlx_ctx *c, const zcu_qcall &q) {
         return run_qmm<TT>(c, q.Wa, q.Wb, T, q.x, q.n_tok, 0, q.idx, q.k, q.act, q.y);
     case ZCU_OP_QMM_COMBINE:
         return run_combine<TT>(c, T, q.x, q.n_tok, q.Wa, q.idx, q.k, q.w, q.y);
+    case ZCU_OP_QMM_ARGMAX:
+        return run_qmm_argmax<TT>(c, T, q.x, q.n_tok, q.Wa, q.y, q.idx_out);
     case ZCU_OP_COMBINE:
         return launch_combine<TT>(q.x, q.w, q.n_tok, q.k, q.D, q.y, zcu_state_of(c)->stream);
     case ZCU_OP_GLU: {

@@ -145,8 +145,12 @@ zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, uns
         /* only the last token's logits are wanted */
         const size_t last = (size_t)(n - 1) * drow;
         RUN("final norm", resid_norm(s, (char *)c->x + last, (char *)c->y + last, s->final_norm, 1, c->xl));
-        RUN("lm head", zmlx_gather_qmm(ctx, T, c->xl, 1, 0, &s->head, NULL, 1, c->logits));
-        RUN("argmax", zmlx_argmax(ctx, T, c->logits, 1, d->V, c->tok));
+        if (s->patch & ZMLX_PATCH_LM_HEAD) {
+            RUN("lm head+argmax", zmlx_qmm_argmax(ctx, T, c->xl, 1, &s->head, c->logits, c->tok));
+        } else {
+            RUN("lm head", zmlx_gather_qmm(ctx, T, c->xl, 1, 0, &s->head, NULL, 1, c->logits));
+            RUN("argmax", zmlx_argmax(ctx, T, c->logits, 1, d->V, c->tok));
+        }
     }
     if (sections & ZR_SEC_REST) RUN("position", zmlx_i32_add(ctx, c->pos, 1, (int32_t)n));
     return ZMLX_OK;

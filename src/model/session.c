@@ -14,7 +14,7 @@
 /* ------------------------------------------------------------ patch plan */
 
 static const char *const patch_names[ZMLX_PATCH_COUNT_] = {"swiglu", "combine", "add_rms_norm", "router",
-                                                            "attention"};
+                                                            "attention", "lm_head"};
 
 const char *zmlx_patch_switch_name(int i) {
     return i >= 0 && i < ZMLX_PATCH_COUNT_ ? patch_names[i] : NULL;
@@ -45,7 +45,7 @@ zmlx_status zmlx_patch_parse(const char *s, zmlx_patch_plan *out, int *is_auto, 
         if (found < 0)
             return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG,
                           "unknown patch '%.*s' in '%s' (known: none, exact, all, auto or a comma list of "
-                          "swiglu, combine, add_rms_norm, router, attention)",
+                          "swiglu, combine, add_rms_norm, router, attention, lm_head)",
                           (int)len, c, s);
         p |= 1u << found;
         if (!c[len]) break;
