@@ -490,7 +490,7 @@ static void test_sort_and_dense_mma(void) {
  * also compares the batch depths. Shapes: K = 3072 (ranges of 12 steps);
  * gs 128 (two steps per scale); a dense matrix of 40 rows (a partial row
  * block); experts with K = 2048 (the Qwen3 gate/up: 4 ranges of 8 steps);
- * an LM-head-shaped matrix (65552 x 2048: the staged variant at M = 1 and 3,
+ * an LM-head-shaped matrix (65552 x 2048: the stream kernel at M = 1 and 3,
  * aligned, against the generic one); M = 1 and 3 unsorted, 12 sorted; gate/up
  * fused and down + combine for E > 1. */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
@@ -601,7 +601,7 @@ static void row_set(const qmat *m, int64_t from, int64_t to) {
     }
 }
 
-/* qmm_argmax on the fused path (MMV with one pair per tile: the staged
+/* qmm_argmax on the fused path (MMV with one pair per tile: the stream
  * LM-head variant at 65552 x 2048, K ranges 4 / 8 / 16, groups of 128, a
  * partial last tile, unaligned activations for the generic variant) and on
  * the unfused ones (sorted tiles from 8 tokens, the 8-bit GEMV); then, on

@@ -870,24 +870,28 @@ struct mmv_fast {
         }
     }
 };
-/* Staged variant of k_mmv for the LM head's shape (E = 1, so KS = 2 K
- * ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte aligned rows,
- * scales and biases: slab_fits). Its ~9500 blocks run in ~7 waves, and a
- * block of the register variant waits on memory once per batch of 4 steps;
- * here each block requests its 16 rows whole on entry (before the PDL wait:
- * weights do not depend on the previous kernel) by bulk copies (TMA,
- * cp.async.bulk: no registers held while in flight) into shared memory: row
- * j's K range q (warp q's) on mbarrier q, the tile's scales and biases
- * (contiguous rows) on mbarrier KS; warp q computes once its range and the
- * scales have landed. The same mmv_step calls in the same step order as
- * mmv_fast: the same bits. (Tried for the experts' gate/up too, per warp and
- * per block: slower there, NOTES.md v9.) */
-enum { SLAB_STEPS = 32, SLAB_KS = 2 };
+/* The LM head's MMV as a stream (k_mmv_stream, for slab_fits: E = 1, so
+ * SLAB_KS = 2 K ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte
+ * aligned rows, scales and biases). It is the one MMV of a decode step that
+ * runs many waves at one token (~9500 16-row tiles); as k_mmv blocks (one
+ * tile each, its rows requested on entry) they ran at ~2 TB/s: every block
+ * waited for its own rows, then computed while nothing of its slot was in
+ * flight. Here about STREAM_BPS blocks per SM each take tiles b, b + G, ..
+ * through a ring of STREAM_STAGES slabs in shared memory: a tile's 16 rows
+ * are requested whole by bulk copies (TMA, cp.async.bulk: no registers
+ * held while in flight; a copy per row on one mbarrier, the tile's scales
+ * and biases on another) STREAM_STAGES - 1 tiles ahead of the one
+ * computed, the first ones before the PDL wait (weights do not depend on the
+ * previous kernel); warp q computes its range with the same mmv_step calls
+ * in the same order as mmv_fast: the same bits as k_mmv. (Staging by bulk
+ * copies was tried for the experts' gate/up too, per warp and per block:
+ * slower there, NOTES.md v9.) */
+enum { SLAB_STEPS = 32, SLAB_KS = 2, STREAM_STAGES = 2, STREAM_BPS = 5 };
 struct alignas(16) mmv_slab {
     static constexpr int ROW = SLAB_STEPS * 32 + 16; /* codes bytes per row, padded against bank conflicts */
     uint8_t codes[16][ROW];
     unsigned short sc[16][SLAB_STEPS], bi[16][SLAB_STEPS];
-    unsigned long long bar[SLAB_KS + 1];
+    unsigned long long bar[2]; /* the codes; the scales and biases */
 };
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void bar_init(unsigned long long *bar) {
@@ -900,13 +904,14 @@ __device__ __forceinline__ void bar_expect(unsigned long long *bar, uint32_t byt
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
 #endif
 }
-__device__ __forceinline__ void bar_wait(unsigned long long *bar) {
+/* until the barrier's phase of this parity (0 for its 1st, 3rd, .. use) has completed */
+__device__ __forceinline__ void bar_wait(unsigned long long *bar, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     uint32_t done = 0;
     while (!done)
-        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
                      : "=r"(done)
-                     : "r"(smem_u32(bar))
+                     : "r"(smem_u32(bar)), "r"(parity)
                      : "memory");
 #endif
 }
@@ -918,32 +923,31 @@ __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t b
                  : "memory");
 #endif
 }
-/* Rows n0.. of q into the slab; every thread of the block (SLAB_KS warps) calls it. */
-__device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &q, int64_t n0) {
-    constexpr uint32_t QB = SLAB_STEPS / SLAB_KS * 32, META = 16 * SLAB_STEPS * 2;
-    const int i = threadIdx.x;
-    if (i == 0) {
-        for (int k = 0; k <= SLAB_KS; k++) bar_init(&S.bar[k]);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        for (int k = 0; k < SLAB_KS; k++) bar_expect(&S.bar[k], 16 * QB);
-        bar_expect(&S.bar[SLAB_KS], 2 * META);
-    }
-    __syncthreads(); /* the barriers made and armed before any copy lands */
-    if (i < 16 * SLAB_KS) { /* codes: row j, K range k */
-        const int j = i & 15, k = i >> 4;
-        bulk_copy(&S.codes[j][k * QB], q.w + (n0 + j) * q.row_bytes + k * QB, QB, &S.bar[k]);
-    } else if (i < 16 * SLAB_KS + 2) { /* scales, biases: 16 contiguous rows each */
-        const bool bias = i & 1;
-        bulk_copy(bias ? S.bi[0] : S.sc[0], (const unsigned short *)(bias ? q.biases : q.scales) + n0 * q.gpr, META,
-                  &S.bar[SLAB_KS]);
-    }
+/* The slab's barriers, by one thread; the block syncs before any use. */
+__device__ __forceinline__ void slab_init(mmv_slab &S) {
+    for (int k = 0; k < 2; k++) bar_init(&S.bar[k]);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
-/* Warp ks's steps from the slab: rows gq and gq + 8, x row xc. */
+/* Rows n0.. of q into the slab, by one thread: each barrier armed with its
+ * bytes, then a copy per code row (16) and the scales' and biases' (16
+ * contiguous rows each). The slab's previous contents must be read by every
+ * warp before (a block barrier). */
+__device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &q, int64_t n0) {
+    constexpr uint32_t RB = SLAB_STEPS * 32, META = 16 * SLAB_STEPS * 2;
+    bar_expect(&S.bar[0], 16 * RB);
+    bar_expect(&S.bar[1], 2 * META);
+    for (int j = 0; j < 16; j++) bulk_copy(&S.codes[j][0], q.w + (n0 + j) * q.row_bytes, RB, &S.bar[0]);
+    bulk_copy(S.sc[0], (const unsigned short *)q.scales + n0 * q.gpr, META, &S.bar[1]);
+    bulk_copy(S.bi[0], (const unsigned short *)q.biases + n0 * q.gpr, META, &S.bar[1]);
+}
+/* Warp ks's steps from the slab (its barriers' phase of this parity): rows
+ * gq and gq + 8, x row xc. */
 template <typename TT>
-__device__ __forceinline__ void slab_run(mmv_slab &S, const TT *xc, int ks, int gq, int tq, float (&acc)[4]) {
+__device__ __forceinline__ void slab_run(mmv_slab &S, uint32_t parity, const TT *xc, int ks, int gq, int tq,
+                                         float (&acc)[4]) {
     constexpr int PER = SLAB_STEPS / SLAB_KS;
-    bar_wait(&S.bar[SLAB_KS]);
-    bar_wait(&S.bar[ks]);
+    bar_wait(&S.bar[1], parity);
+    bar_wait(&S.bar[0], parity);
     const int s0 = ks * PER;
     const uint4 *px = (const uint4 *)(xc + tq * 16) + s0 * 8;
 #pragma unroll 4
@@ -1009,22 +1013,22 @@ __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t
     zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * 32 - lo, tq, 4);
 }
 
-/* qmm_argmax's argmax, after k_mmv's stores (one pair per tile: the block's
- * rows of the N are all token ti's; best: the thread's largest amax_word of
- * them):
- * each warp's best goes into one of token ti's ZCU_AMAX_SLOTS words by an
- * integer atomic max (the arrival order does not matter), then the block
- * counts itself done (one release-acquire add by thread 0 between two
- * barriers, as k_attn); the grid's last block reduces each token's slots
- * into idx with one warp and zeroes the slots and the count for the next
- * call. */
-static __device__ __noinline__ void mmv_amax(unsigned long long best, unsigned long long *amax, int32_t *idx, int64_t ti,
-                                             int64_t N) {
-    __shared__ int last;
-    const int64_t n_tok = gridDim.x / ((N + 15) / 16); /* tiles of 16 rows per token */
-    const int lane = threadIdx.x & 31;
+/* qmm_argmax's argmax, taken by the blocks of the matmul that store the
+ * logits (one pair per tile, so each tile's rows are one token's).
+ * amax_put, by every warp of the block: the warp's largest amax_word of
+ * token t's rows (best: each thread's) into one of the token's
+ * ZCU_AMAX_SLOTS words by an integer atomic max (the order of arrival does
+ * not matter). amax_done, by the whole block once: it counts itself done
+ * (one release-acquire add by thread 0 between two barriers, as k_attn); the
+ * grid's last block reduces each token's words into idx with one warp and
+ * zeroes them and the count for the next call. */
+__device__ __forceinline__ void amax_put(unsigned long long best, unsigned long long *amax, int64_t t) {
     best = amax_warp(best);
-    if (lane == 0 && best) atomicMax(amax + ti * ZCU_AMAX_SLOTS + blockIdx.x % ZCU_AMAX_SLOTS, best);
+    if ((threadIdx.x & 31) == 0 && best) atomicMax(amax + t * ZCU_AMAX_SLOTS + blockIdx.x % ZCU_AMAX_SLOTS, best);
+}
+__device__ __forceinline__ void amax_done(unsigned long long *amax, int32_t *idx, int64_t n_tok) {
+    __shared__ int last;
+    const int lane = threadIdx.x & 31;
     __syncthreads();
     unsigned *count = (unsigned *)(amax + ZCU_AMAX_TOK * ZCU_AMAX_SLOTS);
     if (threadIdx.x == 0) {
@@ -1042,19 +1046,75 @@ static __device__ __noinline__ void mmv_amax(unsigned long long best, unsigned l
         if (lane == 0) idx[t] = amax_index(w);
     }
 }
+/* k_mmv's, out of line so that the kernels' registers stay theirs: a grid
+ * of one 16-row tile of an N-row matrix per block, this one token ti's. */
+static __device__ __noinline__ void mmv_amax(unsigned long long best, unsigned long long *amax, int32_t *idx, int64_t ti,
+                                             int64_t N) {
+    amax_put(best, amax, ti);
+    amax_done(amax, idx, gridDim.x / ((N + 15) / 16));
+}
+
+/* The LM head as a stream (see mmv_slab): block b of G takes the tiles b,
+ * b + G, .. of n_tok x N/16 (token-major, so a block's tokens ascend);
+ * SLAB_KS warps, STREAM_STAGES slabs of dynamic shared memory. A tile's
+ * column 0 (its one pair) is reduced through red, double-buffered by turn,
+ * so the next turn's partials never overwrite ones still being summed.
+ * amax as k_mmv. */
+template <typename TT>
+__global__ void __launch_bounds__(SLAB_KS * 32, STREAM_BPS)
+k_mmv_stream(zcu_qw q, const TT *x, int64_t n_tok, TT *y, unsigned long long *amax, int32_t *amax_idx) {
+    extern __shared__ __align__(16) unsigned char mmv_shm[];
+    mmv_slab *S = (mmv_slab *)mmv_shm;
+    __shared__ float red[2][SLAB_KS][16];
+    const int64_t N = q.rows, K = q.cols, nrb = N / 16, nt = n_tok * nrb, G = gridDim.x;
+    const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    if (threadIdx.x == 0)
+        for (int st = 0; st < STREAM_STAGES; st++) {
+            slab_init(S[st]);
+            const int64_t t = blockIdx.x + st * G;
+            if (t < nt) slab_request(S[st], q, t % nrb * 16);
+        }
+    __syncthreads(); /* the barriers made before any wait on them */
+    zcu_pdl_entry();
+    unsigned long long best = 0;
+    int64_t tok = blockIdx.x / nrb;
+    int turn = 0;
+    for (int64_t t = blockIdx.x; t < nt; t += G, turn++) {
+        mmv_slab &St = S[turn % STREAM_STAGES];
+        const int64_t tt = t / nrb, n0 = t % nrb * 16;
+        if (amax && tt != tok) {
+            amax_put(best, amax, tok);
+            best = 0, tok = tt;
+        }
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        slab_run<TT>(St, (uint32_t)(turn / STREAM_STAGES) & 1, x + tt * K, ks, gq, tq, acc);
+        if (tq == 0) red[turn & 1][ks][gq] = acc[0], red[turn & 1][ks][gq + 8] = acc[2];
+        __syncthreads(); /* every warp done with the slab, red complete */
+        if (threadIdx.x == 0 && t + STREAM_STAGES * G < nt) slab_request(St, q, (t + STREAM_STAGES * G) % nrb * 16);
+        if (threadIdx.x < 16) {
+            const int r = threadIdx.x;
+            const float v = mmv_sum<SLAB_KS>(&red[turn & 1][0][r], 16);
+            zcu_st(y, tt * N + n0 + r, v);
+            if (amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)(n0 + r)));
+        }
+    }
+    if (amax) {
+        amax_put(best, amax, tok);
+        amax_done(amax, amax_idx, n_tok);
+    }
+}
 
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
  * tile i = pair i. amax (qmm_argmax; plain and unsorted only): the argmax of
  * each token's row of y into amax_idx (mmv_amax). */
-template <typename TT, bool FUSED, int LG, int KS, int U, bool ST = false>
-__global__ void __launch_bounds__(KS * 32, ST ? 10 : LG >= 0 ? MMV_MINB * 4 / KS : 1) /* ST: ~19 KB of slab per block */
+template <typename TT, bool FUSED, int LG, int KS, int U>
+__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
       int32_t *amax_idx) {
     __shared__ float red[KS][16][MMV_TILE];
-    extern __shared__ __align__(16) unsigned char mmv_shm[]; /* ST: the slab */
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int64_t ti = blockIdx.x / nrb, n0 = (blockIdx.x % nrb) * rpt;
     const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
@@ -1067,9 +1127,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
     mmv_fast<TT, LG < 0 ? 0 : LG, U> f;
-    if (ST) {
-        slab_request(*(mmv_slab *)mmv_shm, qa, n0);
-    } else if (dense) { /* the K range into L2, the first batch into registers */
+    if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
         mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
         if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
@@ -1087,9 +1145,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start; /* pair of column gq */
     const TT *xc = x + (x_per_slot ? pc : pc / k) * K;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (ST) {
-        slab_run<TT>(*(mmv_slab *)mmv_shm, xc, ks, gq, tq, acc);
-    } else if (LG >= 0) {
+    if (LG >= 0) {
         if (!dense) f.begin(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -1219,6 +1275,7 @@ struct qargs {
     const int *perm, *n_tiles;
     const int4 *tiles;
     unsigned max_tiles;
+    int sm_count;
     /* qmm_argmax (MMV, unsorted): the fused argmax's words and its output */
     unsigned long long *amax;
     int32_t *amax_idx;
@@ -1308,8 +1365,8 @@ template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
     else f(std::integral_constant<int, 4>{});
 }
 
-/* Whether a weight takes the staged variant (mmv_slab): one matrix of
- * SLAB_KS K ranges (the LM head's shape), whole 16-row tiles, bulk-copy
+/* Whether a weight takes the stream (k_mmv_stream, mmv_slab): one matrix
+ * of SLAB_KS K ranges (the LM head's shape), whole 16-row tiles, bulk-copy
  * alignment. */
 static bool slab_fits(const zcu_qw &q) {
     return q.E == 1 && q.gs == 64 && mmv_ks(q) == SLAB_KS && q.cols == 64 * SLAB_STEPS && q.rows % 16 == 0 &&
@@ -1324,18 +1381,20 @@ template <typename TT> struct mmv_launch {
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
         const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
-        /* not with sorted tiles: a block past the tile count leaves before its
-           copies land, and its shared memory must not be written after it */
-        const bool st = !FUSED && !a.perm && lg == 0 && slab_fits(a.qa);
+        if (!FUSED && !a.perm && lg == 0 && slab_fits(a.qa)) { /* one matrix, so one pair per token */
+            const int64_t g = (int64_t)a.sm_count * STREAM_BPS;
+            zcu_launch(ZCU_PDL_QMM, k_mmv_stream<TT>, (unsigned)(nt * nrb < g ? nt * nrb : g), SLAB_KS * 32,
+                       STREAM_STAGES * sizeof(mmv_slab), a.st, a.qa, (const TT *)a.x, a.n_tok, (TT *)a.y, a.amax,
+                       a.amax_idx);
+            ZCU_LAUNCHED();
+            return ZMLX_OK;
+        }
         with_ks(a.qa, [&](auto ksc) {
             constexpr int KS = decltype(ksc)::value, H = MMV_U / 2;
             auto kern = lg == 0   ? (half ? k_mmv<TT, FUSED, 0, KS, H> : k_mmv<TT, FUSED, 0, KS, MMV_U>)
                         : lg == 1 ? (half ? k_mmv<TT, FUSED, 1, KS, H> : k_mmv<TT, FUSED, 1, KS, MMV_U>)
                                   : k_mmv<TT, FUSED, -1, KS, MMV_U>;
-            size_t shm = 0;
-            if constexpr (KS == SLAB_KS && !FUSED)
-                if (st) kern = k_mmv<TT, FUSED, 0, KS, MMV_U, true>, shm = sizeof(mmv_slab);
-            zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, shm, a.st, a.qa, a.qb, (const TT *)a.x,
+            zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x,
                        a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax, a.amax_idx);
         });
         ZCU_LAUNCHED();
@@ -1402,6 +1461,7 @@ static qargs make_args(zmlx_ctx *c, const zmlx_qweight *Wa, const zmlx_qweight *
     a.w = w;
     a.y = y;
     a.st = zcu_state_of(c)->stream;
+    a.sm_count = zcu_state_of(c)->sm_count;
     return a;
 }
 
