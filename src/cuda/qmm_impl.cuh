@@ -652,8 +652,9 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 /* MMV_MINB: blocks per SM the fast k_mmv variant is compiled for at 4 K
  * ranges (6: 80 registers; measured against 1 (121) and 5 (92) in NOTES.md
  * v5); other range counts keep the same warps per SM.
- * K ranges per row (KS, mmv_ks): 2 for matrices of >= 65536 rows (the LM
- * head: tiles to spare, and longer runs of steps per warp); for a dense
+ * K ranges per row (KS, mmv_ks): 4 for matrices of >= 65536 rows (the LM
+ * head: tiles to spare; the stream kernel's warps per tile, NOTES.md v10,
+ * where 2 ranges left it too few warps per SM); for a dense
  * matrix (E = 1: q/k/v, o_proj) K/256 rounded down to 4, 8 or 16, i.e. one
  * batch of MMV_U steps per warp (a few hundred 16-row tiles cannot fill 132
  * SMs with 4 warps each; measured in NOTES.md "Dense MMV ranges": 2 steps
@@ -663,7 +664,7 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
  * than 65536 rows) share theirs. */
 enum { MMV_U = 4, MMV_MINB = 6 };
 static inline int mmv_ks(const zcu_qw &q) {
-    if (q.rows >= 65536) return 2;
+    if (q.rows >= 65536) return 4;
     if (q.E == 1) return q.cols >= 16 * 256 ? 16 : q.cols >= 8 * 256 ? 8 : 4; /* K / (64 MMV_U), a power of 2 */
     return q.cols >= 4096 ? 8 : 4;
 }
@@ -870,8 +871,8 @@ struct mmv_fast {
         }
     }
 };
-/* The LM head's MMV as a stream (k_mmv_stream, for slab_fits: E = 1, so
- * SLAB_KS = 2 K ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte
+/* The LM head's MMV as a stream (k_mmv_stream, for slab_fits: E = 1, at
+ * least 65536 rows, so SLAB_KS K ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte
  * aligned rows, scales and biases). It is the one MMV of a decode step that
  * runs many waves at one token (~9500 16-row tiles); as k_mmv blocks (one
  * tile each, its rows requested on entry) they ran at ~2 TB/s: every block
@@ -886,7 +887,7 @@ struct mmv_fast {
  * in the same order as mmv_fast: the same bits as k_mmv. (Staging by bulk
  * copies was tried for the experts' gate/up too, per warp and per block:
  * slower there, NOTES.md v9.) */
-enum { SLAB_STEPS = 32, SLAB_KS = 2, STREAM_STAGES = 2, STREAM_BPS = 5 };
+enum { SLAB_STEPS = 32, SLAB_KS = 4, STREAM_STAGES = 2, STREAM_BPS = 5 };
 struct alignas(16) mmv_slab {
     static constexpr int ROW = SLAB_STEPS * 32 + 16; /* codes bytes per row, padded against bank conflicts */
     uint8_t codes[16][ROW];
@@ -1359,8 +1360,7 @@ template <typename TT> struct fam_embed {
 /* f(std::integral_constant<int, KS>) for the weight's K-range count */
 template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
     const int ks = mmv_ks(q);
-    if (ks == 2) f(std::integral_constant<int, 2>{});
-    else if (ks == 8) f(std::integral_constant<int, 8>{});
+    if (ks == 8) f(std::integral_constant<int, 8>{});
     else if (ks == 16) f(std::integral_constant<int, 16>{});
     else f(std::integral_constant<int, 4>{});
 }
