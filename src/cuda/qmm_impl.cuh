@@ -872,21 +872,21 @@ struct mmv_fast {
     }
 };
 /* The LM head's MMV as a stream (k_mmv_stream, for slab_fits: E = 1, at
- * least 65536 rows, so SLAB_KS K ranges; K = 64·SLAB_STEPS; rows a multiple of 16; 16-byte
- * aligned rows, scales and biases). It is the one MMV of a decode step that
- * runs many waves at one token (~9500 16-row tiles); as k_mmv blocks (one
- * tile each, its rows requested on entry) they ran at ~2 TB/s: every block
- * waited for its own rows, then computed while nothing of its slot was in
- * flight. Here about STREAM_BPS blocks per SM each take tiles b, b + G, ..
- * through a ring of STREAM_STAGES slabs in shared memory: a tile's 16 rows
- * are requested whole by bulk copies (TMA, cp.async.bulk: no registers
- * held while in flight; a copy per row on one mbarrier, the tile's scales
- * and biases on another) STREAM_STAGES - 1 tiles ahead of the one
- * computed, the first ones before the PDL wait (weights do not depend on the
- * previous kernel); warp q computes its range with the same mmv_step calls
- * in the same order as mmv_fast: the same bits as k_mmv. (Staging by bulk
- * copies was tried for the experts' gate/up too, per warp and per block:
- * slower there, NOTES.md v9.) */
+ * least 65536 rows, so SLAB_KS K ranges; K = 64·SLAB_STEPS; rows a multiple
+ * of 16; 16-byte aligned rows, scales and biases). It is the one MMV of a
+ * decode step that runs many waves at one token (~9500 16-row tiles); as
+ * k_mmv blocks (one tile each, its rows requested on entry) they ran at ~2
+ * TB/s: every block waited for its own rows, then computed while nothing of
+ * its slot was in flight. Here STREAM_BPS blocks per SM each take tiles b,
+ * b + G, .. through a ring of STREAM_STAGES slabs in shared memory: a tile's
+ * 16 rows are requested whole by bulk copies (TMA, cp.async.bulk: no
+ * registers held while in flight; a copy per row on one mbarrier, the
+ * tile's scales and biases on another) STREAM_STAGES - 1 tiles ahead of the
+ * one computed, the first ones before the PDL wait (weights do not depend
+ * on the previous kernel); warp q computes its range with the same mmv_step
+ * calls in the same order as mmv_fast: the same bits as k_mmv. (Staging by
+ * bulk copies was tried for the experts' gate/up too, per warp and per
+ * block: slower there, NOTES.md v9.) */
 enum { SLAB_STEPS = 32, SLAB_KS = 4, STREAM_STAGES = 2, STREAM_BPS = 5 };
 struct alignas(16) mmv_slab {
     static constexpr int ROW = SLAB_STEPS * 32 + 16; /* codes bytes per row, padded against bank conflicts */
@@ -1028,6 +1028,7 @@ __device__ __forceinline__ void amax_put(unsigned long long best, unsigned long 
     if ((threadIdx.x & 31) == 0 && best) atomicMax(amax + t * ZCU_AMAX_SLOTS + blockIdx.x % ZCU_AMAX_SLOTS, best);
 }
 __device__ __forceinline__ void amax_done(unsigned long long *amax, int32_t *idx, int64_t n_tok) {
+    static_assert(ZCU_AMAX_SLOTS == 32, "a token's words are reduced one per lane");
     __shared__ int last;
     const int lane = threadIdx.x & 31;
     __syncthreads();
@@ -1041,7 +1042,7 @@ __device__ __forceinline__ void amax_done(unsigned long long *amax, int32_t *idx
     __syncthreads();
     if (!last || threadIdx.x >= 32) return;
     for (int64_t t = 0; t < n_tok; t++) {
-        unsigned long long *slot = amax + t * ZCU_AMAX_SLOTS + lane; /* ZCU_AMAX_SLOTS == 32 */
+        unsigned long long *slot = amax + t * ZCU_AMAX_SLOTS + lane;
         const unsigned long long w = amax_warp(__ldcg(slot));
         *slot = 0;
         if (lane == 0) idx[t] = amax_index(w);
