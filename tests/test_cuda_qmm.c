@@ -1,8 +1,9 @@
 /*
  * test_cuda_qmm.c — the CUDA expert matmuls through the public API:
  * gather_qmm (both transposes, plain and gathered, x per token or per slot),
- * gather_qmm_swiglu, gather_qmm_combine, glu_act, moe_combine,
- * embed_lookup and qmm_argmax, against f64 oracles built from zmlx_dequantize on the host;
+ * gather_qmm_swiglu, gather_qmm_combine, glu_act, moe_combine and
+ * embed_lookup, against f64 oracles built from zmlx_dequantize on the host
+ * (qmm_argmax also against gather_qmm then argmax);
  * fused == unfused (memcmp) and repeated runs identical, on the small-M
  * (GEMV) and large-M (sorted, tensor-core) paths; every format and T; and
  * every linear of the tiny models with M swept 1..130 (tight oracle, per-row
@@ -583,10 +584,13 @@ static int32_t amax_same(const char *what, zmlx_dtype T, const qmat *m, const vo
     return first;
 }
 
+/* bytes of one row's 16-bit scales (or biases) of matrix m */
+static size_t scale_row_bytes(const qmat *m) { return (size_t)(m->w.K / m->w.group_size) * 2; }
+
 /* Row `from` of matrix m (codes, scales, biases; 16-bit scales) copied over
  * row `to`, or row `to`'s scales set to NaN (from < 0), on the device. */
 static void row_set(const qmat *m, int64_t from, int64_t to) {
-    const size_t rb = (size_t)(m->w.K * m->w.bits / 8), sb = (size_t)(m->w.K / m->w.group_size) * 2;
+    const size_t rb = (size_t)(m->w.K * m->w.bits / 8), sb = scale_row_bytes(m);
     unsigned char buf[8192];
     CHECK(rb <= sizeof buf && sb <= sizeof buf);
     if (from < 0) {
@@ -604,17 +608,18 @@ static void row_set(const qmat *m, int64_t from, int64_t to) {
 /* qmm_argmax on the fused path (MMV with one pair per tile: the stream
  * LM-head variant at 65552 x 2048, K ranges 4 / 8 / 16, groups of 128, a
  * partial last tile, unaligned activations for the generic variant) and on
- * the unfused ones (sorted tiles from 8 tokens, the 8-bit GEMV); then, on
- * the LM-head shape, a three-way tie at the maximum in rows of different
- * blocks (the lowest index wins), the winner's row turned NaN (the
- * runner-up wins) and every row NaN (index 0). */
+ * the unfused ones (sorted tiles from 8 tokens, the 8-bit GEMV), its matmul
+ * also against the f64 oracle; then, on the LM-head shape, a three-way tie
+ * at the maximum in rows of different blocks (the lowest index wins), the
+ * winner's row turned NaN (the runner-up wins) and every row NaN (index 0):
+ * at M = 1, the last M, since these rewrite the matrix. */
 static void test_qmm_argmax(void) {
     const zmlx_dtype T = ZMLX_BF16;
     const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const struct { fmt f; int64_t N, K; int unaligned; } cs[] = {
         {AFF4, 65552, 2048, 0}, {AFF4, 300, 256, 0}, {AFF4, 300, 256, 1}, {AFF4, 2000, 2048, 0},
         {g128, 1000, 4096, 0}, {a8, 500, 512, 0}};
-    const int64_t Ms[] = {1, 2, 7, 8};
+    const int64_t Ms[] = {8, 7, 2, 1};
     char what[96];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
         h_rng r = {800 + (uint64_t)c};
@@ -627,6 +632,7 @@ static void test_qmm_argmax(void) {
             void *x = cs[c].unaligned ? dev_at2(hx, xb, &base) : ct_dev(hx, xb);
             snprintf(what, sizeof what, "bits %d gs %d N %lld K %lld%s", cs[c].f.bits, cs[c].f.gs, (long long)cs[c].N,
                      (long long)cs[c].K, cs[c].unaligned ? " unaligned x" : "");
+            plain_vs_oracle(what, &m, hx, x, M, tol_rel(T), tol_abs(T));
             const int32_t a = amax_same(what, T, &m, x, M);
             if (c == 0 && M == 1) {
                 const int64_t N = cs[c].N, t1 = (a + N / 3) % N, t2 = (a + 2 * N / 3) % N;
@@ -638,7 +644,7 @@ static void test_qmm_argmax(void) {
                 row_set(&m, -1, lo);
                 snprintf(what, sizeof what, "row %lld NaN", (long long)lo);
                 CHECKF(amax_same(what, T, &m, x, M) != lo, "%s: a NaN row wins", what);
-                const size_t sb = (size_t)(N * (cs[c].K / 64)) * 2;
+                const size_t sb = (size_t)N * scale_row_bytes(&m);
                 void *nan = h_alloc(sb);
                 h_poison(nan, sb); /* every scale NaN */
                 CHECK_EQ_INT(zmlx_mem_upload(g_ctx, m.ds, nan, sb), ZMLX_OK);
