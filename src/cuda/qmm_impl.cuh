@@ -926,7 +926,7 @@ __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t b
 }
 /* The slab's barriers, by one thread; the block syncs before any use. */
 __device__ __forceinline__ void slab_init(mmv_slab &S) {
-    for (int k = 0; k < 2; k++) bar_init(&S.bar[k]);
+    for (unsigned long long &b : S.bar) bar_init(&b);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 /* Rows n0.. of q into the slab, by one thread: each barrier armed with its
