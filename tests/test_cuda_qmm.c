@@ -462,6 +462,19 @@ static void test_mmv_ranges(void) {
     sweep_linear(9, "65536-row head", AFF4, 1, 65536, 128, 1);
 }
 
+/* The experts' MMV as a stream (qmm_impl.cuh k_mmv_stream: K = 2048 in
+ * groups of 64, from mmv_stream_tokens() tokens: the sorted tiles, from 8,
+ * unless the environment says otherwise; the ctest test_cuda_qmm_stream2
+ * says 2, so its unsorted pairs run too): M = 2, 5, sorted tiles at M = 12
+ * and at M = 40 over 3 experts (several tiles per expert, partial ones),
+ * bf16 and f16, every activation, against the oracle and fused == unfused. */
+static void test_mmv_stream(void) {
+    moe_case(14, AFF4, 1, ZMLX_BF16, 2, 8, 16, 2048, 256, ZMLX_ACT_SWIGLU);
+    moe_case(15, AFF4, 1, ZMLX_F16, 5, 4, 8, 2048, 128, ZMLX_ACT_GEGLU);
+    moe_case(16, AFF4, 1, ZMLX_BF16, 12, 4, 6, 2048, 64, ZMLX_ACT_SWIGLU);
+    moe_case(17, AFF4, 1, ZMLX_BF16, 40, 2, 3, 2048, 192, ZMLX_ACT_SWIGLU_OAI);
+}
+
 /* The device sort's segment counts other than 32 (qmm_impl.cuh
  * sort_segments: 4096 / E for E > 128) with more pairs than segments x 32
  * (MMV tiles of 8 at 100 tokens, MMA tiles of 64 at 150), and a dense 8-bit
@@ -490,10 +503,11 @@ static void test_sort_and_dense_mma(void) {
  * or 4 (dense at one token, the fused combine), the generic one of 4, so this
  * also compares the batch depths. Shapes: K = 3072 (ranges of 12 steps);
  * gs 128 (two steps per scale); a dense matrix of 40 rows (a partial row
- * block); experts with K = 2048 (the Qwen3 gate/up: 4 ranges of 8 steps);
- * an LM-head-shaped matrix (65552 x 2048: the stream kernel at M = 1 and 3,
- * aligned, against the generic one); M = 1 and 3 unsorted, 12 sorted; gate/up
- * fused and down + combine for E > 1. */
+ * block); experts with K = 2048 (the Qwen3 gate/up: 4 ranges of 8 steps;
+ * aligned at M = 3 and 12, the stream kernel); an LM-head-shaped matrix
+ * (65552 x 2048: the stream at every M, aligned, against the generic one);
+ * M = 1 and 3 unsorted, 12 sorted; gate/up fused and down + combine for
+ * E > 1. */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);
@@ -697,6 +711,7 @@ int main(void) {
     RUN(test_model_shapes);
     RUN(test_mmv_variants);
     RUN(test_qmm_argmax);
+    RUN(test_mmv_stream);
     if (!quick) RUN(test_mmv_ranges);
     if (!quick) RUN(test_sort_and_dense_mma);
     zmlx_ctx_free(g_ctx);

@@ -47,6 +47,8 @@
  * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
  *                           the MMV formats runs as the unfused chain (y to
  *                           scratch, then k_combine) instead of k_mmv_combine;
+ * ZMLX_CUDA_MMV_STREAM_TOKENS n_tok from which the experts' MMV matmuls that
+ *                           fit it run as a stream (k_mmv_stream);
  * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
  *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
  *                           (experts always; same arithmetic). */
@@ -75,6 +77,10 @@ static int mmv_sort_tokens(void) {
 static int mmv_combine_tokens(void) {
     static int v = -1;
     return env_tokens(&v, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
+}
+static int mmv_stream_tokens(void) {
+    static int v = -1;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8);
 }
 static int mmv_half_tokens(void) {
     static int v = -1;
@@ -871,22 +877,23 @@ struct mmv_fast {
         }
     }
 };
-/* The LM head's MMV as a stream (k_mmv_stream, for slab_fits: E = 1, at
- * least 65536 rows, so SLAB_KS K ranges; K = 64·SLAB_STEPS; rows a multiple
- * of 16; 16-byte aligned rows, scales and biases). It is the one MMV of a
- * decode step that runs many waves at one token (~9500 16-row tiles); as
- * k_mmv blocks (one tile each, its rows requested on entry) they ran at ~2
- * TB/s: every block waited for its own rows, then computed while nothing of
- * its slot was in flight. Here STREAM_BPS blocks per SM each take tiles b,
- * b + G, .. through a ring of STREAM_STAGES slabs in shared memory: a tile's
- * 16 rows are requested whole by bulk copies (TMA, cp.async.bulk: no
- * registers held while in flight; a copy per row on one mbarrier, the
- * tile's scales and biases on another) STREAM_STAGES - 1 tiles ahead of the
- * one computed, the first ones before the PDL wait (weights do not depend
- * on the previous kernel); warp q computes its range with the same mmv_step
- * calls in the same order as mmv_fast: the same bits as k_mmv. (Staging by
- * bulk copies was tried for the experts' gate/up too, per warp and per
- * block: slower there, NOTES.md v9.) */
+/* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
+ * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
+ * LM head (~9500 16-row tiles at one token), and the experts' matmuls in
+ * sorted tiles (from mmv_stream_tokens(): thousands of tiles), i.e. where
+ * one call runs many waves of tiles. As k_mmv blocks (one tile each) every
+ * block waits for its own rows, then computes while nothing of its slot is
+ * in flight (the LM head ran at ~2 TB/s so). Here STREAM_BPS blocks per SM
+ * each take tiles b, b + G, .. through a ring of STREAM_STAGES slabs in
+ * shared memory: a tile's 16 rows are requested whole by bulk copies (TMA,
+ * cp.async.bulk: no registers held while in flight; a copy per row on one
+ * mbarrier, the scales and biases on another) STREAM_STAGES - 1 tiles ahead
+ * of the one computed, the first ones before the PDL wait where the rows
+ * do not depend on the previous kernel (a dense matrix); warp q computes
+ * its range with the same mmv_step calls in the same order as mmv_fast:
+ * the same bits as k_mmv. (Slower, NOTES.md v9 and v11: staging one tile
+ * per block for the experts at one token; this stream over unsorted pairs
+ * at 2-7 tokens, and for K = 768 (a runtime slab size).) */
 enum { SLAB_STEPS = 32, SLAB_KS = 4, STREAM_STAGES = 2, STREAM_BPS = 5 };
 struct alignas(16) mmv_slab {
     static constexpr int ROW = SLAB_STEPS * 32 + 16; /* codes bytes per row, padded against bank conflicts */
@@ -929,17 +936,30 @@ __device__ __forceinline__ void slab_init(mmv_slab &S) {
     for (unsigned long long &b : S.bar) bar_init(&b);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
-/* Rows n0.. of q into the slab, by one thread: each barrier armed with its
- * bytes, then a copy per code row (16) and the scales' and biases' (16
- * contiguous rows each). The slab's previous contents must be read by every
- * warp before (a block barrier). */
-__device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &q, int64_t n0) {
-    constexpr uint32_t RB = SLAB_STEPS * 32, META = 16 * SLAB_STEPS * 2;
+/* Into the slab, by one thread: 8 rows of qa from row ra (slab rows 0..7)
+ * and 8 of qb from rb (8..15); for one matrix's 16 rows, qb = qa and rb =
+ * ra + 8. Each barrier is armed with its bytes, then a copy per code row
+ * and the scales' and biases' (one copy each where the two halves are
+ * contiguous). The slab's previous contents must be read by every warp
+ * before (a block barrier). */
+__device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb) {
+    typedef unsigned short u16;
+    constexpr uint32_t RB = SLAB_STEPS * 32, HALF = 8 * SLAB_STEPS * 2; /* a code row; 8 rows' scales */
     bar_expect(&S.bar[0], 16 * RB);
-    bar_expect(&S.bar[1], 2 * META);
-    for (int j = 0; j < 16; j++) bulk_copy(&S.codes[j][0], q.w + (n0 + j) * q.row_bytes, RB, &S.bar[0]);
-    bulk_copy(S.sc[0], (const unsigned short *)q.scales + n0 * q.gpr, META, &S.bar[1]);
-    bulk_copy(S.bi[0], (const unsigned short *)q.biases + n0 * q.gpr, META, &S.bar[1]);
+    bar_expect(&S.bar[1], 4 * HALF);
+    for (int j = 0; j < 8; j++) bulk_copy(&S.codes[j][0], qa.w + (ra + j) * qa.row_bytes, RB, &S.bar[0]);
+    for (int j = 0; j < 8; j++) bulk_copy(&S.codes[8 + j][0], qb.w + (rb + j) * qb.row_bytes, RB, &S.bar[0]);
+    const u16 *src[2][2] = {{(const u16 *)qa.scales + ra * qa.gpr, (const u16 *)qb.scales + rb * qb.gpr},
+                            {(const u16 *)qa.biases + ra * qa.gpr, (const u16 *)qb.biases + rb * qb.gpr}};
+    u16(*dst[2])[SLAB_STEPS] = {S.sc, S.bi};
+    for (int m = 0; m < 2; m++) {
+        if (src[m][1] == src[m][0] + 8 * SLAB_STEPS) {
+            bulk_copy(dst[m][0], src[m][0], 2 * HALF, &S.bar[1]);
+        } else {
+            bulk_copy(dst[m][0], src[m][0], HALF, &S.bar[1]);
+            bulk_copy(dst[m][8], src[m][1], HALF, &S.bar[1]);
+        }
+    }
 }
 /* Warp ks's steps from the slab (its barriers' phase of this parity): rows
  * gq and gq + 8, x row xc. */
@@ -1056,61 +1076,139 @@ static __device__ __noinline__ void mmv_amax(unsigned long long best, unsigned l
     amax_done(amax, idx, gridDim.x / ((N + 15) / 16));
 }
 
-/* The LM head as a stream (see mmv_slab): block b of G takes the tiles b,
- * b + G, .. of n_tok x N/16 (token-major, so a block's tokens ascend);
- * SLAB_KS warps, STREAM_STAGES slabs of dynamic shared memory. A tile's
- * column 0 (its one pair) is reduced through red, double-buffered by turn,
- * so the next turn's partials never overwrite ones still being summed.
- * amax as k_mmv. */
+/* Tile ti of an MMV call: its expert and its pairs, perm[start ..
+ * start + cnt) when sorted (perm set), else pair ti alone. */
+struct mmv_tile {
+    int64_t e, start;
+    int cnt;
+};
+__device__ __forceinline__ mmv_tile mmv_tile_of(int64_t ti, const int32_t *idx, const int *perm, const int4 *tiles,
+                                                int64_t E) {
+    if (perm) {
+        const int4 t = tiles[ti];
+        return {t.x, t.y, t.z};
+    }
+    return {zcu_expert(idx, ti, E), ti, 1};
+}
+/* The activation row of the tile's pair column c (columns past its pairs
+ * compute on pair 0's and are not stored). Pairs are ints (perm's type):
+ * a 32-bit division, which the stream does per tile. */
 template <typename TT>
+__device__ __forceinline__ const TT *mmv_xrow(const mmv_tile &T, int c, const int *perm, const TT *x, int x_per_slot,
+                                              int k, int64_t K) {
+    const int pc = perm ? perm[T.start + (c < T.cnt ? c : 0)] : (int)T.start;
+    return x + (int64_t)(x_per_slot ? pc : pc / k) * K;
+}
+/* A lane's accumulators of pair columns < C into red[KS][16][C] (K range
+ * ks): C = MMV_TILE, or 1 where every tile has one pair (less shared
+ * memory, which the stream's slabs need) */
+template <int C>
+__device__ __forceinline__ void mmv_red_put(float *red, int ks, int gq, int tq, const float (&acc)[4]) {
+    float *r = red + ks * 16 * C;
+    if (2 * tq < C) r[gq * C + 2 * tq] = acc[0], r[(gq + 8) * C + 2 * tq] = acc[2];
+    if (2 * tq + 1 < C) r[gq * C + 2 * tq + 1] = acc[1], r[(gq + 8) * C + 2 * tq + 1] = acc[3];
+}
+/* The tile's 16 rows x C columns of results from red (after a block
+ * barrier), over however many threads there are, column by column (a
+ * tile of one pair keeps warp 0 busy, not one lane of every warp, which
+ * the stream's next turn would wait for): rows n0.. (FUSED: rows 0..7
+ * gate, 8..15 up, act of the pair stored). Returns the thread's largest
+ * amax_word of what it stored (plain only; 0 when !want_amax). */
+template <typename TT, bool FUSED, int KS, int C>
+__device__ __forceinline__ unsigned long long mmv_store(const float *red, const mmv_tile &T, int64_t n0, int64_t N,
+                                                        const int *perm, int act, TT *y, bool want_amax) {
+    constexpr int rpt = FUSED ? 8 : 16;
+    unsigned long long best = 0;
+    for (int i = threadIdx.x; i < 16 * C; i += KS * 32) {
+        const int col = i >> 4, r = i & 15;
+        if (col >= T.cnt || n0 + (r & (rpt - 1)) >= N || (FUSED && r >= 8)) continue;
+        const int64_t p = perm ? perm[T.start + col] : T.start, n = n0 + r;
+        if (FUSED) {
+            const float g = mmv_sum<KS>(&red[r * C + col], 16 * C);
+            const float u = mmv_sum<KS>(&red[(r + 8) * C + col], 16 * C);
+            zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
+        } else {
+            const float v = mmv_sum<KS>(&red[r * C + col], 16 * C);
+            zcu_st(y, p * N + n, v);
+            if (want_amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)n));
+        }
+    }
+    return best;
+}
+
+/* The stream (see mmv_slab), k_mmv's arguments: block b of G takes the
+ * tiles b, b + G, .. of (tile, block of rpt rows), tile-major; SLAB_KS
+ * warps, STREAM_STAGES slabs of dynamic shared memory. A dense matrix's
+ * first slabs are requested before the PDL wait; routed rows (idx, or the
+ * sorted tiles and their count) after it. The K-range partials go through
+ * red (C pair columns: MMV_TILE for the sorted tiles, else 1),
+ * double-buffered by turn, so the next turn's never overwrite ones still
+ * being summed. amax as k_mmv (plain and unsorted only: a block's
+ * tokens then ascend, so each is put once its last tile is stored). */
+template <typename TT, bool FUSED, int C>
 __global__ void __launch_bounds__(SLAB_KS * 32, STREAM_BPS)
-k_mmv_stream(zcu_qw q, const TT *x, int64_t n_tok, TT *y, unsigned long long *amax, int32_t *amax_idx) {
+k_mmv_stream(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k, int64_t n_pairs,
+             const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
+             int32_t *amax_idx) {
     extern __shared__ __align__(16) unsigned char mmv_shm[];
     mmv_slab *S = (mmv_slab *)mmv_shm;
-    __shared__ float red[2][SLAB_KS][16];
-    const int64_t N = q.rows, K = q.cols, nrb = N / 16, nt = n_tok * nrb, G = gridDim.x;
+    __shared__ float red[2][SLAB_KS][16][C];
+    constexpr int rpt = FUSED ? 8 : 16;
+    /* tile numbers in 32 bits (the launcher checks): fewer instructions per
+       turn, which the LM head measured (NOTES.md v11) */
+    const int64_t N = qa.rows, K = qa.cols;
+    const uint32_t nrb = (uint32_t)(N / rpt), G = gridDim.x;
     const int lane = threadIdx.x & 31, ks = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
-    if (threadIdx.x == 0)
-        for (int st = 0; st < STREAM_STAGES; st++) {
-            slab_init(S[st]);
-            const int64_t t = blockIdx.x + st * G;
-            if (t < nt) slab_request(S[st], q, t % nrb * 16);
-        }
+    const bool dense = !idx && !perm;
+    /* by thread 0: tile t's rows into slab Sl; the first ones, tiles b +
+       st·G into slab st (those of the nt that exist) */
+    auto request = [&](mmv_slab &Sl, uint32_t t) {
+        const uint32_t ti = t / nrb;
+        const int64_t r0 = mmv_tile_of(ti, idx, perm, tiles, qa.E).e * N + (int64_t)(t - ti * nrb) * rpt;
+        slab_request(Sl, qa, r0, FUSED ? qb : qa, FUSED ? r0 : r0 + 8);
+    };
+    auto request_first = [&](uint32_t nt) {
+        for (int st = 0; st < STREAM_STAGES && blockIdx.x + st * G < nt; st++) request(S[st], blockIdx.x + st * G);
+    };
+    uint32_t nt = (uint32_t)n_pairs * nrb;
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < STREAM_STAGES; st++) slab_init(S[st]);
+        if (dense) request_first(nt);
+    }
     __syncthreads(); /* the barriers made before any wait on them */
     zcu_pdl_entry();
+    if (perm) nt = (uint32_t)*n_tiles * nrb;
+    if (!dense && threadIdx.x == 0) request_first(nt);
     unsigned long long best = 0;
-    int64_t tok = blockIdx.x / nrb;
+    uint32_t tok = blockIdx.x / nrb;
     int turn = 0;
-    for (int64_t t = blockIdx.x; t < nt; t += G, turn++) {
+    for (uint32_t t = blockIdx.x; t < nt; t += G, turn++) {
         mmv_slab &St = S[turn % STREAM_STAGES];
-        const int64_t tt = t / nrb, n0 = t % nrb * 16;
-        if (amax && tt != tok) {
+        const uint32_t ti = t / nrb;
+        const int64_t n0 = (int64_t)(t - ti * nrb) * rpt;
+        const mmv_tile T = mmv_tile_of(ti, idx, perm, tiles, qa.E);
+        if (amax && ti != tok) {
             amax_put(best, amax, tok);
-            best = 0, tok = tt;
+            best = 0, tok = ti;
         }
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        slab_run<TT>(St, (uint32_t)(turn / STREAM_STAGES) & 1, x + tt * K, ks, gq, tq, acc);
-        if (tq == 0) red[turn & 1][ks][gq] = acc[0], red[turn & 1][ks][gq + 8] = acc[2];
+        slab_run<TT>(St, (uint32_t)(turn / STREAM_STAGES) & 1, mmv_xrow(T, gq, perm, x, x_per_slot, k, K), ks, gq, tq,
+                     acc);
+        mmv_red_put<C>(&red[turn & 1][0][0][0], ks, gq, tq, acc);
         __syncthreads(); /* every warp done with the slab, red complete */
-        if (threadIdx.x == 0 && t + STREAM_STAGES * G < nt) slab_request(St, q, (t + STREAM_STAGES * G) % nrb * 16);
-        if (threadIdx.x < 16) {
-            const int r = threadIdx.x;
-            const float v = mmv_sum<SLAB_KS>(&red[turn & 1][0][r], 16);
-            zcu_st(y, tt * N + n0 + r, v);
-            if (amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)(n0 + r)));
-        }
+        if (threadIdx.x == 0 && t + STREAM_STAGES * G < nt) request(St, t + STREAM_STAGES * G);
+        best = amax_max(best, mmv_store<TT, FUSED, SLAB_KS, C>(&red[turn & 1][0][0][0], T, n0, N, perm, act, y, amax));
     }
     if (amax) {
         amax_put(best, amax, tok);
-        amax_done(amax, amax_idx, n_tok);
+        amax_done(amax, amax_idx, n_pairs);
     }
 }
 
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
- * as gq+8). Tiles: sorted {expert, start, count} when perm is set, else
- * tile i = pair i. amax (qmm_argmax; plain and unsorted only): the argmax of
- * each token's row of y into amax_idx (mmv_amax). */
+ * as gq+8). Tiles: mmv_tile_of. amax (qmm_argmax; plain and unsorted only):
+ * the argmax of each token's row of y into amax_idx (mmv_amax). */
 template <typename TT, bool FUSED, int LG, int KS, int U>
 __global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
@@ -1123,8 +1221,8 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     int64_t s0, s1;
     mmv_range<KS>(K, ks, s0, s1);
     /* rows of the tile within its expert: rows past N compute on row N-1 and
-       are not stored, nor are columns past the tile's pairs, which compute on
-       pair 0 (see mmv_steps_any) */
+       are not stored, nor are columns past the tile's pairs (see
+       mmv_steps_any) */
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
@@ -1135,46 +1233,20 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
         if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
     }
     zcu_pdl_entry();
-    int64_t e, start;
-    int cnt;
-    if (perm) {
-        if (ti >= *n_tiles) return;
-        const int4 t = tiles[ti];
-        e = t.x; start = t.y; cnt = t.z;
-    } else {
-        e = zcu_expert(idx, ti, qa.E); start = ti; cnt = 1;
-    }
-    const int64_t pc = perm ? perm[start + (gq < cnt ? gq : 0)] : start; /* pair of column gq */
-    const TT *xc = x + (x_per_slot ? pc : pc / k) * K;
+    if (perm && ti >= *n_tiles) return;
+    const mmv_tile T = mmv_tile_of(ti, idx, perm, tiles, qa.E);
+    const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, K);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (LG >= 0) {
-        if (!dense) f.begin(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, s0, s1, tq);
+        if (!dense) f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
-        mmv_steps_any<TT>(qa, e * N + rowa, FUSED ? qb : qa, e * N + rowb, xc, s0, s1, tq, acc);
+        mmv_steps_any<TT>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
     }
-    red[ks][gq][2 * tq] = acc[0];
-    red[ks][gq][2 * tq + 1] = acc[1];
-    red[ks][gq + 8][2 * tq] = acc[2];
-    red[ks][gq + 8][2 * tq + 1] = acc[3];
+    mmv_red_put<MMV_TILE>(&red[0][0][0], ks, gq, tq, acc);
     __syncthreads();
-    /* the 16 rows x 8 columns of results, over however many threads there are */
-    unsigned long long best = 0;
-    for (int i = threadIdx.x; i < 16 * MMV_TILE; i += KS * 32) {
-        const int r = i >> 3, col = i & 7;
-        if (col >= cnt || n0 + (r & (rpt - 1)) >= N || (FUSED && r >= 8)) continue;
-        const int64_t p = perm ? perm[start + col] : start, n = n0 + r;
-        if (FUSED) {
-            const float g = mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE);
-            const float u = mmv_sum<KS>(&red[0][r + 8][col], 16 * MMV_TILE);
-            zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
-        } else {
-            const float v = mmv_sum<KS>(&red[0][r][col], 16 * MMV_TILE);
-            zcu_st(y, p * N + n, v);
-            if (amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)n));
-        }
-    }
-    if (!FUSED && amax) mmv_amax(best, amax, amax_idx, start, N);
+    const unsigned long long best = mmv_store<TT, FUSED, KS, MMV_TILE>(&red[0][0][0], T, n0, N, perm, act, y, amax);
+    if (!FUSED && amax) mmv_amax(best, amax, amax_idx, T.start, N);
 }
 
 /* Fused down projection + combine, one pair per tile (unsorted): block ->
@@ -1366,27 +1438,32 @@ template <typename F> static void with_ks(const zcu_qw &q, F &&f) {
     else f(std::integral_constant<int, 4>{});
 }
 
-/* Whether a weight takes the stream (k_mmv_stream, mmv_slab): one matrix
- * of SLAB_KS K ranges (the LM head's shape), whole 16-row tiles, bulk-copy
- * alignment. */
-static bool slab_fits(const zcu_qw &q) {
-    return q.E == 1 && q.gs == 64 && mmv_ks(q) == SLAB_KS && q.cols == 64 * SLAB_STEPS && q.rows % 16 == 0 &&
+/* Whether weight q fits the stream (k_mmv_stream, mmv_slab): SLAB_KS K
+ * ranges of 64·SLAB_STEPS columns, groups of 64, whole tiles of rpt rows,
+ * bulk-copy alignment. */
+static bool slab_fits(const zcu_qw &q, int rpt) {
+    return q.gs == 64 && mmv_ks(q) == SLAB_KS && q.cols == 64 * SLAB_STEPS && q.rows % rpt == 0 &&
            ((uintptr_t)q.w & 15) == 0 && q.row_bytes % 16 == 0 && ((uintptr_t)q.scales & 15) == 0 &&
            ((uintptr_t)q.biases & 15) == 0;
 }
 
-/* MMV launchers (affine 4-bit only, so no format dispatch; none for f32) */
+/* MMV launchers (affine 4-bit only, so no format dispatch; none for f32).
+ * The stream serves the fast variant's fitting weights in the many-wave
+ * calls: a dense matrix of >= 65536 rows (the LM head: the only E = 1
+ * weight with SLAB_KS ranges), the experts from mmv_stream_tokens(). */
 template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
         const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
-        if (!FUSED && !a.perm && lg == 0 && slab_fits(a.qa)) { /* one matrix, so one pair per token */
+        if (lg == 0 && slab_fits(a.qa, (int)rpt) && slab_fits(a.qb, (int)rpt) && nt * nrb <= INT32_MAX &&
+            (a.qa.E == 1 || a.n_tok >= mmv_stream_tokens())) { /* tile numbers (+ 2 G) in 32 bits */
             const int64_t g = (int64_t)a.sm_count * STREAM_BPS;
-            zcu_launch(ZCU_PDL_QMM, k_mmv_stream<TT>, (unsigned)(nt * nrb < g ? nt * nrb : g), SLAB_KS * 32,
-                       STREAM_STAGES * sizeof(mmv_slab), a.st, a.qa, (const TT *)a.x, a.n_tok, (TT *)a.y, a.amax,
-                       a.amax_idx);
+            zcu_launch(ZCU_PDL_QMM, a.perm ? k_mmv_stream<TT, FUSED, MMV_TILE> : k_mmv_stream<TT, FUSED, 1>,
+                       (unsigned)(nt * nrb < g ? nt * nrb : g), SLAB_KS * 32, STREAM_STAGES * sizeof(mmv_slab), a.st,
+                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.n_tok * a.k, a.perm, a.n_tiles,
+                       a.tiles, a.act, (TT *)a.y, a.amax, a.amax_idx);
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
