@@ -504,7 +504,8 @@ static void test_sort_and_dense_mma(void) {
  * also compares the batch depths. Shapes: K = 3072 (ranges of 12 steps);
  * gs 128 (two steps per scale); a dense matrix of 40 rows (a partial row
  * block); experts with K = 2048 (the Qwen3 gate/up: 4 ranges of 8 steps;
- * aligned at M = 3 and 12, the stream kernel); an LM-head-shaped matrix
+ * aligned, the stream kernel at M = 12, and at M = 3 too under
+ * test_cuda_qmm_stream2); an LM-head-shaped matrix
  * (65552 x 2048: the stream at every M, aligned, against the generic one);
  * M = 1 and 3 unsorted, 12 sorted; gate/up fused and down + combine for
  * E > 1. */
