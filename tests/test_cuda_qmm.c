@@ -508,7 +508,10 @@ static void test_sort_and_dense_mma(void) {
  * test_cuda_qmm_stream2); an LM-head-shaped matrix
  * (65552 x 2048: the stream at every M, aligned, against the generic one);
  * M = 1 and 3 unsorted, 12 sorted; gate/up fused and down + combine for
- * E > 1. */
+ * E > 1. Aligned at M = 12, the sorted tiles of at most 4 steps per K range
+ * (the down projections, K = 256 and 192; the gs-128 experts' K = 1024,
+ * fused and plain) run as k_mmv_warp, so it is compared with the generic
+ * k_mmv bit for bit. */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);

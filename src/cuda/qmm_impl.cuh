@@ -49,6 +49,10 @@
  *                           scratch, then k_combine) instead of k_mmv_combine;
  * ZMLX_CUDA_MMV_STREAM_TOKENS n_tok from which the experts' MMV matmuls that
  *                           fit it run as a stream (k_mmv_stream);
+ * ZMLX_CUDA_MMV_WARP_STEPS steps per K range up to which the experts' MMV
+ *                           matmuls in sorted tiles (KS = 4) run as
+ *                           k_mmv_warp (a warp per row block, every K range)
+ *                           instead of k_mmv;
  * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
  *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
  *                           (experts always; same arithmetic). */
@@ -81,6 +85,10 @@ static int mmv_combine_tokens(void) {
 static int mmv_stream_tokens(void) {
     static int v = -1;
     return env_tokens(&v, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8);
+}
+static int mmv_warp_steps(void) {
+    static int v = -1;
+    return env_tokens(&v, "ZMLX_CUDA_MMV_WARP_STEPS", 4);
 }
 static int mmv_half_tokens(void) {
     static int v = -1;
@@ -1114,6 +1122,12 @@ __device__ __forceinline__ void mmv_red_put(float *red, int ks, int gq, int tq, 
  * the stream's next turn would wait for): rows n0.. (FUSED: rows 0..7
  * gate, 8..15 up, act of the pair stored). Returns the thread's largest
  * amax_word of what it stored (plain only; 0 when !want_amax). */
+/* One result into y[i]: v (plain), or act(gate v, up u) (FUSED), each
+ * rounded to T first. */
+template <typename TT, bool FUSED>
+__device__ __forceinline__ void mmv_put(TT *y, int64_t i, float v, float u, int act) {
+    zcu_st(y, i, FUSED ? zcu_act(act, zcu_round(y, v), zcu_round(y, u)) : v);
+}
 template <typename TT, bool FUSED, int KS, int C>
 __device__ __forceinline__ unsigned long long mmv_store(const float *red, const mmv_tile &T, int64_t n0, int64_t N,
                                                         const int *perm, int act, TT *y, bool want_amax) {
@@ -1123,15 +1137,9 @@ __device__ __forceinline__ unsigned long long mmv_store(const float *red, const 
         const int col = i >> 4, r = i & 15;
         if (col >= T.cnt || n0 + (r & (rpt - 1)) >= N || (FUSED && r >= 8)) continue;
         const int64_t p = perm ? perm[T.start + col] : T.start, n = n0 + r;
-        if (FUSED) {
-            const float g = mmv_sum<KS>(&red[r * C + col], 16 * C);
-            const float u = mmv_sum<KS>(&red[(r + 8) * C + col], 16 * C);
-            zcu_st(y, p * N + n, zcu_act(act, zcu_round(y, g), zcu_round(y, u)));
-        } else {
-            const float v = mmv_sum<KS>(&red[r * C + col], 16 * C);
-            zcu_st(y, p * N + n, v);
-            if (want_amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)n));
-        }
+        const float v = mmv_sum<KS>(&red[r * C + col], 16 * C);
+        mmv_put<TT, FUSED>(y, p * N + n, v, FUSED ? mmv_sum<KS>(&red[(r + 8) * C + col], 16 * C) : 0.0f, act);
+        if (!FUSED && want_amax) best = amax_max(best, amax_word(zcu_round(y, v), (uint32_t)n));
     }
     return best;
 }
@@ -1247,6 +1255,61 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     __syncthreads();
     const unsigned long long best = mmv_store<TT, FUSED, KS, MMV_TILE>(&red[0][0][0], T, n0, N, perm, act, y, amax);
     if (!FUSED && amax) mmv_amax(best, amax, amax_idx, T.start, N);
+}
+
+/* The experts' sorted tiles where a K range has few steps (at most
+ * mmv_warp_steps(): Qwen3's down projection, K = 768, has 3): a warp per
+ * (tile, block of rpt rows), MMV_WARP_ROWS such per block, each warp all KS
+ * ranges of its rows in order, adding each range's partial to its sums as
+ * mmv_sum adds them (from 0.0f, in range order): the same bits as k_mmv,
+ * with no partials through shared memory, no block barrier, and one tile
+ * lookup (count, tile, pair: three dependent L2 trips) per KS ranges
+ * instead of per range. Measured (NOTES.md v12): the sorted down 7-9%
+ * faster per MoE layer at M = 8..64; over unsorted pairs (a few thousand
+ * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
+ * those stay on k_mmv. The fast variant only. */
+enum { MMV_WARP_ROWS = 4 }; /* row blocks (warps) per block */
+template <typename TT, bool FUSED, int LG, int KS, int U>
+__global__ void __launch_bounds__(MMV_WARP_ROWS * 32, MMV_MINB - 1)
+k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k, const int *perm,
+           const int *n_tiles, const int4 *tiles, int act, TT *y) {
+    static_assert(LG >= 0, "the fast variant");
+    const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
+    const int64_t bpt = (nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS, ti = blockIdx.x / bpt;
+    const int64_t n0 = ((blockIdx.x % bpt) * MMV_WARP_ROWS + (threadIdx.x >> 5)) * rpt;
+    const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    /* rows past N compute on row N-1 and are not stored (as k_mmv) */
+    const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
+    const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
+    zcu_pdl_entry();
+    if (n0 >= N) return;
+    /* the count and the tile read together (ti < the grid's tiles: in bounds) */
+    const int nt = perm ? *n_tiles : 0;
+    const mmv_tile T = mmv_tile_of(ti, idx, perm, tiles, qa.E);
+    if (perm && ti >= nt) return;
+    const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, K);
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 1
+    for (int ks = 0; ks < KS; ks++) {
+        int64_t s0, s1;
+        mmv_range<KS>(K, ks, s0, s1);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mmv_fast<TT, LG, U> f;
+        f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
+        f.run(xc, tq, acc);
+#pragma unroll
+        for (int c = 0; c < 4; c++) sum[c] = __fadd_rn(sum[c], acc[c]);
+    }
+    /* the lane's results: rows gq (sum[j]) and gq + 8 (sum[2 + j]) of pair
+       column 2tq + j; FUSED: row gq of the gate and of the up */
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int c = 2 * tq + j;
+        if (c >= T.cnt) break;
+        const int64_t p = perm ? perm[T.start + c] : T.start;
+        if (na < N) mmv_put<TT, FUSED>(y, p * N + na, sum[j], sum[2 + j], act);
+        if (!FUSED && nb < N) mmv_put<TT, FUSED>(y, p * N + nb, sum[2 + j], 0.0f, act);
+    }
 }
 
 /* Fused down projection + combine, one pair per tile (unsorted): block ->
@@ -1464,6 +1527,16 @@ template <typename TT> struct mmv_launch {
                        (unsigned)(nt * nrb < g ? nt * nrb : g), SLAB_KS * 32, STREAM_STAGES * sizeof(mmv_slab), a.st,
                        a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.n_tok * a.k, a.perm, a.n_tiles,
                        a.tiles, a.act, (TT *)a.y, a.amax, a.amax_idx);
+            ZCU_LAUNCHED();
+            return ZMLX_OK;
+        }
+        const int64_t per = (a.qa.cols / 64 + mmv_ks(a.qa) - 1) / mmv_ks(a.qa); /* steps per K range */
+        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && per <= mmv_warp_steps()) {
+            constexpr int H = MMV_U / 2;
+            zcu_launch(ZCU_PDL_QMM, lg == 0 ? k_mmv_warp<TT, FUSED, 0, 4, H> : k_mmv_warp<TT, FUSED, 1, 4, H>,
+                       (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0, a.st,
+                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act,
+                       (TT *)a.y);
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
