@@ -1267,35 +1267,38 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * instead of per range. Measured (NOTES.md v12): the sorted down 7-9%
  * faster per MoE layer at M = 8..64; over unsorted pairs (a few thousand
  * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
- * those stay on k_mmv. The fast variant only. */
+ * those stay on k_mmv. The fast variant only; 5 blocks per SM (at 6 the
+ * 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16 lost 3.5 / 2
+ * us). */
 enum { MMV_WARP_ROWS = 4 }; /* row blocks (warps) per block */
 template <typename TT, bool FUSED, int LG, int KS, int U>
 __global__ void __launch_bounds__(MMV_WARP_ROWS * 32, MMV_MINB - 1)
-k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k, const int *perm,
-           const int *n_tiles, const int4 *tiles, int act, TT *y) {
+k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm, const int *n_tiles,
+           const int4 *tiles, int act, TT *y) {
     static_assert(LG >= 0, "the fast variant");
-    const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
-    const int64_t bpt = (nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS, ti = blockIdx.x / bpt;
-    const int64_t n0 = ((blockIdx.x % bpt) * MMV_WARP_ROWS + (threadIdx.x >> 5)) * rpt;
+    /* row numbers within an expert in 32 bits (the launcher checks) */
+    const int N = (int)qa.rows, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
+    const int bpt = (nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS, ti = blockIdx.x / bpt;
+    const int n0 = ((blockIdx.x - ti * bpt) * MMV_WARP_ROWS + (threadIdx.x >> 5)) * rpt;
     const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     /* rows past N compute on row N-1 and are not stored (as k_mmv) */
-    const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
-    const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
+    const int na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     zcu_pdl_entry();
     if (n0 >= N) return;
     /* the count and the tile read together (ti < the grid's tiles: in bounds) */
-    const int nt = perm ? *n_tiles : 0;
-    const mmv_tile T = mmv_tile_of(ti, idx, perm, tiles, qa.E);
-    if (perm && ti >= nt) return;
-    const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, K);
+    const int nt = *n_tiles;
+    const mmv_tile T = mmv_tile_of(ti, nullptr, perm, tiles, qa.E);
+    if (ti >= nt) return;
+    const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, qa.cols);
+    const int64_t ra = T.e * qa.rows + (na < N ? na : N - 1), rb = T.e * qa.rows + (nb < N ? nb : N - 1);
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 1
     for (int ks = 0; ks < KS; ks++) {
         int64_t s0, s1;
-        mmv_range<KS>(K, ks, s0, s1);
+        mmv_range<KS>(qa.cols, ks, s0, s1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         mmv_fast<TT, LG, U> f;
-        f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
+        f.begin(qa, ra, FUSED ? qb : qa, rb, s0, s1, tq);
         f.run(xc, tq, acc);
 #pragma unroll
         for (int c = 0; c < 4; c++) sum[c] = __fadd_rn(sum[c], acc[c]);
@@ -1306,7 +1309,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx
     for (int j = 0; j < 2; j++) {
         const int c = 2 * tq + j;
         if (c >= T.cnt) break;
-        const int64_t p = perm ? perm[T.start + c] : T.start;
+        const int64_t p = perm[T.start + c];
         if (na < N) mmv_put<TT, FUSED>(y, p * N + na, sum[j], sum[2 + j], act);
         if (!FUSED && nb < N) mmv_put<TT, FUSED>(y, p * N + nb, sum[2 + j], 0.0f, act);
     }
@@ -1531,11 +1534,11 @@ template <typename TT> struct mmv_launch {
             return ZMLX_OK;
         }
         const int64_t per = (a.qa.cols / 64 + mmv_ks(a.qa) - 1) / mmv_ks(a.qa); /* steps per K range */
-        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && per <= mmv_warp_steps()) {
+        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && per <= mmv_warp_steps() && a.qa.rows < INT32_MAX) {
             constexpr int H = MMV_U / 2;
             zcu_launch(ZCU_PDL_QMM, lg == 0 ? k_mmv_warp<TT, FUSED, 0, 4, H> : k_mmv_warp<TT, FUSED, 1, 4, H>,
                        (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0, a.st,
-                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act,
+                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.k, a.perm, a.n_tiles, a.tiles, a.act,
                        (TT *)a.y);
             ZCU_LAUNCHED();
             return ZMLX_OK;
