@@ -1116,18 +1116,18 @@ __device__ __forceinline__ void mmv_red_put(float *red, int ks, int gq, int tq, 
     if (2 * tq < C) r[gq * C + 2 * tq] = acc[0], r[(gq + 8) * C + 2 * tq] = acc[2];
     if (2 * tq + 1 < C) r[gq * C + 2 * tq + 1] = acc[1], r[(gq + 8) * C + 2 * tq + 1] = acc[3];
 }
-/* The tile's 16 rows x C columns of results from red (after a block
- * barrier), over however many threads there are, column by column (a
- * tile of one pair keeps warp 0 busy, not one lane of every warp, which
- * the stream's next turn would wait for): rows n0.. (FUSED: rows 0..7
- * gate, 8..15 up, act of the pair stored). Returns the thread's largest
- * amax_word of what it stored (plain only; 0 when !want_amax). */
 /* One result into y[i]: v (plain), or act(gate v, up u) (FUSED), each
  * rounded to T first. */
 template <typename TT, bool FUSED>
 __device__ __forceinline__ void mmv_put(TT *y, int64_t i, float v, float u, int act) {
     zcu_st(y, i, FUSED ? zcu_act(act, zcu_round(y, v), zcu_round(y, u)) : v);
 }
+/* The tile's 16 rows x C columns of results from red (after a block
+ * barrier), over however many threads there are, column by column (a
+ * tile of one pair keeps warp 0 busy, not one lane of every warp, which
+ * the stream's next turn would wait for): rows n0.. (FUSED: rows 0..7
+ * gate, 8..15 up, act of the pair stored). Returns the thread's largest
+ * amax_word of what it stored (plain only; 0 when !want_amax). */
 template <typename TT, bool FUSED, int KS, int C>
 __device__ __forceinline__ unsigned long long mmv_store(const float *red, const mmv_tile &T, int64_t n0, int64_t N,
                                                         const int *perm, int act, TT *y, bool want_amax) {
@@ -1264,8 +1264,8 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * mmv_sum adds them (from 0.0f, in range order): the same bits as k_mmv,
  * with no partials through shared memory, no block barrier, and one tile
  * lookup (count, tile, pair: three dependent L2 trips) per KS ranges
- * instead of per range. Measured (NOTES.md v12): the sorted down 7-9%
- * faster per MoE layer at M = 8..64; over unsorted pairs (a few thousand
+ * instead of per range. Measured (NOTES.md v12): the Qwen3 MoE layer 5-9%
+ * faster at M = 8..64; over unsorted pairs (a few thousand
  * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
  * those stay on k_mmv. The fast variant only; 5 blocks per SM (at 6 the
  * 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16 lost 3.5 / 2
