@@ -682,6 +682,8 @@ static inline int mmv_ks(const zcu_qw &q) {
     if (q.E == 1) return q.cols >= 16 * 256 ? 16 : q.cols >= 8 * 256 ? 8 : 4; /* K / (64 MMV_U), a power of 2 */
     return q.cols >= 4096 ? 8 : 4;
 }
+/* 64-column steps per K range of weight q (the device's mmv_range) */
+static inline int64_t mmv_range_steps(const zcu_qw &q) { return (q.cols / 64 + mmv_ks(q) - 1) / mmv_ks(q); }
 
 template <typename TT> struct mmv_consts;
 template <> struct mmv_consts<__nv_bfloat16> {
@@ -1012,8 +1014,7 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
     if (q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
         ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
         return -1;
-    const int64_t ns = q.cols / 64, ks = mmv_ks(q), per = (ns + ks - 1) / ks; /* steps per K range */
-    return q.gs == 64 ? 0 : q.gs == 128 && per % 2 == 0 ? 1 : -1;
+    return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -1;
 }
 
 /* Steps of split ks of a K-column row: contiguous, in order. */
@@ -1533,8 +1534,8 @@ template <typename TT> struct mmv_launch {
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
-        const int64_t per = (a.qa.cols / 64 + mmv_ks(a.qa) - 1) / mmv_ks(a.qa); /* steps per K range */
-        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && per <= mmv_warp_steps() && a.qa.rows < INT32_MAX) {
+        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && mmv_range_steps(a.qa) <= mmv_warp_steps() &&
+            a.qa.rows < INT32_MAX) {
             constexpr int H = MMV_U / 2;
             zcu_launch(ZCU_PDL_QMM, lg == 0 ? k_mmv_warp<TT, FUSED, 0, 4, H> : k_mmv_warp<TT, FUSED, 1, 4, H>,
                        (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0, a.st,
