@@ -66,34 +66,19 @@ static int env_tokens(int *v, const char *name, int dflt) {
     }
     return *v;
 }
-static int mma_min_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMA_MIN_TOKENS", 8);
-}
-static int mmv_max_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_MAX_TOKENS", 128);
-}
-static int mmv_sort_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_SORT_TOKENS", 8);
-}
-static int mmv_combine_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2);
-}
-static int mmv_stream_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8);
-}
-static int mmv_warp_steps(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_WARP_STEPS", 4);
-}
-static int mmv_half_tokens(void) {
-    static int v = -1;
-    return env_tokens(&v, "ZMLX_CUDA_MMV_HALF_TOKENS", 2);
-}
+/* fn(): the threshold in environment variable name, read on the first call */
+#define ENV_TOKENS_KNOB(fn, name, dflt) \
+    static int fn(void) { \
+        static int v = -1; \
+        return env_tokens(&v, name, dflt); \
+    }
+ENV_TOKENS_KNOB(mma_min_tokens, "ZMLX_CUDA_MMA_MIN_TOKENS", 8)
+ENV_TOKENS_KNOB(mmv_max_tokens, "ZMLX_CUDA_MMV_MAX_TOKENS", 128)
+ENV_TOKENS_KNOB(mmv_sort_tokens, "ZMLX_CUDA_MMV_SORT_TOKENS", 8)
+ENV_TOKENS_KNOB(mmv_combine_tokens, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2)
+ENV_TOKENS_KNOB(mmv_stream_tokens, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8)
+ENV_TOKENS_KNOB(mmv_warp_steps, "ZMLX_CUDA_MMV_WARP_STEPS", 4)
+ENV_TOKENS_KNOB(mmv_half_tokens, "ZMLX_CUDA_MMV_HALF_TOKENS", 2)
 
 enum { PATH_GEMV, PATH_MMA, PATH_COLS, PATH_MMV };
 /* E bound of the device counting sort (its histogram lives in shared memory);
