@@ -13,6 +13,9 @@
  *    2^-8 ≈ 0.4%) each is ~0.7% from an f64 oracle on these models
  *    (test_model_forward), so 3% leaves room for the cache to carry small
  *    differences across steps without hiding a wrong kernel (those give O(1)).
+ *    Up to 2 isolated steps may sit between REL_L2_TOL and SPIKE_TOL when the
+ *    next step is back under REL_L2_TOL: an expert choice at a routing near
+ *    tie, taken on one side only (see cpu_vs_cuda).
  *    A third session on the scalar reference backend (CPU_REF) runs alongside:
  *    a failure message names each backend's worst error against it, so it
  *    says which side is off.
@@ -33,6 +36,7 @@
 #include <unistd.h>
 
 #define REL_L2_TOL 0.03
+#define SPIKE_TOL 0.15
 #define N_CMP 64
 #define N_EXACT 500
 
@@ -94,9 +98,9 @@ static void cpu_vs_cuda(const char *dir, zmlx_model *m, zmlx_ctx *ref, zmlx_ctx 
     zmlx_session *sc = new_session(m, cpu, ZMLX_PATCH_EXACT, PROMPT_N + N_CMP);
     zmlx_session *sg = new_session(m, gpu, ZMLX_PATCH_EXACT, PROMPT_N + N_CMP);
     float *lc = h_alloc((size_t)V * 4), *lg = h_alloc((size_t)V * 4), *lr = h_alloc((size_t)V * 4);
-    int ties = 0, bad_tok = -1, bad_rel = -1;
+    int ties = 0, bad_tok = -1, bad_rel = -1, spikes = 0;
     double worst = 0, worst_c = 0, worst_g = 0; /* CPU vs CUDA; CPU, CUDA vs CPU_REF */
-    double step_c[N_CMP] = {0}, step_g[N_CMP] = {0};
+    double step_c[N_CMP] = {0}, step_g[N_CMP] = {0}, step_r[N_CMP] = {0};
     int ok = sr && sc && sg && feed(sr, g_prompt, PROMPT_N) && feed(sc, g_prompt, PROMPT_N) &&
              feed(sg, g_prompt, PROMPT_N);
     for (int i = 0; ok && i < N_CMP; i++) {
@@ -117,7 +121,7 @@ static void cpu_vs_cuda(const char *dir, zmlx_model *m, zmlx_ctx *ref, zmlx_ctx 
         for (int64_t j = 0; j < V; j++)
             if (j != ac && (second < 0 || lc[j] > lc[second])) second = (int32_t)j;
         double rel = rel_l2(lg, lc, V);
-        if (!(rel <= REL_L2_TOL) && bad_rel < 0) bad_rel = i;
+        step_r[i] = rel;
         worst = fmax(worst, rel);
         CHECKF(ac == zmlx_session_argmax(sc) && ag == zmlx_session_argmax(sg), "%s: argmax of the logits", dir);
         if (ac != ag) {
@@ -126,6 +130,19 @@ static void cpu_vs_cuda(const char *dir, zmlx_model *m, zmlx_ctx *ref, zmlx_ctx 
         }
         ok = i + 1 == N_CMP || (feed(sr, &ac, 1) && feed(sc, &ac, 1) && feed(sg, &ac, 1));
     }
+    /* A step above the tolerance (but under SPIKE_TOL) whose successor is back
+       under it is one token's forward crossing a routing near tie: an expert
+       chosen on one side only, the cache barely moved. The tied 3-bit model
+       has one at step 23, where a 1-ulp difference in a few attention outputs
+       (both backends within rounding of an f64 oracle) flips a choice:
+       src/cuda/NOTES.md v15. At most 2, as token near ties; a wrong kernel
+       stays off (O(1)) step after step. */
+    for (int i = 0; i < N_CMP; i++)
+        if (!(step_r[i] <= REL_L2_TOL)) {
+            if (step_r[i] <= SPIKE_TOL && i + 1 < N_CMP && step_r[i + 1] <= REL_L2_TOL) spikes++;
+            else if (bad_rel < 0) bad_rel = i;
+        }
+    CHECKF(spikes <= 2, "%s: %d isolated steps above the logits tolerance in %d steps", dir, spikes, N_CMP);
     CHECKF(bad_tok < 0, "%s: CUDA's greedy token differs from the CPU's at step %d (not a near tie); worst rel. L2 "
            "vs cpu-ref: cpu %.4f, cuda %.4f", dir, bad_tok, worst_c, worst_g);
     CHECKF(ties <= 2, "%s: %d near-tie token differences in %d steps", dir, ties, N_CMP);

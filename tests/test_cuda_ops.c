@@ -267,21 +267,34 @@ static void test_rope(void) {
     }
 }
 
-/* Three geometries per dtype: a short context (a few chunks); head dims of
- * 512 over 1500 positions, whose chunks (<= 21 positions in shared memory)
- * outnumber the grid's ATT_GRID chunk blocks, so blocks take several rounds;
- * and head dims 18 / 10, whose rows are not whole 16-byte runs (the kernel's
- * path with element loads and bounds checks). */
+/* Five geometries, each in every dtype (the second with sinks, the third
+ * with a window): a short context (a few chunks); head dims of 512 over 1500
+ * positions, whose chunks (<= 21 positions in shared memory) outnumber the
+ * grid's ATT_GRID chunk blocks, so blocks take several rounds; head dims
+ * 18 / 10, whose rows are not whole 16-byte runs (the kernel's path with
+ * element loads and bounds checks); and 8 and 16 query heads per kv head
+ * (Qwen3's group; every row of a tensor-core tile), whose 16-bit rows take
+ * the tensor-core path. */
 static void test_attention(void) {
+    static const struct {
+        int Hq, Hkv, hd, hd_v;
+        int64_t cap, n_ctx, window;
+        float scale;
+    } geo[] = {
+        {4, 2, 40, 24, 300, 213, 50, 0.15f},      {4, 2, 512, 512, 1600, 1500, 1400, 0.05f},
+        {4, 2, 18, 10, 300, 150, 50, 0.15f},      {16, 2, 128, 128, 700, 650, 300, 0.09f},
+        {32, 2, 64, 48, 400, 390, 100, 0.125f},
+    };
     h_rng r = {15};
-    for (int v = 0; v < 9; v++) {
+    for (int v = 0; v < 15; v++) {
         zmlx_dtype T = TS[v % 3];
-        const int lng = v / 3 == 1, odd = v / 3 == 2;
-        float hs[4] = {0.5f, -1.0f, 2.0f, 0.0f};
+        const int gi = v / 3;
+        float hs[32];
+        for (int h = 0; h < 32; h++) hs[h] = 0.5f - 0.25f * (float)(h % 7);
         float *sinks = v % 3 == 1 ? ct_dev(hs, sizeof hs) : NULL;
-        zmlx_attn_params p = {4, 2, lng ? 512 : odd ? 18 : 40, lng ? 512 : odd ? 10 : 24, lng ? 1600 : 300,
-                              lng ? 0.05f : 0.15f, v % 3 == 2 ? (lng ? 1400 : 50) : 0, sinks};
-        const int64_t n_ctx = lng ? 1500 : odd ? 150 : 213;
+        zmlx_attn_params p = {geo[gi].Hq, geo[gi].Hkv, geo[gi].hd, geo[gi].hd_v, geo[gi].cap,
+                              geo[gi].scale, v % 3 == 2 ? geo[gi].window : 0, sinks};
+        const int64_t n_ctx = geo[gi].n_ctx;
         const size_t es = zmlx_dtype_size(T);
         void *hq = ct_rand(&r, T, p.Hq * p.hd, -1, 1);
         void *hk = ct_rand(&r, T, p.Hkv * p.cap * p.hd, -1, 1), *hv = ct_rand(&r, T, p.Hkv * p.cap * p.hd_v, -1, 1);

@@ -5,13 +5,15 @@
  * Attention splits each (token, query head)'s attended positions into chunks
  * of C positions (C a function of the attended length alone, att_chunk, so
  * every call at the same position chunks alike). A block takes one chunk
- * (every ATT_GRID-th one past ATT_GRID chunks) for up to ATT_GB query heads
- * of one kv head (a warp each; the chunk's K and V rows are staged in
- * shared memory once for all of them); a warp computes its head's scores,
- * their max m_c, l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v (the
- * products of s and o accumulated by FMA, in the fixed order k_attn describes); the last block of a (token, kv head
- * block) to finish (an integer counter, reset by that block) combines each
- * head's chunks:
+ * (every ATT_GRID-th one past ATT_GRID chunks) for several query heads of one
+ * kv head (the chunk's K and V rows are staged in shared memory once for all
+ * of them) and computes each head's scores, their max m_c,
+ * l_c = Σ exp(s - m_c) and o_c = Σ exp(s - m_c)·v: with 16-bit T and head
+ * dims that are multiples of 16 on the tensor cores (att_chunk_mma: the heads
+ * as the rows of mma tiles, exp(s - m_c) as two T pieces), else by f32 FMAs
+ * in a fixed order (att_chunk_fma, a warp per head); the last block of a
+ * (token, kv head block) to finish (an integer counter, reset by that block)
+ * combines each head's chunks:
  *   M = max(sink, m_c), L = Σ_c l_c·exp(m_c - M) (+ exp(sink - M)),
  *   out = round_T((Σ_c o_c·exp(m_c - M)) · (1/L)), the o sum in chunk order.
  * The order of every sum depends only on the position count (C included), so results
@@ -74,31 +76,43 @@ extern "C" zmlx_status zcu_rope(zmlx_ctx *c, const zmlx_rope_params *p, zmlx_dty
 #define ZMLX_ATT_GB 4
 #endif
 enum {
-    ATT_GB = ZMLX_ATT_GB, /* most query heads per block (a warp each)                    */
+    ATT_GB = ZMLX_ATT_GB, /* most query heads per block on the FMA paths (a warp each)   */
+    ATT_MMA_GB = 16,     /* most query heads per block on the tensor-core path (mma rows) */
+    ATT_MMA_W = 8,       /* warps of a tensor-core block (a head each in softmax, combine) */
     ATT_NCH = 16,        /* chunks a context splits into (while C stays in range)        */
     ATT_MINC = 16,       /* shortest chunk                                               */
-    ATT_SHM = 48 * 1024, /* a block's shared memory: the chunk's K and V rows, q, scores */
+    ATT_SHM = 48 * 1024 - 16, /* dynamic shared memory: K and V rows, q, scores (+ `last`: 48 KB) */
     ATT_JU = 4,          /* positions whose loads are in flight together                 */
     ATT_GRID = 64,       /* most chunk blocks per (token, head block); longer contexts loop */
     ATT_CB = 16,         /* chunks whose partial o loads the combine has in flight together */
 };
 
+/* How a chunk is computed: PLAIN, element loads with bounds checks; FAST, the
+ * same f32 FMA sums from 16-byte K and 8-byte V loads (K rows whole 16-byte
+ * runs, hd_v % 4 == 0); MMA, on the tensor cores (16-bit T, hd and hd_v
+ * multiples of 16: att_chunk_mma). */
+enum { ATT_PLAIN, ATT_FAST, ATT_MMA };
+
 /* How a cache geometry splits: gb query heads per block, the largest divisor
- * of the group size Hq/Hkv up to ATT_GB, so a block's heads share one kv head
- * and the chunk's K and V rows are read once for all of them; the longest
- * chunk cmax that shared memory holds, and the most chunks nch any context up
- * to the cache's span can have (the partials' extent; the grid launches at
- * most ATT_GRID chunk blocks, which then loop); partial stride (o, then m and
- * l, 16-byte aligned); shared memory: cmax K rows kld elements apart, cmax V
- * rows (each block 16-byte aligned), then gb q rows and gb score rows in f32.
- * fast: K rows are whole 16-byte runs (hd·sizeof(T) % 16 == 0) and hd_v % 4
- * == 0, so k_attn reads shared memory in 16- and 8-byte loads with no bounds
- * checks; kld then pads a K row to an odd number of 16-byte runs, so the 8
- * lanes of a load phase, each on its own row, hit 8 different bank groups. */
+ * of the group size Hq/Hkv up to ATT_GB (FMA paths: a warp per head) or
+ * ATT_MMA_GB (MMA: the 16 rows of a tile, ATT_MMA_W warps), so a block's
+ * heads share one kv head and the chunk's K and V rows are read once for all
+ * of them; the longest chunk cmax that shared memory holds, and the most
+ * chunks nch any context up to the cache's span can have (the partials'
+ * extent; the grid launches at most ATT_GRID chunk blocks, which then loop);
+ * partial stride (o, then m and l, 16-byte aligned). Shared memory, each
+ * region 16-byte aligned: K rows kld elements apart, V rows vld apart (MMA:
+ * cmax rounded up to whole 16-position tiles of both), the q rows (FMA: gb
+ * rows of hd f32, scale·q; MMA: 16 rows kld apart in T, rows past gb zero),
+ * gb score rows of cmax f32, and (MMA) the two pieces of P, 16 rows pld
+ * apart each. On the FAST and MMA paths kld (and on MMA vld) pads a row to an
+ * odd number of 16-byte runs, so 8 rows read at one offset (a load phase of
+ * 16-byte loads, an ldmatrix, a B fragment) hit 8 different bank groups;
+ * pld/2 words ≡ 4 mod 8 does the same for P's A fragments. */
 typedef struct {
-    int gb, fast;
-    int64_t cmax, nch, stride, kld;
-    size_t k_bytes, kv_bytes, shm; /* the V rows start at k_bytes, q at kv_bytes */
+    int gb, mode, warps;
+    int64_t cmax, nch, stride, kld, vld, pld;
+    size_t k_bytes, kv_bytes, s_off, p_off, shm; /* V at k_bytes, q at kv_bytes, scores at s_off, P at p_off */
 } att_geom;
 
 /* Chunk length for a context of n attended positions: n/ATT_NCH within
@@ -115,23 +129,42 @@ __host__ __device__ __forceinline__ int64_t att_chunk(int64_t n, int64_t cmax) {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g) {
+/* n elements of tsz bytes padded to an odd number of 16-byte runs */
+static int64_t att_pad(int64_t n, size_t tsz) { return (size_t)n * tsz / 16 % 2 == 0 ? n + (int64_t)(16 / tsz) : n; }
+
+/* The regions of g for chunks of up to cmax positions; returns the bytes. */
+static size_t att_layout(const zmlx_attn_params *p, size_t tsz, int64_t cmax, att_geom *g) {
+    const bool mma = g->mode == ATT_MMA;
+    const size_t rows = mma ? (size_t)(cmax + 15) / 16 * 16 : (size_t)cmax;
+    g->cmax = cmax;
+    g->pld = mma ? (int64_t)rows + 8 : 0;
+    g->k_bytes = round16(rows * (size_t)g->kld * tsz);
+    g->kv_bytes = g->k_bytes + round16(rows * (size_t)g->vld * tsz);
+    g->s_off = g->kv_bytes + round16(mma ? 16 * (size_t)g->kld * tsz : (size_t)g->gb * (size_t)p->hd * 4);
+    g->p_off = g->s_off + round16((size_t)g->gb * (size_t)cmax * 4);
+    return g->p_off + (mma ? 2 * 16 * (size_t)g->pld * tsz : 0);
+}
+
+static zmlx_status att_geometry(const zmlx_attn_params *p, size_t tsz, int mode, att_geom *g) {
     const int G = p->Hq / p->Hkv;
+    const bool mma = mode == ATT_MMA;
+    g->mode = mode;
     g->gb = 1;
-    for (int d = ATT_GB; d > 1; d--)
+    for (int d = mma ? ATT_MMA_GB : ATT_GB; d > 1; d--)
         if (G % d == 0) {
             g->gb = d;
             break;
         }
+    g->warps = mma ? ATT_MMA_W : g->gb;
     const int64_t span = p->window > 0 && p->window < p->cap ? p->window : p->cap;
-    g->fast = (size_t)p->hd * tsz % 16 == 0 && p->hd_v % 4 == 0;
-    g->kld = p->hd;
-    if (g->fast && (size_t)p->hd * tsz / 16 % 2 == 0) g->kld += (int64_t)(16 / tsz);
-    const size_t per_pos = (size_t)(g->kld + p->hd_v) * tsz + (size_t)g->gb * 4;
-    const size_t fixed = 32 + (size_t)g->gb * (size_t)p->hd * 4; /* 32: the two roundings */
-    if (fixed + per_pos > ATT_SHM) return ZMLX_ERR_UNSUPPORTED;     /* head dims past ~5000 */
-    const int64_t cmax = (int64_t)((ATT_SHM - fixed) / per_pos);
-    g->cmax = cmax;
+    g->kld = g->mode == ATT_PLAIN ? p->hd : att_pad(p->hd, tsz);
+    g->vld = mma ? att_pad(p->hd_v, tsz) : p->hd_v;
+    /* the largest cmax whose layout fits: from the bytes per position, then down */
+    const size_t per_pos = (size_t)(g->kld + g->vld) * tsz + (size_t)g->gb * 4 + (mma ? 2 * 16 * tsz : 0);
+    int64_t cmax = (int64_t)(ATT_SHM / per_pos);
+    while (cmax > 0 && att_layout(p, tsz, cmax, g) > ATT_SHM) cmax--;
+    if (cmax < 1) return ZMLX_ERR_UNSUPPORTED; /* FMA paths: head dims past ~5000 */
+    g->shm = att_layout(p, tsz, cmax, g);
     /* att_chunk gives at most min(span/ATT_MINC, ATT_NCH) chunks while n/ATT_NCH
        fits in cmax, and n/cmax <= span/cmax past that */
     int64_t few = (span + ATT_MINC - 1) / ATT_MINC;
@@ -139,10 +172,15 @@ static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g)
     const int64_t many = (span + cmax - 1) / cmax;
     g->nch = few > many ? few : many;
     g->stride = (p->hd_v + 2 + 3) / 4 * 4;
-    g->k_bytes = round16((size_t)cmax * (size_t)g->kld * tsz);
-    g->kv_bytes = g->k_bytes + round16((size_t)cmax * (size_t)p->hd_v * tsz);
-    g->shm = g->kv_bytes + (size_t)g->gb * (size_t)(p->hd + cmax) * 4;
     return ZMLX_OK;
+}
+
+/* The tensor-core path where T and the head dims allow it and a 16-row tile
+ * of q fits beside a chunk (head dims up to ~300), else an FMA path. */
+static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g) {
+    if (tsz == 2 && p->hd % 16 == 0 && p->hd_v % 16 == 0 && att_geometry(p, tsz, ATT_MMA, g) == ZMLX_OK)
+        return ZMLX_OK;
+    return att_geometry(p, tsz, (size_t)p->hd * tsz % 16 == 0 && p->hd_v % 4 == 0 ? ATT_FAST : ATT_PLAIN, g);
 }
 
 /* Features d..d+3 of the ATT_JU rows jb.. of a [len, n] block in shared
@@ -173,30 +211,195 @@ __device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, in
     }
 }
 
-/* Grid (kv head x head block, chunk, token), gb warps: warp w takes query head
- * h of the block's kv head. Token t's context is base + t + 1 positions,
- * base = pos[0] (device; 0 without pos) + pos0; q row of token t at
- * q + t·q_stride. part: [tokens, Hq, nch, stride] f32 (o, m, l);
- * cnt: [tokens, gridDim.x] zeroed counters. The chunk is the slower grid
- * dimension, so the blocks of chunks a short context does not reach (up to the
- * cache's span) are dispatched after every block that works, and only exit.
- * The block stages the chunk's K and V rows in shared memory (all copies in
- * flight at once) and its warps' q rows, then each warp alone:
- * lane l scores positions j = l, l + 32, .. of the chunk by four FMA sums
+/* One chunk of len positions on the FMA paths, warp = its query head: qs
+ * the head's scale·q (f32), sc its score row, pc its partial (o, m, l).
+ * Lane l scores positions j = l, l + 32, .. of the chunk by four FMA sums
  * a_e of (scale·q_d)·k_jd over the features d = e mod 4 in ascending order,
  * s_j = (a_0 + a_1) + (a_2 + a_3) (no shuffles: a butterfly per position made
  * the scores ~30% of a block's time at 512 positions); m and l over the chunk
  * (lane-strided, then a butterfly); o_d = Σ_j e_j·v_jd (FMA) with j
- * ascending, lane l owning features 4l + 128r + i of v. FAST (att_geom.fast):
- * the same values from 16-byte K and 8-byte V loads without bounds checks. */
-template <typename TT, bool FAST>
-__global__ void __launch_bounds__(ATT_GB * 32)
+ * ascending, lane l owning features 4l + 128r + i of v. FAST: the same
+ * values from 16-byte K and 8-byte V loads without bounds checks. */
+template <bool FAST, typename TT>
+__device__ __forceinline__ void att_chunk_fma(const zmlx_attn_params &p, const att_geom &ag, const TT *ks,
+                                              const TT *vs, const float *qs, float *sc, int len, float *pc) {
+    const int lane = threadIdx.x & 31;
+    for (int j = lane; j < len; j += 32) {
+        const TT *kr = ks + j * ag.kld;
+        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (FAST) {
+            constexpr int N = 16 / (int)sizeof(TT); /* features per 16-byte load */
+#pragma unroll 2
+            for (int d = 0; d < p.hd; d += N) {
+                float kv[N];
+                ld_run<N, true>(kr, d, p.hd, kv);
+#pragma unroll
+                for (int e = 0; e < N; e += 4) {
+                    const float4 qv = *(const float4 *)(qs + d + e);
+                    a[0] = __fmaf_rn(qv.x, kv[e], a[0]);
+                    a[1] = __fmaf_rn(qv.y, kv[e + 1], a[1]);
+                    a[2] = __fmaf_rn(qv.z, kv[e + 2], a[2]);
+                    a[3] = __fmaf_rn(qv.w, kv[e + 3], a[3]);
+                }
+            }
+        } else {
+            for (int d = 0; d < p.hd; d += 4)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (d + e < p.hd) a[e] = __fmaf_rn(qs[d + e], zcu_ld(kr, d + e), a[e]);
+        }
+        sc[j] = __fadd_rn(__fadd_rn(a[0], a[1]), __fadd_rn(a[2], a[3]));
+    }
+    __syncwarp();
+    float m = -INFINITY;
+    for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
+    m = wmax(m);
+    float l = 0.0f;
+    for (int j = lane; j < len; j += 32) {
+        const float e = expf(__fsub_rn(sc[j], m));
+        sc[j] = e;
+        l = __fadd_rn(l, e);
+    }
+    l = wsum(l);
+    __syncwarp();
+    for (int d = 4 * lane; d < p.hd_v; d += 128) {
+        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int jb = 0; jb < len; jb += ATT_JU) {
+            float vv[ATT_JU][4];
+            ld_rows<FAST>(vs, p.hd_v, jb, len, d, vv);
+#pragma unroll
+            for (int u = 0; u < ATT_JU; u++)
+                if (jb + u < len) {
+                    const float e = sc[jb + u];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) a[i] = __fmaf_rn(e, vv[u][i], a[i]);
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (FAST || d + i < p.hd_v) pc[d + i] = a[i];
+    }
+    if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
+}
+
+__device__ __forceinline__ uint32_t ld_pair(const void *p) { return *(const uint32_t *)p; }
+
+/* The B fragments of two 8-column tiles (columns c, c + 8) over rows r..r+15
+ * of a row-major [rows, ld] T block in shared memory, by ldmatrix.trans:
+ * b[0], b[1] of the first tile, b[2], b[3] of the second. */
+template <typename TT>
+__device__ __forceinline__ void ld_b_trans(const TT *m, int ld, int r, int c, uint32_t (&b)[4]) {
+    const int lane = threadIdx.x & 31;
+    const TT *a = m + (r + (lane & 7) + (lane & 8)) * ld + c + (lane >> 4) * 8;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"((uint32_t)__cvta_generic_to_shared(a)));
+}
+
+/* One chunk of len positions on the tensor cores (ATT_MMA): the block's gb
+ * query heads are the 16 rows of m16n8k16 tiles (qs: T rows kld apart, rows
+ * past gb zero). Scores S = Q·Kᵀ (q and k exact in T, products exact, f32
+ * sums in the mma's fixed order): warp w takes the 8-position tiles 4w..4w+3,
+ * then 4·ATT_MMA_W on, over hd/16 k-steps; s = scale·S into the score rows sc (cmax
+ * apart). Each head's m = max s, e_j = exp(s_j - m) and l = Σ e_j (lane-
+ * strided, then a butterfly: the FMA path's sums) on warp hh mod ATT_MMA_W;
+ * e_j enters P·V as two T pieces, hi = round_T(e_j) and lo = round_T(e_j -
+ * hi) (as the MMV kernels split weights: ~16 more bits than one T value),
+ * zero past len, in P (ph: the hi rows, then the lo rows, pld apart; rows
+ * past gb stay zero). O = P_hi·V + P_lo·V over 16-position k-steps, warp w
+ * the 16-feature columns 16w, then 16·ATT_MMA_W on; V rows past len are zero (0·x
+ * must not meet a stale NaN). Partials as the FMA path's: pc0 + hh·hstep is
+ * head hh's (o, m, l). */
+template <typename TT>
+__device__ __forceinline__ void att_chunk_mma(const zmlx_attn_params &p, const att_geom &ag, const TT *ks,
+                                              const TT *vs, const TT *qs, float *sc, TT *ph, int len, float *pc0,
+                                              int64_t hstep) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int gb = ag.gb, kld = (int)ag.kld, pld = (int)ag.pld;
+    const int ntile = (len + 7) / 8, kp = (len + 15) / 16 * 16;
+    for (int t0 = 4 * warp; t0 < ntile; t0 += 4 * ATT_MMA_W) {
+        float acc[4][4] = {};
+        for (int k0 = 0; k0 < p.hd; k0 += 16) {
+            const TT *qa = qs + gq * kld + k0 + 2 * tq;
+            const uint32_t a[4] = {ld_pair(qa), ld_pair(qa + 8 * kld), ld_pair(qa + 8), ld_pair(qa + 8 * kld + 8)};
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                if (t0 + u < ntile) {
+                    const TT *kr = ks + ((t0 + u) * 8 + gq) * kld + k0 + 2 * tq;
+                    mma_op<TT>::run(acc[u], a, ld_pair(kr), ld_pair(kr + 8));
+                }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int hh = gq + (e >> 1) * 8, j = (t0 + u) * 8 + 2 * tq + (e & 1);
+                if (hh < gb && j < len) sc[hh * ag.cmax + j] = __fmul_rn(p.scale, acc[u][e]);
+            }
+    }
+    __syncthreads();
+    for (int hh = warp; hh < gb; hh += ATT_MMA_W) {
+        const float *s = sc + hh * ag.cmax;
+        TT *hi = ph + hh * pld, *lo = ph + (16 + hh) * pld;
+        float m = -INFINITY;
+        for (int j = lane; j < len; j += 32) m = nmax(m, s[j]);
+        m = wmax(m);
+        float l = 0.0f;
+        for (int j = lane; j < kp; j += 32) {
+            const float e = j < len ? expf(__fsub_rn(s[j], m)) : 0.0f;
+            if (j < len) l = __fadd_rn(l, e);
+            const float eh = zcu_round(hi, e);
+            zcu_st(hi, j, eh);
+            zcu_st(lo, j, __fsub_rn(e, eh));
+        }
+        l = wsum(l);
+        if (lane == 0) pc0[hh * hstep + p.hd_v] = m, pc0[hh * hstep + p.hd_v + 1] = l;
+    }
+    __syncthreads();
+    for (int c0 = 16 * warp; c0 < p.hd_v; c0 += 16 * ATT_MMA_W) {
+        float acc[2][4] = {};
+        for (int k0 = 0; k0 < kp; k0 += 16) {
+            const TT *ha = ph + gq * pld + k0 + 2 * tq, *la = ha + 16 * pld;
+            const uint32_t ah[4] = {ld_pair(ha), ld_pair(ha + 8 * pld), ld_pair(ha + 8), ld_pair(ha + 8 * pld + 8)};
+            const uint32_t al[4] = {ld_pair(la), ld_pair(la + 8 * pld), ld_pair(la + 8), ld_pair(la + 8 * pld + 8)};
+            uint32_t b[4];
+            ld_b_trans(vs, (int)ag.vld, k0, c0, b);
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                mma_op<TT>::run(acc[nt], ah, b[2 * nt], b[2 * nt + 1]);
+                mma_op<TT>::run(acc[nt], al, b[2 * nt], b[2 * nt + 1]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int hh = gq + 8 * r;
+                if (hh < gb)
+                    *(float2 *)(pc0 + hh * hstep + c0 + 8 * nt + 2 * tq) =
+                        make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+            }
+    }
+}
+
+/* Grid (kv head x head block, chunk, token), ag.warps warps: the block's gb
+ * query heads hb0.. share kv head g. Token t's context is base + t + 1
+ * positions, base = pos[0] (device; 0 without pos) + pos0; q row of token t
+ * at q + t·q_stride. part: [tokens, Hq, nch, stride] f32 (o, m, l);
+ * cnt: [tokens, gridDim.x] zeroed counters. The chunk is the slower grid
+ * dimension, so the blocks of chunks a short context does not reach (up to the
+ * cache's span) are dispatched after every block that works, and only exit.
+ * The block stages the chunk's K and V rows in shared memory (all copies in
+ * flight at once) and its q rows, then computes the chunk by att_chunk_fma
+ * (a warp per head) or att_chunk_mma. */
+template <typename TT, int MODE>
+__global__ void __launch_bounds__((ATT_GB > ATT_MMA_W ? ATT_GB : ATT_MMA_W) * 32)
 k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
        const int32_t *pos, int64_t pos0, att_geom ag, float *part, unsigned *cnt, int early, TT *out) {
     if (!early) zcu_pdl_entry();
     extern __shared__ __align__(16) unsigned char att_shm[];
     __shared__ int last;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, c = blockIdx.y;
     const int64_t nch = ag.nch, t = blockIdx.z, base = (pos ? (int64_t)pos[0] : 0) + pos0;
     const int64_t n_ctx = base + t + 1, lo = p.window > 0 && n_ctx > p.window ? n_ctx - p.window : 0;
     const int64_t n = n_ctx - lo, C = att_chunk(n, ag.cmax), nact = (n + C - 1) / C;
@@ -206,10 +409,9 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     }
     const int bpg = p.Hq / p.Hkv / ag.gb;
     const int64_t g = blockIdx.x / bpg, nblk = min((int64_t)gridDim.y, nact);
-    const int64_t h = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.x % bpg) * ag.gb + warp;
+    const int64_t hb0 = g * (p.Hq / p.Hkv) + (int64_t)(blockIdx.x % bpg) * ag.gb, hstep = nch * ag.stride;
     TT *ks = (TT *)att_shm, *vs = (TT *)(att_shm + ag.k_bytes);
-    float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
-    float *sc = (float *)(att_shm + ag.kv_bytes) + ag.gb * p.hd + warp * C;
+    float *sc = (float *)(att_shm + ag.s_off);
     /* early: the first chunk's rows before the step's first position (written
        by earlier steps, complete before the prep kernel began) are copied
        before the wait, overlapping the prep; the rest after it */
@@ -218,7 +420,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         const int64_t j0 = lo + c * C, len = min(C, n - c * C);
         r_old = (int)max((int64_t)0, min(len, base - j0));
         att_stage(ks, ag.kld, kc + (g * p.cap + j0) * p.hd, p.hd, r_old);
-        att_stage(vs, (int64_t)r_old * p.hd_v, vc + (g * p.cap + j0) * p.hd_v, (int64_t)r_old * p.hd_v, 1);
+        att_stage(vs, ag.vld, vc + (g * p.cap + j0) * p.hd_v, p.hd_v, r_old);
         zcu_pdl_entry();
     }
     /* chunks c, c + gridDim.y, ..: a context longer than the grid's chunks
@@ -230,70 +432,31 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         const int64_t j0 = lo + ci * C;
         const int r0 = ci == c ? r_old : 0, nr = len - r0;
         att_stage(ks + r0 * ag.kld, ag.kld, kc + (g * p.cap + j0 + r0) * p.hd, p.hd, nr);
-        att_stage(vs + r0 * p.hd_v, (int64_t)nr * p.hd_v, vc + (g * p.cap + j0 + r0) * p.hd_v, (int64_t)nr * p.hd_v, 1);
-        if (ci == c) {
-            const TT *qh = q + t * q_stride + h * p.hd;
-            for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qh, d));
-        }
-        asm volatile("cp.async.wait_all;\n" ::: "memory");
-        __syncthreads();
-        for (int j = lane; j < len; j += 32) {
-            const TT *kr = ks + j * ag.kld;
-            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (FAST) {
-                constexpr int N = 16 / (int)sizeof(TT); /* features per 16-byte load */
-#pragma unroll 2
-                for (int d = 0; d < p.hd; d += N) {
-                    float kv[N];
-                    ld_run<N, true>(kr, d, p.hd, kv);
-#pragma unroll
-                    for (int e = 0; e < N; e += 4) {
-                        const float4 qv = *(const float4 *)(qs + d + e);
-                        a[0] = __fmaf_rn(qv.x, kv[e], a[0]);
-                        a[1] = __fmaf_rn(qv.y, kv[e + 1], a[1]);
-                        a[2] = __fmaf_rn(qv.z, kv[e + 2], a[2]);
-                        a[3] = __fmaf_rn(qv.w, kv[e + 3], a[3]);
-                    }
-                }
-            } else {
-                for (int d = 0; d < p.hd; d += 4)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (d + e < p.hd) a[e] = __fmaf_rn(qs[d + e], zcu_ld(kr, d + e), a[e]);
+        att_stage(vs + r0 * ag.vld, ag.vld, vc + (g * p.cap + j0 + r0) * p.hd_v, p.hd_v, nr);
+        const TT *qt = q + t * q_stride;
+        float *pc0 = part + ((t * p.Hq + hb0) * nch + ci) * ag.stride;
+        if constexpr (MODE == ATT_MMA) {
+            TT *qs = (TT *)(att_shm + ag.kv_bytes), *ph = (TT *)(att_shm + ag.p_off);
+            if (ci == c) { /* once: the q rows copied with the chunk's; q's and P's rows past gb zero */
+                att_stage(qs, ag.kld, qt + hb0 * p.hd, p.hd, ag.gb);
+                for (int64_t i = (int64_t)ag.gb * ag.kld + threadIdx.x; i < 16 * ag.kld; i += blockDim.x)
+                    zcu_st(qs, i, 0.0f);
+                for (int64_t i = (int64_t)ag.gb * ag.pld + threadIdx.x; i < 16 * ag.pld; i += blockDim.x)
+                    zcu_st(ph, i, 0.0f), zcu_st(ph + 16 * ag.pld, i, 0.0f);
             }
-            sc[j] = __fadd_rn(__fadd_rn(a[0], a[1]), __fadd_rn(a[2], a[3]));
+            for (int i = len * (int)ag.vld + threadIdx.x; i < (len + 15) / 16 * 16 * (int)ag.vld; i += blockDim.x)
+                zcu_st(vs, i, 0.0f);
+            asm volatile("cp.async.wait_all;\n" ::: "memory");
+            __syncthreads();
+            att_chunk_mma(p, ag, ks, vs, qs, sc, ph, len, pc0, hstep);
+        } else {
+            float *qs = (float *)(att_shm + ag.kv_bytes) + warp * p.hd;
+            if (ci == c)
+                for (int d = lane; d < p.hd; d += 32) qs[d] = __fmul_rn(p.scale, zcu_ld(qt, (hb0 + warp) * p.hd + d));
+            asm volatile("cp.async.wait_all;\n" ::: "memory");
+            __syncthreads();
+            att_chunk_fma<MODE == ATT_FAST>(p, ag, ks, vs, qs, sc + warp * ag.cmax, len, pc0 + warp * hstep);
         }
-        __syncwarp();
-        float m = -INFINITY;
-        for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
-        m = wmax(m);
-        float l = 0.0f;
-        for (int j = lane; j < len; j += 32) {
-            const float e = expf(__fsub_rn(sc[j], m));
-            sc[j] = e;
-            l = __fadd_rn(l, e);
-        }
-        l = wsum(l);
-        __syncwarp();
-        float *pc = part + ((t * p.Hq + h) * nch + ci) * ag.stride;
-        for (int d = 4 * lane; d < p.hd_v; d += 128) {
-            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int jb = 0; jb < len; jb += ATT_JU) {
-                float vv[ATT_JU][4];
-                ld_rows<FAST>(vs, p.hd_v, jb, len, d, vv);
-#pragma unroll
-                for (int u = 0; u < ATT_JU; u++)
-                    if (jb + u < len) {
-                        const float e = sc[jb + u];
-#pragma unroll
-                        for (int i = 0; i < 4; i++) a[i] = __fmaf_rn(e, vv[u][i], a[i]);
-                    }
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                if (FAST || d + i < p.hd_v) pc[d + i] = a[i];
-        }
-        if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
     }
     if (nblk > 1) {
         /* one release-acquire count by thread 0 between two barriers (the
@@ -312,60 +475,71 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
         __syncthreads();
         if (!last) return;
     } else {
-        __syncwarp();
+        __syncthreads();
     }
-    /* the combine, by the last block, warp w for its head h (other blocks'
-     * partials read from L2): M over the chunks lane-strided then a butterfly,
-     * L likewise; lane l weighs chunks i0 + u by w_i = exp(m_i - M) computed
-     * on lane u, for its features of o, chunks ascending. Chunk l's m and l
-     * are read once, together, and kept (chunks past 32, in long contexts
-     * only, are read again), and ATT_CB chunks' o loads are in flight at once:
-     * the combine is two or three dependent round trips to L2, not six. */
-    const float *ph = part + (t * p.Hq + h) * nch * ag.stride;
-    const float sink = p.sinks ? p.sinks[h] : -INFINITY;
-    const bool own = lane < nact;
-    const float m_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v) : 0.0f;
-    const float l_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v + 1) : 0.0f;
-    float M = own ? nmax(sink, m_own) : sink;
-    for (int64_t i = lane + 32; i < nact; i += 32) M = nmax(M, __ldcg(ph + i * ag.stride + p.hd_v));
-    M = wmax(M);
-    float L = own ? __fadd_rn(0.0f, __fmul_rn(l_own, expf(__fsub_rn(m_own, M)))) : 0.0f;
-    for (int64_t i = lane + 32; i < nact; i += 32)
-        L = __fadd_rn(L, __fmul_rn(__ldcg(ph + i * ag.stride + p.hd_v + 1),
-                                   expf(__fsub_rn(__ldcg(ph + i * ag.stride + p.hd_v), M))));
-    L = wsum(L);
-    if (p.sinks) L = __fadd_rn(L, expf(__fsub_rn(sink, M)));
-    const float inv = __fdiv_rn(1.0f, L);
-    for (int d0 = 0; d0 < p.hd_v; d0 += 128) { /* every lane runs the loop: the shuffles need all 32 */
-        const int d = d0 + 4 * lane;
-        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int64_t i0 = 0; i0 < nact; i0 += 32) {
-            const float wi = i0 == 0 ? (own ? expf(__fsub_rn(m_own, M)) : 0.0f)
-                             : i0 + lane < nact ? expf(__fsub_rn(__ldcg(ph + (i0 + lane) * ag.stride + p.hd_v), M))
-                                                : 0.0f;
-            const int nu = (int)min((int64_t)32, nact - i0);
-            for (int u0 = 0; u0 < nu; u0 += ATT_CB) {
-                float4 o[ATT_CB];
+    /* the combine, by the last block, warp w for its heads hb0 + w, + nw, ..
+     * (other blocks' partials read from L2): M over the chunks lane-strided
+     * then a butterfly, L likewise; lane l weighs chunks i0 + u by w_i =
+     * exp(m_i - M) computed on lane u, for its features of o, chunks
+     * ascending. Chunk l's m and l are read once, together, and kept (chunks
+     * past 32, in long contexts only, are read again), and ATT_CB chunks' o
+     * loads are in flight at once: the combine is two or three dependent
+     * round trips to L2, not six. */
+    for (int hh = warp; hh < ag.gb; hh += nw) {
+        const int64_t h = hb0 + hh;
+        const float *ph = part + (t * p.Hq + h) * hstep;
+        const float sink = p.sinks ? p.sinks[h] : -INFINITY;
+        const bool own = lane < nact;
+        const float m_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v) : 0.0f;
+        const float l_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v + 1) : 0.0f;
+        float M = own ? nmax(sink, m_own) : sink;
+        for (int64_t i = lane + 32; i < nact; i += 32) M = nmax(M, __ldcg(ph + i * ag.stride + p.hd_v));
+        M = wmax(M);
+        float L = own ? __fadd_rn(0.0f, __fmul_rn(l_own, expf(__fsub_rn(m_own, M)))) : 0.0f;
+        for (int64_t i = lane + 32; i < nact; i += 32)
+            L = __fadd_rn(L, __fmul_rn(__ldcg(ph + i * ag.stride + p.hd_v + 1),
+                                       expf(__fsub_rn(__ldcg(ph + i * ag.stride + p.hd_v), M))));
+        L = wsum(L);
+        if (p.sinks) L = __fadd_rn(L, expf(__fsub_rn(sink, M)));
+        const float inv = __fdiv_rn(1.0f, L);
+        for (int d0 = 0; d0 < p.hd_v; d0 += 128) { /* every lane runs the loop: the shuffles need all 32 */
+            const int d = d0 + 4 * lane;
+            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int64_t i0 = 0; i0 < nact; i0 += 32) {
+                const float wi = i0 == 0 ? (own ? expf(__fsub_rn(m_own, M)) : 0.0f)
+                                 : i0 + lane < nact ? expf(__fsub_rn(__ldcg(ph + (i0 + lane) * ag.stride + p.hd_v), M))
+                                                    : 0.0f;
+                const int nu = (int)min((int64_t)32, nact - i0);
+                for (int u0 = 0; u0 < nu; u0 += ATT_CB) {
+                    float4 o[ATT_CB];
 #pragma unroll
-                for (int u = 0; u < ATT_CB; u++)
-                    o[u] = u0 + u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i0 + u0 + u) * ag.stride + d))
-                                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    for (int u = 0; u < ATT_CB; u++)
+                        o[u] = u0 + u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i0 + u0 + u) * ag.stride + d))
+                                                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-                for (int u = 0; u < ATT_CB; u++) {
-                    const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
-                    if (u0 + u < nu) {
-                        a[0] = __fmaf_rn(o[u].x, w, a[0]);
-                        a[1] = __fmaf_rn(o[u].y, w, a[1]);
-                        a[2] = __fmaf_rn(o[u].z, w, a[2]);
-                        a[3] = __fmaf_rn(o[u].w, w, a[3]);
+                    for (int u = 0; u < ATT_CB; u++) {
+                        const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
+                        if (u0 + u < nu) {
+                            a[0] = __fmaf_rn(o[u].x, w, a[0]);
+                            a[1] = __fmaf_rn(o[u].y, w, a[1]);
+                            a[2] = __fmaf_rn(o[u].z, w, a[2]);
+                            a[3] = __fmaf_rn(o[u].w, w, a[3]);
+                        }
                     }
                 }
             }
-        }
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-            if (d + i < p.hd_v) zcu_st(out, (t * p.Hq + h) * p.hd_v + d + i, __fmul_rn(a[i], inv));
+            for (int i = 0; i < 4; i++)
+                if (d + i < p.hd_v) zcu_st(out, (t * p.Hq + h) * p.hd_v + d + i, __fmul_rn(a[i], inv));
+        }
     }
+}
+
+/* k_attn for a mode (the tensor-core one exists for 16-bit T only) */
+template <typename TT> static auto att_kernel(int mode) {
+    if constexpr (sizeof(TT) == 2)
+        if (mode == ATT_MMA) return k_attn<TT, ATT_MMA>;
+    return mode == ATT_FAST ? k_attn<TT, ATT_FAST> : k_attn<TT, ATT_PLAIN>;
 }
 
 /* Bounds of one k_attn launch: tokens per launch so that the counters fit
@@ -401,8 +575,8 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_ge
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
-        zcu_launch(ZCU_PDL_ATTN, g.fast ? k_attn<TT, true> : k_attn<TT, false>, dim3(grid.x, grid.y, (unsigned)nt),
-                   32 * g.gb, g.shm, s->stream, *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc,
+        zcu_launch(ZCU_PDL_ATTN, att_kernel<TT>(g.mode), dim3(grid.x, grid.y, (unsigned)nt), 32 * g.warps, g.shm,
+                   s->stream, *p, (const TT *)q + t0 * q_stride, q_stride, (const TT *)kc,
                    (const TT *)vc, n_tok - t0, pos, pos0 + t0, g, (float *)part, s->att_counters, early,
                    (TT *)out + t0 * p->Hq * p->hd_v);
         ZCU_LAUNCHED();

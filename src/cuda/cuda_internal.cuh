@@ -151,6 +151,34 @@ __device__ __forceinline__ float zcu_round(const __nv_bfloat16 *, float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
 }
 
+/* d += a·b on the tensor cores, one m16n8k16 tile of 16-bit T with f32
+ * accumulation (a: the row-major 16x16 A fragment, b0/b1: the col-major B
+ * fragment), and two f32 values packed as T pairs for such fragments. */
+template <typename TT> struct mma_op;
+template <> struct mma_op<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+template <> struct mma_op<__half> {
+    static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+__device__ __forceinline__ uint32_t pack2(__nv_bfloat16 *, float a, float b) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *(uint32_t *)&v;
+}
+__device__ __forceinline__ uint32_t pack2(__half *, float a, float b) {
+    __half2 v = __floats2half2_rn(a, b);
+    return *(uint32_t *)&v;
+}
+
 /* Dispatch a runtime dtype T onto a template functor call F<TT>(args...). */
 #define ZCU_DISPATCH_T(T, F, ...)                                           \
     ((T) == ZMLX_F32   ? F<float>(__VA_ARGS__)                               \
