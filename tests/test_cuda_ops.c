@@ -268,10 +268,10 @@ static void test_rope(void) {
 }
 
 /* Five geometries, each in every dtype (the second with sinks, the third
- * with a window): a short context (a few chunks); head dims of 512 over 1500
- * positions, whose chunks (<= 21 positions in shared memory) outnumber the
- * grid's ATT_GRID chunk blocks, so blocks take several rounds; head dims
- * 18 / 10, whose rows are not whole 16-byte runs (the kernel's path with
+ * with a window): a short context (a few chunks); head dims of 512 over 3000
+ * positions, whose chunks (<= 32 positions in shared memory on any path)
+ * outnumber the grid's ATT_GRID chunk blocks, so blocks take several rounds;
+ * head dims 18 / 10, whose rows are not whole 16-byte runs (the kernel's path with
  * element loads and bounds checks); and 8 and 16 query heads per kv head
  * (Qwen3's group; every row of a tensor-core tile), whose 16-bit rows take
  * the tensor-core path. */
@@ -281,7 +281,7 @@ static void test_attention(void) {
         int64_t cap, n_ctx, window;
         float scale;
     } geo[] = {
-        {4, 2, 40, 24, 300, 213, 50, 0.15f},      {4, 2, 512, 512, 1600, 1500, 1400, 0.05f},
+        {4, 2, 40, 24, 300, 213, 50, 0.15f},      {4, 2, 512, 512, 3200, 3000, 2800, 0.05f},
         {4, 2, 18, 10, 300, 150, 50, 0.15f},      {16, 2, 128, 128, 700, 650, 300, 0.09f},
         {32, 2, 64, 48, 400, 390, 100, 0.125f},
     };
@@ -582,7 +582,7 @@ static void test_model_shapes(void) {
  * attention_decode on the same GPU, bit for bit (outputs, rewritten qkv,
  * caches), for 5 tokens and for one, multi-chunk and single-chunk contexts,
  * a window and sinks, and a context of more chunks than k_attn's grid holds
- * (head dim 512: short chunks, 1500 positions: blocks loop over chunks);
+ * (head dim 512: short chunks, 3000 positions: blocks loop over chunks);
  * head dim 128 with a traditional rope over 96 of the features; given
  * inverse frequencies and no q/k norms;
  * close to the CPU reference; a graph that replays it with i32_add advancing
@@ -598,12 +598,12 @@ static void test_attention_step(void) {
         for (int vi = 0; vi < 2 * NV; vi++) {
             /* variants v with NT tokens, then with one */
             const int v = vi % NV;
-            const int64_t nt = vi < NV ? NT : 1, HD = v == 3 ? 512 : v == 1 ? 128 : 64, CAP = v == 3 ? 1600 : 300;
+            const int64_t nt = vi < NV ? NT : 1, HD = v == 3 ? 512 : v == 1 ? 128 : 64, CAP = v == 3 ? 3200 : 300;
             const int64_t row = (HQ + 2 * HKV) * HD, nq = HQ * HD, nk = HKV * HD;
             const zmlx_dtype T = TS[ti];
             const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(nt * row) * es;
             const size_t ob = (size_t)(nt * nq) * es;
-            const int32_t pos0 = v == 1 ? 10 : v == 3 ? 1500 : 137; /* one chunk of 64 / several / > ATT_GRID */
+            const int32_t pos0 = v == 1 ? 10 : v == 3 ? 3000 : 137; /* one chunk of 64 / several / > ATT_GRID */
             float hinv[32];
             for (int i = 0; i < 32; i++) hinv[i] = 1.0f / (float)(1 + 3 * i);
             float *dinv = ct_dev(hinv, sizeof hinv);

@@ -81,7 +81,8 @@ enum {
     ATT_MMA_W = 8,       /* warps of a tensor-core block (a head each in softmax, combine) */
     ATT_NCH = 16,        /* chunks a context splits into (while C stays in range)        */
     ATT_MINC = 16,       /* shortest chunk                                               */
-    ATT_SHM = 48 * 1024 - 16, /* dynamic shared memory: K and V rows, q, scores (+ `last`: 48 KB) */
+    ATT_SHM = 48 * 1024 - 16, /* FMA paths' dynamic shared memory: K, V, q, scores (+ `last`: 48 KB) */
+    ATT_MMA_SHM = 100 * 1024, /* the tensor-core path's (opted in; 2 blocks per SM)        */
     ATT_JU = 4,          /* positions whose loads are in flight together                 */
     ATT_GRID = 64,       /* most chunk blocks per (token, head block); longer contexts loop */
     ATT_CB = 16,         /* chunks whose partial o loads the combine has in flight together */
@@ -160,9 +161,10 @@ static zmlx_status att_geometry(const zmlx_attn_params *p, size_t tsz, int mode,
     g->kld = g->mode == ATT_PLAIN ? p->hd : att_pad(p->hd, tsz);
     g->vld = mma ? att_pad(p->hd_v, tsz) : p->hd_v;
     /* the largest cmax whose layout fits: from the bytes per position, then down */
+    const size_t budget = mma ? ATT_MMA_SHM : ATT_SHM;
     const size_t per_pos = (size_t)(g->kld + g->vld) * tsz + (size_t)g->gb * 4 + (mma ? 2 * 16 * tsz : 0);
-    int64_t cmax = (int64_t)(ATT_SHM / per_pos);
-    while (cmax > 0 && att_layout(p, tsz, cmax, g) > ATT_SHM) cmax--;
+    int64_t cmax = (int64_t)(budget / per_pos);
+    while (cmax > 0 && att_layout(p, tsz, cmax, g) > budget) cmax--;
     if (cmax < 1) return ZMLX_ERR_UNSUPPORTED; /* FMA paths: head dims past ~5000 */
     g->shm = att_layout(p, tsz, cmax, g);
     /* att_chunk gives at most min(span/ATT_MINC, ATT_NCH) chunks while n/ATT_NCH
@@ -176,7 +178,7 @@ static zmlx_status att_geometry(const zmlx_attn_params *p, size_t tsz, int mode,
 }
 
 /* The tensor-core path where T and the head dims allow it and a 16-row tile
- * of q fits beside a chunk (head dims up to ~300), else an FMA path. */
+ * of q fits beside a chunk (head dims up to ~1000), else an FMA path. */
 static zmlx_status att_split(const zmlx_attn_params *p, size_t tsz, att_geom *g) {
     if (tsz == 2 && p->hd % 16 == 0 && p->hd_v % 16 == 0 && att_geometry(p, tsz, ATT_MMA, g) == ZMLX_OK)
         return ZMLX_OK;
@@ -572,6 +574,8 @@ static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_ge
     const zmlx_status st = zcu_scratch(c, 2, (size_t)tb * per_tok, &part);
     if (st != ZMLX_OK) return st;
     const dim3 grid((unsigned)(p->Hq / g.gb), (unsigned)grid_nch, 1);
+    if (g.shm > ATT_SHM)
+        ZCU_TRY(cudaFuncSetAttribute(att_kernel<TT>(g.mode), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g.shm));
     for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
         const int64_t nt = n_tok - t0 < tb ? n_tok - t0 : tb;
         /* tokens t0.. of this launch: q, out and the base position shift by t0 */
