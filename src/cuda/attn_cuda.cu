@@ -201,7 +201,7 @@ template <typename TT>
 __device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, int64_t n, int rows) {
     const unsigned row_b = (unsigned)(n * (int64_t)sizeof(TT)), ld_b = (unsigned)(ld * (int64_t)sizeof(TT));
     if ((((uintptr_t)dst | (uintptr_t)src | row_b | ld_b) & 15) == 0) {
-        const unsigned d0 = (unsigned)__cvta_generic_to_shared(dst), runs = row_b / 16;
+        const unsigned d0 = smem_u32(dst), runs = row_b / 16;
         for (unsigned i = threadIdx.x; i < (unsigned)rows * runs; i += blockDim.x) {
             const unsigned r = i / runs, o = (i - r * runs) * 16;
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + r * ld_b + o),
@@ -295,7 +295,7 @@ __device__ __forceinline__ void ld_b_trans(const TT *m, int ld, int r, int c, ui
     const TT *a = m + (r + (lane & 7) + (lane & 8)) * ld + c + (lane >> 4) * 8;
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"((uint32_t)__cvta_generic_to_shared(a)));
+                 : "r"(smem_u32(a)));
 }
 
 /* One chunk of len positions on the tensor cores (ATT_MMA): the block's gb

@@ -151,6 +151,9 @@ __device__ __forceinline__ float zcu_round(const __nv_bfloat16 *, float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
 }
 
+/* the shared-memory address of p, for the PTX instructions that take one */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
 /* d += a·b on the tensor cores, one m16n8k16 tile of 16-bit T with f32
  * accumulation (a: the row-major 16x16 A fragment, b0/b1: the col-major B
  * fragment), and two f32 values packed as T pairs for such fragments. */

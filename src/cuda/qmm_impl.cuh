@@ -871,7 +871,6 @@ struct alignas(16) mmv_slab {
     unsigned short sc[16][SLAB_STEPS], bi[16][SLAB_STEPS];
     unsigned long long bar[2]; /* the codes; the scales and biases */
 };
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void bar_init(unsigned long long *bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)));
