@@ -485,12 +485,22 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
      * exp(m_i - M) computed on lane u, for its features of o, chunks
      * ascending. Chunk l's m and l are read once, together, and kept (chunks
      * past 32, in long contexts only, are read again), and ATT_CB chunks' o
-     * loads are in flight at once: the combine is two or three dependent
-     * round trips to L2, not six. */
+     * loads are in flight at once, the first ATT_CB issued with the m and l
+     * loads (they do not depend on M): up to ATT_CB chunks the combine is
+     * one round trip to L2. */
     for (int hh = warp; hh < ag.gb; hh += nw) {
         const int64_t h = hb0 + hh;
         const float *ph = part + (t * p.Hq + h) * hstep;
         const float sink = p.sinks ? p.sinks[h] : -INFINITY;
+        /* features d.. of chunks i, i + 1, .. (fewer than nu: zeros) */
+        const auto ld_o = [&](float4(&o)[ATT_CB], int64_t i, int nu, int d) {
+#pragma unroll
+            for (int u = 0; u < ATT_CB; u++)
+                o[u] = u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i + u) * ag.stride + d))
+                                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        };
+        float4 o[ATT_CB];
+        ld_o(o, 0, (int)min((int64_t)ATT_CB, nact), 4 * lane);
         const bool own = lane < nact;
         const float m_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v) : 0.0f;
         const float l_own = own ? __ldcg(ph + lane * ag.stride + p.hd_v + 1) : 0.0f;
@@ -513,11 +523,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
                                                     : 0.0f;
                 const int nu = (int)min((int64_t)32, nact - i0);
                 for (int u0 = 0; u0 < nu; u0 += ATT_CB) {
-                    float4 o[ATT_CB];
-#pragma unroll
-                    for (int u = 0; u < ATT_CB; u++)
-                        o[u] = u0 + u < nu && d < p.hd_v ? __ldcg((const float4 *)(ph + (i0 + u0 + u) * ag.stride + d))
-                                                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (d0 > 0 || i0 > 0 || u0 > 0) ld_o(o, i0 + u0, nu - u0, d); /* else: loaded above */
 #pragma unroll
                     for (int u = 0; u < ATT_CB; u++) {
                         const float w = __shfl_sync(0xffffffffu, wi, (u0 + u) & 31);
