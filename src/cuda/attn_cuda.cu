@@ -164,9 +164,10 @@ static zmlx_status att_geometry(const zmlx_attn_params *p, size_t tsz, int mode,
     const size_t budget = mma ? ATT_MMA_SHM : ATT_SHM;
     const size_t per_pos = (size_t)(g->kld + g->vld) * tsz + (size_t)g->gb * 4 + (mma ? 2 * 16 * tsz : 0);
     int64_t cmax = (int64_t)(budget / per_pos);
-    while (cmax > 0 && att_layout(p, tsz, cmax, g) > budget) cmax--;
+    size_t shm = 0;
+    while (cmax > 0 && (shm = att_layout(p, tsz, cmax, g)) > budget) cmax--;
     if (cmax < 1) return ZMLX_ERR_UNSUPPORTED; /* FMA paths: head dims past ~5000 */
-    g->shm = att_layout(p, tsz, cmax, g);
+    g->shm = shm;
     /* att_chunk gives at most min(span/ATT_MINC, ATT_NCH) chunks while n/ATT_NCH
        fits in cmax, and n/cmax <= span/cmax past that */
     int64_t few = (span + ATT_MINC - 1) / ATT_MINC;
@@ -213,6 +214,26 @@ __device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, in
     }
 }
 
+/* A head's softmax statistics over its scores s[0, len), by one warp: m =
+ * max s (lane-strided, then a butterfly), e_j = exp(s_j - m) handed to
+ * put(j, e) for j < kp (e = 0 for j >= len: padding), l = Σ_{j<len} e_j
+ * (lane-strided, then a butterfly). Both chunk paths call it, so they sum
+ * alike. Returns (m, l). */
+template <typename F>
+__device__ __forceinline__ float2 att_softmax(const float *s, int len, int kp, F put) {
+    const int lane = threadIdx.x & 31;
+    float m = -INFINITY;
+    for (int j = lane; j < len; j += 32) m = nmax(m, s[j]);
+    m = wmax(m);
+    float l = 0.0f;
+    for (int j = lane; j < kp; j += 32) {
+        const float e = j < len ? expf(__fsub_rn(s[j], m)) : 0.0f;
+        if (j < len) l = __fadd_rn(l, e);
+        put(j, e);
+    }
+    return make_float2(m, wsum(l));
+}
+
 /* One chunk of len positions on the FMA paths, warp = its query head: qs
  * the head's scale·q (f32), sc its score row, pc its partial (o, m, l).
  * Lane l scores positions j = l, l + 32, .. of the chunk by four FMA sums
@@ -253,16 +274,7 @@ __device__ __forceinline__ void att_chunk_fma(const zmlx_attn_params &p, const a
         sc[j] = __fadd_rn(__fadd_rn(a[0], a[1]), __fadd_rn(a[2], a[3]));
     }
     __syncwarp();
-    float m = -INFINITY;
-    for (int j = lane; j < len; j += 32) m = nmax(m, sc[j]);
-    m = wmax(m);
-    float l = 0.0f;
-    for (int j = lane; j < len; j += 32) {
-        const float e = expf(__fsub_rn(sc[j], m));
-        sc[j] = e;
-        l = __fadd_rn(l, e);
-    }
-    l = wsum(l);
+    const float2 ml = att_softmax(sc, len, len, [&](int j, float e) { sc[j] = e; });
     __syncwarp();
     for (int d = 4 * lane; d < p.hd_v; d += 128) {
         float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -281,7 +293,7 @@ __device__ __forceinline__ void att_chunk_fma(const zmlx_attn_params &p, const a
         for (int i = 0; i < 4; i++)
             if (FAST || d + i < p.hd_v) pc[d + i] = a[i];
     }
-    if (lane == 0) pc[p.hd_v] = m, pc[p.hd_v + 1] = l;
+    if (lane == 0) pc[p.hd_v] = ml.x, pc[p.hd_v + 1] = ml.y;
 }
 
 __device__ __forceinline__ uint32_t ld_pair(const void *p) { return *(const uint32_t *)p; }
@@ -303,8 +315,8 @@ __device__ __forceinline__ void ld_b_trans(const TT *m, int ld, int r, int c, ui
  * past gb zero). Scores S = Q·Kᵀ (q and k exact in T, products exact, f32
  * sums in the mma's fixed order): warp w takes the 8-position tiles 4w..4w+3,
  * then 4·ATT_MMA_W on, over hd/16 k-steps; s = scale·S into the score rows sc (cmax
- * apart). Each head's m = max s, e_j = exp(s_j - m) and l = Σ e_j (lane-
- * strided, then a butterfly: the FMA path's sums) on warp hh mod ATT_MMA_W;
+ * apart). Each head's m = max s, e_j = exp(s_j - m) and l = Σ e_j
+ * (att_softmax, as on the FMA path) on warp hh mod ATT_MMA_W;
  * e_j enters P·V as two T pieces, hi = round_T(e_j) and lo = round_T(e_j -
  * hi) (as the MMV kernels split weights: ~16 more bits than one T value),
  * zero past len, in P (ph: the hi rows, then the lo rows, pld apart; rows
@@ -341,21 +353,13 @@ __device__ __forceinline__ void att_chunk_mma(const zmlx_attn_params &p, const a
     }
     __syncthreads();
     for (int hh = warp; hh < gb; hh += ATT_MMA_W) {
-        const float *s = sc + hh * ag.cmax;
         TT *hi = ph + hh * pld, *lo = ph + (16 + hh) * pld;
-        float m = -INFINITY;
-        for (int j = lane; j < len; j += 32) m = nmax(m, s[j]);
-        m = wmax(m);
-        float l = 0.0f;
-        for (int j = lane; j < kp; j += 32) {
-            const float e = j < len ? expf(__fsub_rn(s[j], m)) : 0.0f;
-            if (j < len) l = __fadd_rn(l, e);
+        const float2 ml = att_softmax(sc + hh * ag.cmax, len, kp, [&](int j, float e) {
             const float eh = zcu_round(hi, e);
             zcu_st(hi, j, eh);
             zcu_st(lo, j, __fsub_rn(e, eh));
-        }
-        l = wsum(l);
-        if (lane == 0) pc0[hh * hstep + p.hd_v] = m, pc0[hh * hstep + p.hd_v + 1] = l;
+        });
+        if (lane == 0) pc0[hh * hstep + p.hd_v] = ml.x, pc0[hh * hstep + p.hd_v + 1] = ml.y;
     }
     __syncthreads();
     for (int c0 = 16 * warp; c0 < p.hd_v; c0 += 16 * ATT_MMA_W) {
