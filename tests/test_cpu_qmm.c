@@ -13,7 +13,9 @@
  *   combine also against the oracle;
  * - bit-identical outputs for 1, 2 and 3 threads, including the expert-grouped
  *   path for M = 1..64 tokens; each token's row identical to computing that
- *   token alone (the integer dots decode once for up to 4 tokens);
+ *   token alone (the dots decode once for up to 4 tokens; in the AUTO
+ *   integer mode a slot sharing its expert runs on the f32 dots, and equals
+ *   the token alone with the integer dots off);
  * - the integer dots' stated error: x is quantized per group to int16 with
  *   |error| <= 2^-16·max|x| for one piece, 2^-31·max|x| for two (plus a hair
  *   of f32 rounding), so the oracle tolerance gains 1.01·that·Σ_g max_g|x|·
@@ -170,15 +172,20 @@ static const char *case_str(const qcase *c) {
     return s;
 }
 
-/* whether W with activations T runs on the integer (int16 x) dots now */
-static int uses_xint(const zmlx_qweight *q, zmlx_dtype T) {
-    cq_xform f = cq_pick(q, T)->xform;
+/* whether W with activations T runs its expert runs of one slot (shared = 0)
+ * or of several (shared = 1) on the integer (int16 x) dots now */
+static int uses_xint(const zmlx_qweight *q, zmlx_dtype T, int shared) {
+    cq_xform f = cq_pick(q, T, shared)->xform;
     return f == CQ_X_I16_4 || f == CQ_X_I16_8;
 }
 /* the stated x error of the path now, relative to a group's max |x|: 0 for
- * the f32 dots, 2^-16 for one int16 piece, 2^-31 for two */
+ * the f32 dots, 2^-16 for one int16 piece, 2^-31 for two; the larger of the
+ * two run kinds' (a slot's run kind is not tracked here) */
 static double xint_err(const zmlx_qweight *q, zmlx_dtype T) {
-    return !uses_xint(q, T) ? 0.0 : cq_pick(q, T)->pieces == 2 ? 0x1p-31 : 0x1p-16;
+    double err = 0.0;
+    for (int sh = 0; sh < 2; sh++)
+        if (uses_xint(q, T, sh)) err = fmax(err, cq_pick(q, T, sh)->pieces == 2 ? 0x1p-31 : 0x1p-16);
+    return err;
 }
 
 /* y [n_tok, k, N] against the oracle; x rows per slot or per token */
@@ -365,18 +372,21 @@ static void test_formats_avx2(void) {
     cq_xint prev = cq_xint_force(CQ_XINT_AUTO);
     CHECK(prev == ((env && strcmp(env, "0") == 0) ? CQ_XINT_OFF : CQ_XINT_AUTO));
     CHECK(cq_xpieces_force(2) == ((env && strcmp(env, "1") == 0) ? 1 : 2));
-    /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 */
+    /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 in runs of
+       one slot, the f32 dots in shared runs and for f32 */
     tweight t;
     h_rng r = {5};
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 4, 64, 1, 1, 1, 128, ZMLX_BF16);
-    CHECK(uses_xint(&t.q, ZMLX_BF16) && uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
+    CHECK(!uses_xint(&t.q, ZMLX_BF16, 1) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 1));
+    CHECK(cq_pick(&t.q, ZMLX_BF16, 1) == cq_pick(&t.q, ZMLX_F32, 0));
     CHECK(xint_err(&t.q, ZMLX_BF16) == 0x1p-31);
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
-    CHECK(uses_xint(&t.q, ZMLX_BF16));
+    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && !uses_xint(&t.q, ZMLX_BF16, 1));
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 96, ZMLX_U8);
-    CHECK(uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
     tw_free(&t);
     formats_on_current_isa(11);
 }
@@ -422,8 +432,13 @@ static void test_grouped_tokens(void) {
 
 /* Each token's rows of an M-token gather_qmm equal that token computed alone
  * (memcmp), on the formats with AVX2 kernels and on every forced path: the
- * expert-grouped path hands up to 4 slots of one expert to one dot call. */
+ * expert-grouped path hands up to 4 slots of one expert to one dot call.
+ * In the AUTO integer mode a slot whose expert has other slots in the call
+ * runs on the f32 dots (cq_pick, shared = 1): its rows must equal the token
+ * alone with the integer dots off, and a slot alone on its expert the token
+ * alone in AUTO (its runs then all have one slot). */
 static void token_alone_on_current(h_rng *r) {
+    const cq_xint mode = cq_xint_mode(), mode_shared = mode == CQ_XINT_AUTO ? CQ_XINT_OFF : mode;
     static const int fmt[5][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}};
     for (int f = 0; f < 5; f++)
         for (int v = 0; v < 3; v++) {
@@ -439,19 +454,29 @@ static void token_alone_on_current(h_rng *r) {
             rand_idx(r, idx, M, k, E);
             const size_t ts = zmlx_dtype_size(T), rowb = (size_t)(k * N) * ts;
             void *x = rand_act(r, T, (xps ? M * k : M) * K, -3.0f, 3.0f);
-            void *y = h_alloc((size_t)M * rowb), *y1 = h_alloc(rowb);
+            const size_t slotb = (size_t)N * ts;
+            void *y = h_alloc((size_t)M * rowb), *y1[2] = {h_alloc(rowb), h_alloc(rowb)};
             h_poison(y, (size_t)M * rowb);
             CHECK(zmlx_gather_qmm(g_ctx[2], T, x, M, xps, &tw.q, idx, k, y) == ZMLX_OK);
             for (int64_t t = 0; t < M; t++) {
                 const void *xt = (const char *)x + (size_t)(t * (xps ? k : 1) * K) * ts;
-                h_poison(y1, rowb);
-                CHECK(zmlx_gather_qmm(g_ctx[1], T, xt, 1, xps, &tw.q, idx + t * k, k, y1) == ZMLX_OK);
-                CHECKF(memcmp(y1, (char *)y + (size_t)t * rowb, rowb) == 0,
-                       "bits %d gs %d mx %d v %d T %s isa %d xint %d: token %lld alone differs",
-                       fmt[f][0], fmt[f][1], fmt[f][2], v, zmlx_dtype_name(T), (int)cq_isa_active(),
-                       (int)cq_xint_mode(), (long long)t);
+                for (int sh = 0; sh < 2; sh++) { /* alone in this mode, in the shared runs' mode */
+                    cq_xint_force(sh ? mode_shared : mode);
+                    h_poison(y1[sh], rowb);
+                    CHECK(zmlx_gather_qmm(g_ctx[1], T, xt, 1, xps, &tw.q, idx + t * k, k, y1[sh]) == ZMLX_OK);
+                }
+                cq_xint_force(mode);
+                for (int j = 0; j < k; j++) {
+                    int runs = 0; /* slots of the call on this slot's expert */
+                    for (int64_t i = 0; i < M * k; i++) runs += idx[i] == idx[t * k + j];
+                    CHECKF(memcmp((char *)y1[runs > 1] + j * slotb, (char *)y + (size_t)t * rowb + j * slotb,
+                                  slotb) == 0,
+                           "bits %d gs %d mx %d v %d T %s isa %d xint %d: token %lld slot %d (run of %d) alone differs",
+                           fmt[f][0], fmt[f][1], fmt[f][2], v, zmlx_dtype_name(T), (int)cq_isa_active(),
+                           (int)mode, (long long)t, j, runs);
+                }
             }
-            free(idx); free(x); free(y); free(y1);
+            free(idx); free(x); free(y); free(y1[0]); free(y1[1]);
             tw_free(&tw);
         }
 }
@@ -479,6 +504,7 @@ static void test_token_alone(void) {
 static void test_xint_edges(void) {
     if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
     h_rng r = {51};
+    cq_xint_force(CQ_XINT_ALL); /* the two tokens share the expert: AUTO would run the f32 dots */
     for (int f = 0; f < 8; f++) {
         cq_xpieces_force(f < 4 ? 2 : 1);
         const int bits = f % 4 < 2 ? 4 : 8, gs = f % 2 ? 32 : 64;
@@ -487,7 +513,7 @@ static void test_xint_edges(void) {
         const float big = T == ZMLX_F16 ? 64.0f : 1e30f, tiny = T == ZMLX_F16 ? 1e-4f : 1e-30f;
         tweight tw;
         tw_make(&tw, &r, ZMLX_QMODE_AFFINE, bits, gs, 1, 1, N, K, ZMLX_BF16);
-        CHECK(uses_xint(&tw.q, T));
+        CHECK(uses_xint(&tw.q, T, 1));
         qcase c = {.mode = ZMLX_QMODE_AFFINE, .bits = bits, .gs = gs, .transpose = 1, .E = 1,
                    .N = N, .K = K, .n_tok = 2, .k = 1, .T = T, .sdt = ZMLX_BF16};
         void *x = rand_act(&r, T, 2 * K, -1.0f, 1.0f);
@@ -515,6 +541,7 @@ static void test_xint_edges(void) {
         tw_free(&tw);
     }
     cq_xpieces_force(2);
+    cq_xint_force(CQ_XINT_AUTO);
 }
 
 /* mxfp4 integer dots over the E8M0 range: row n has scale byte {0 (2^-127,
@@ -533,7 +560,7 @@ static void test_xint_mx_scales(void) {
         cq_xint_force(CQ_XINT_ALL);
         tweight tw;
         tw_make(&tw, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, N, K, ZMLX_U8);
-        CHECK(uses_xint(&tw.q, T));
+        CHECK(uses_xint(&tw.q, T, 0));
         for (int64_t n = 0; n < N; n++)
             for (int64_t g = 0; g < K / 32; g++) ((uint8_t *)tw.s)[n * (K / 32) + g] = sb[n];
         void *x = rand_act(&r, T, K, -1.0f, 1.0f), *y = h_alloc((size_t)N * zmlx_dtype_size(T));
@@ -583,7 +610,7 @@ static void test_xint_two_pieces(void) {
         int over[3] = {0, 0, 0}; /* outputs past the bound, by piece count */
         for (int p = 1; p <= 2; p++) {
             cq_xpieces_force(p);
-            CHECK(uses_xint(&tw.q, ZMLX_F32) && cq_pick(&tw.q, ZMLX_F32)->pieces == p);
+            CHECK(uses_xint(&tw.q, ZMLX_F32, 0) && cq_pick(&tw.q, ZMLX_F32, 0)->pieces == p);
             h_poison(y, (size_t)N * 4);
             CHECK(zmlx_gather_qmm(g_ctx[2], ZMLX_F32, x, 1, 0, &tw.q, NULL, 1, y) == ZMLX_OK);
             for (int64_t n = 0; n < N; n++) {

@@ -85,11 +85,24 @@ typedef struct cq_kernel {
 } cq_kernel;
 
 /* The kernel for W's format, activation dtype T and the active ISA / integer
- * mode (never NULL). */
-const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T);
+ * mode, for the expert runs of one slot (shared = 0) or of two or more
+ * (shared = 1; never NULL, the same block for both). They differ only in the
+ * AUTO integer mode for T = bf16/f16: a run of one slot takes the integer
+ * dots, a shared run the f32 dots, which dequantize each code vector once for
+ * up to CQ_MAXT slots and then need one FMA per 8 products and slot, where
+ * the integer dots need a vpmaddwd and an add per 16 and piece (hot, one
+ * core: ~1.3x the integer dots' rate at 2 slots, ~1.7x at 3-4; src/cpu/NOTES.md). An
+ * output's value thus depends on whether another slot of its call shares its
+ * expert; never on the thread count, or on the op (fused or unfused). */
+const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared);
 
 /* AVX2 kernels (cpu_qmm_avx2.c): NULL when the format/shape has none. */
-const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T);
+const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared);
+
+/* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
+ * affine bias term: the integer and portable dots; the AVX2 f32 dots fold
+ * the bias into the dequantized weight. */
+static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || f == CQ_X_I16_4 || f == CQ_X_I16_8; }
 
 /* Prepare one activation row of K elements in T into xbuf (K f32, or K int16
  * and for two pieces K more: the second pieces, by kern->xform and

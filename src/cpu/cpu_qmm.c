@@ -180,10 +180,10 @@ static void dot_t0_portable(const zmlx_qweight *W, int64_t e, int64_t r0, int nr
 static const cq_kernel k_t1_portable = {dot_t1_portable, 4, CQ_X_F32, 0};
 static const cq_kernel k_t0_portable = {dot_t0_portable, T0_BLOCK, CQ_X_F32, 0};
 
-const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T) {
+const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return &k_t0_portable;
     if (cq_isa_active() >= CQ_ISA_AVX2) {
-        const cq_kernel *k = cq_pick_avx2(W, T);
+        const cq_kernel *k = cq_pick_avx2(W, T, shared);
         if (k) return k;
     }
     return &k_t1_portable;
@@ -300,13 +300,18 @@ typedef struct {
     zmlx_dtype T;
     zmlx_act act;
     const zmlx_qweight *W, *Wu;
-    const cq_kernel *kern;
+    /* Per activation form f (0: the kernel of one-slot runs, 1: of shared runs,
+       when that is another kernel; form[s] is run kind s's f): the kernel and
+       its prepared rows [n_xrows][xrow_bytes[f]] (f32 or int16 [K]); NULL when
+       no run of the call uses it. At most one is an integer form (xsc). */
+    const cq_kernel *kern[2];
+    char *xb[2];
+    size_t xrow_bytes[2];
+    int form[2];
     int64_t N, K, G, nblocks; /* G: groups per row rounded up to 8 (cq_gpad) */
     int k, x_per_slot;
     const void *x;
     int64_t n_xrows;
-    char *xb;            /* prepared rows [n_xrows][xrow_bytes] (f32 or int16 [K])    */
-    size_t xrow_bytes;
     float *xsc, *xs;     /* [n_xrows][G]: int16 group scales, Σx (either may be NULL) */
     int32_t *order;      /* slots sorted by expert (stable)                           */
     int64_t *gstart;     /* [ng+1] starts of each expert's run in order               */
@@ -325,9 +330,14 @@ static void prep_task(void *arg, int64_t b, int64_t e, int t) {
     qjob *j = arg;
     size_t ts = zmlx_dtype_size(j->T);
     for (int64_t r = b; r < e; r++)
-        cq_prep_x(j->kern, j->T, (const char *)j->x + (size_t)(r * j->K) * ts, j->K,
-                  j->W->group_size, j->xb + (size_t)r * j->xrow_bytes,
-                  j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL);
+        for (int f = 0; f < 2; f++) {
+            const cq_kernel *kf = j->kern[f];
+            if (!j->xb[f]) continue;
+            const int xint = kf->xform == CQ_X_I16_4 || kf->xform == CQ_X_I16_8;
+            cq_prep_x(kf, j->T, (const char *)j->x + (size_t)(r * j->K) * ts, j->K, j->W->group_size,
+                      j->xb[f] + (size_t)r * j->xrow_bytes[f], xint ? j->xsc + r * j->G : NULL,
+                      j->xs && cq_xform_uses_xs(kf->xform) ? j->xs + r * j->G : NULL);
+        }
 }
 
 /* First task (linear id g*nblocks + b) whose starting weight is >= w. */
@@ -345,25 +355,27 @@ static int64_t first_task(const qjob *j, int64_t w) {
 
 /* Block b of expert run g for every slot routed there, CQ_MAXT slots per dot
  * call (one weight decode serves them all; each slot's values are the same as
- * if it were alone). */
+ * if it were alone in a run of the same kind). */
 static void run_block(const qjob *j, int64_t g, int64_t b) {
     enum { MAXB = 64 };
     float o1[CQ_MAXT * MAXB], o2[CQ_MAXT * MAXB];
     cq_xrow xr[CQ_MAXT];
     int64_t slots[CQ_MAXT];
     const int32_t e = j->gexp[g];
-    const int64_t r0 = b * j->kern->block, N = j->N;
-    const int nr = (int)(N - r0 < j->kern->block ? N - r0 : j->kern->block);
+    const int f = j->form[j->gstart[g + 1] - j->gstart[g] > 1];
+    const cq_kernel *kern = j->kern[f];
+    const int64_t r0 = b * kern->block, N = j->N;
+    const int nr = (int)(N - r0 < kern->block ? N - r0 : kern->block);
     for (int64_t p0 = j->gstart[g]; p0 < j->gstart[g + 1]; p0 += CQ_MAXT) {
         const int nx = (int)(j->gstart[g + 1] - p0 < CQ_MAXT ? j->gstart[g + 1] - p0 : CQ_MAXT);
         for (int t = 0; t < nx; t++) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
-            const char *xrow = j->xb + (size_t)r * j->xrow_bytes;
+            const char *xrow = j->xb[f] + (size_t)r * j->xrow_bytes[f];
             xr[t] = (cq_xrow){xrow, j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
-        j->kern->dot(j->W, e, r0, nr, xr, nx, o1);
-        if (j->op == OP_SWIGLU) j->kern->dot(j->Wu, e, r0, nr, xr, nx, o2);
+        kern->dot(j->W, e, r0, nr, xr, nx, o1);
+        if (j->op == OP_SWIGLU) kern->dot(j->Wu, e, r0, nr, xr, nx, o2);
         for (int t = 0; t < nx; t++) {
             const int64_t base = slots[t] * N + r0;
             const float *a = o1 + t * nr, *u = o2 + t * nr;
@@ -402,56 +414,51 @@ static void *carve(char **p, size_t n) {
     return r;
 }
 
+/* Size in bytes of one prepared activation row for kern (a multiple of 64):
+ * K f32, or K int16 per piece. */
+static size_t xrow_size(const cq_kernel *kern, int64_t K) {
+    const int xint = kern->xform == CQ_X_I16_4 || kern->xform == CQ_X_I16_8;
+    return ((size_t)K * (xint ? 2 * (size_t)kern->pieces : 4) + 63) & ~(size_t)63;
+}
+
 static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n_tok) {
     const zmlx_qweight *W = j->W;
     const int64_t n_slots = n_tok * j->k, E = W->E;
     j->N = W->N; /* output features of one slot */
     j->K = W->K;
     j->G = cq_gpad(W->K / W->group_size); /* stride of xsc/xs rows (see cq_xrow) */
-    j->kern = cq_pick(W, j->T);
-    j->nblocks = (j->N + j->kern->block - 1) / j->kern->block;
+    j->kern[0] = cq_pick(W, j->T, 0);
+    j->kern[1] = cq_pick(W, j->T, 1);
+    j->form[0] = 0;
+    j->form[1] = j->kern[1] == j->kern[0] ? 0 : 1;
+    j->nblocks = (j->N + j->kern[0]->block - 1) / j->kern[0]->block;
     j->n_xrows = j->x_per_slot ? n_slots : n_tok;
-    const int need_xs = W->mode == ZMLX_QMODE_AFFINE && W->transpose;
-    const int need_xsc = j->kern->xform == CQ_X_I16_4 || j->kern->xform == CQ_X_I16_8;
-    /* int16 rows: the first pieces, then (two pieces) the second ones */
-    j->xrow_bytes = ((size_t)j->K * (need_xsc ? 2 * (size_t)j->kern->pieces : 4) + 63) & ~(size_t)63;
 
-    size_t bytes = 0;
-    bytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                       /* order  */
-    bytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                 /* gstart */
-    bytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                       /* gexp   */
-    bytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                 /* gpre   */
-    bytes += ((size_t)(E + 1) * 8 + 63) & ~(size_t)63;                       /* counts */
-    bytes += (size_t)j->n_xrows * j->xrow_bytes;                             /* xb     */
-    if (need_xsc) bytes += ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;
-    if (need_xs) bytes += ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;
-    if (j->op == OP_COMBINE) bytes += ((size_t)(n_slots * j->N) * 4 + 63) & ~(size_t)63;
-    char *mem = zc_alloc_aligned(bytes, 64), *p = mem;
-    if (!mem) return ZMLX_ERR_OOM;
+    /* counting sort of slots by expert (stable: slot order within an expert),
+       into a first allocation; which forms the runs use decides the second */
+    size_t sbytes = 0;
+    sbytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                      /* order  */
+    sbytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                /* gstart */
+    sbytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                      /* gexp   */
+    sbytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                /* gpre   */
+    sbytes += ((size_t)(E + 1) * 8 + 63) & ~(size_t)63;                      /* counts */
+    char *smem = zc_alloc_aligned(sbytes, 64), *p = smem;
+    if (!smem) return ZMLX_ERR_OOM;
     j->order = carve(&p, (size_t)n_slots * 4);
     j->gstart = carve(&p, (size_t)(n_slots + 1) * 8);
     j->gexp = carve(&p, (size_t)n_slots * 4);
     j->gpre = carve(&p, (size_t)(n_slots + 1) * 8);
     int64_t *cnt = carve(&p, (size_t)(E + 1) * 8);
-    j->xb = carve(&p, (size_t)j->n_xrows * j->xrow_bytes);
-    j->xsc = need_xsc ? carve(&p, (size_t)(j->n_xrows * j->G) * 4) : NULL;
-    j->xs = need_xs ? carve(&p, (size_t)(j->n_xrows * j->G) * 4) : NULL;
-    if (j->xsc) memset(j->xsc, 0, (size_t)(j->n_xrows * j->G) * 4); /* the pads */
-    if (j->xs) memset(j->xs, 0, (size_t)(j->n_xrows * j->G) * 4);
-    if (j->op == OP_COMBINE) {
-        j->out = j->y;
-        j->y = carve(&p, (size_t)(n_slots * j->N) * 4);
-    }
-
-    /* counting sort of slots by expert (stable: slot order within an expert) */
     memset(cnt, 0, (size_t)(E + 1) * 8);
     for (int64_t s = 0; s < n_slots; s++) cnt[(idx ? idx[s] : 0) + 1]++;
+    int used[2] = {0, 0}; /* forms the runs use */
     j->ng = 0;
     j->gstart[0] = 0;
     for (int64_t e = 0; e < E; e++) {
         if (cnt[e + 1]) {
             j->gexp[j->ng] = (int32_t)e;
             j->gstart[j->ng + 1] = j->gstart[j->ng] + cnt[e + 1];
+            used[j->form[cnt[e + 1] > 1]] = 1;
             j->ng++;
         }
         cnt[e + 1] += cnt[e]; /* cnt[e] becomes the first position of expert e */
@@ -461,12 +468,42 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     for (int64_t g = 0; g < j->ng; g++)
         j->gpre[g + 1] = j->gpre[g] + j->nblocks * ((j->gstart[g + 1] - j->gstart[g]) + 1);
 
+    /* the prepared rows of the forms in use, their int16 scales and Σx */
+    int need_xsc = 0, need_xs = 0;
+    size_t bytes = 0;
+    for (int f = 0; f < 2; f++) {
+        j->xrow_bytes[f] = used[f] ? xrow_size(j->kern[f], j->K) : 0;
+        bytes += (size_t)j->n_xrows * j->xrow_bytes[f];
+        if (!used[f]) continue;
+        need_xsc |= j->kern[f]->xform == CQ_X_I16_4 || j->kern[f]->xform == CQ_X_I16_8;
+        need_xs |= W->mode == ZMLX_QMODE_AFFINE && W->transpose && cq_xform_uses_xs(j->kern[f]->xform);
+    }
+    const size_t gbytes = ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;
+    bytes += (need_xsc + need_xs) * gbytes;
+    if (j->op == OP_COMBINE) bytes += ((size_t)(n_slots * j->N) * 4 + 63) & ~(size_t)63;
+    char *mem = zc_alloc_aligned(bytes ? bytes : 64, 64);
+    if (!mem) {
+        zc_free_aligned(smem);
+        return ZMLX_ERR_OOM;
+    }
+    p = mem;
+    for (int f = 0; f < 2; f++) j->xb[f] = used[f] ? carve(&p, (size_t)j->n_xrows * j->xrow_bytes[f]) : NULL;
+    j->xsc = need_xsc ? carve(&p, gbytes) : NULL;
+    j->xs = need_xs ? carve(&p, gbytes) : NULL;
+    if (j->xsc) memset(j->xsc, 0, gbytes); /* the pads */
+    if (j->xs) memset(j->xs, 0, gbytes);
+    if (j->op == OP_COMBINE) {
+        j->out = j->y;
+        j->y = carve(&p, (size_t)(n_slots * j->N) * 4);
+    }
+
     zc_pool *pool = ctx ? ctx->pool : NULL;
     j->parts = zc_pool_size(pool);
     zc_pool_run(pool, j->n_xrows, (16384 + j->K - 1) / j->K, prep_task, j);
     zc_pool_run(pool, j->parts, 1, block_task, j);
     if (j->op == OP_COMBINE) cq_combine(ctx, j->T, ZMLX_F32, j->y, j->cw, n_tok, j->k, j->N, j->out);
     zc_free_aligned(mem);
+    zc_free_aligned(smem);
     return ZMLX_OK;
 }
 

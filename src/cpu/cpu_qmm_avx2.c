@@ -21,23 +21,23 @@
  * down to 2^-127) is applied after sx, acc += (f32(Σ)·sx)·2^(e-128), so no
  * product underflows early. Each (row, token) has its own chain, so decoding
  * a code vector once for up to CQ_MAXT tokens gives the same values as one
- * token alone. T = f32 keeps the f32 dots (its tolerance is one f32
- * rounding, tighter than 2^-16 of a group max); cq_xint_force overrides the
- * choice.
+ * token alone. Taken for the expert runs of one slot; T = f32 and the shared
+ * runs take the f32 dots (cq_pick_avx2); cq_xint_force overrides the choice.
  *
- * f32 dots (T = f32 unless forced; affine 4/8-bit, mxfp4 with K % 64 == 0).
- * Codes are consumed 256 bits at a time ("a chunk": 64 4-bit or 32 8-bit
- * codes) as 8 u32 lanes; code s of every lane is isolated with one shift and
- * one AND (no shuffles) and converted to f32, so lane l, step s holds element
- * V*l + s of the chunk (V codes per lane). cq_prep_x stores x in that order,
- * once per activation row, so the loop is: load codes, shift/and/convert,
- * FMA with x. Four rows share every x load.
- *
- * Per chunk and row: d = Σ_s f32(code_s)·x_s (two partial chains, even and
- * odd s, added at the end), acc += d·scale (one FMA; a chunk that holds two
- * groups, 4-bit gs32, gets a vector with each half's scale). Affine bias
- * terms are added as Σ_g bias_g·(Σx over group g), summed in group order.
- * Result = hsum(acc) (fixed tree) + that bias sum.
+ * f32 dots (affine 4/8-bit, mxfp4 with K % 64 == 0; T = f32, and runs of two
+ * or more slots of one expert for every T). Codes are consumed 256 bits at a
+ * time ("a chunk": 64 4-bit or 32 8-bit codes) as 8 u32 lanes; code s of
+ * every lane is isolated with one shift and one AND (no shuffles) and
+ * converted to f32, so lane l, step s holds element V*l + s of the chunk (V
+ * codes per lane). cq_prep_x stores x in that order, once per activation row.
+ * Each code vector is dequantized once, w = fma(f32(q), scale, bias) (the
+ * weight as MLX defines it, one rounding; mxfp4: f32(q)·2^(e-127), exact; a
+ * chunk that holds two groups, 4-bit gs32, gets each half's scale and bias),
+ * then acc += w·x for each of up to CQ_MAXT tokens: one FMA per 8 products
+ * and token, against the integer dots' vpmaddwd + add per 16 and piece, so
+ * at 3-4 tokens per decode they do ~1.7x the integer dots' work per second
+ * (src/cpu/NOTES.md). Two chains per (row, token), even and odd s; result =
+ * hsum(chain 0 + chain 1) (fixed tree).
  */
 #include "cpu/cpu_kern.h"
 
@@ -54,7 +54,10 @@ AI float ld_scale(zmlx_dtype sdt, const void *p, int64_t i) {
     case ZMLX_F32: return ((const float *)p)[i];
     case ZMLX_BF16: return zc_bits_f32((uint32_t)((const uint16_t *)p)[i] << 16);
     case ZMLX_F16: return _cvtsh_ss(((const uint16_t *)p)[i]); /* exact */
-    default: return zq_e8m0_value(((const uint8_t *)p)[i]);
+    default: { /* E8M0: 2^(e-127) = bits e << 23, except e = 0 -> 2^-127 (subnormal); as zq_e8m0_value */
+        const uint32_t e = ((const uint8_t *)p)[i];
+        return zc_bits_f32(e ? e << 23 : 0x00400000u);
+    }
     }
 }
 
@@ -127,11 +130,32 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
-/* R rows starting at r0 (R = 4 or 1); fmt, sdt and R are compile-time
- * constants after inlining. x is read through memory operands (L1-resident),
- * so the registers hold the 2R partial chains and the accumulators. */
-AI void dot_rows(int fmt, zmlx_dtype sdt, int R, const zmlx_qweight *W, int64_t e, int64_t r0,
-                 const float *xf, const float *xs, float *out) {
+/* Scale and bias vectors of the chunk that starts group g (lane l's group:
+ * g, or for two groups per chunk g + l/4). */
+AI void chunk_sb(zmlx_dtype sdt, int two, int affine, const char *sp, const char *bp, int64_t g, __m256 *sv,
+                 __m256 *bv) {
+    if (two) {
+        *sv = _mm256_set_m128(_mm_set1_ps(ld_scale(sdt, sp, g + 1)), _mm_set1_ps(ld_scale(sdt, sp, g)));
+        *bv = affine ? _mm256_set_m128(_mm_set1_ps(ld_scale(sdt, bp, g + 1)), _mm_set1_ps(ld_scale(sdt, bp, g)))
+                     : _mm256_setzero_ps();
+        return;
+    }
+    *sv = _mm256_set1_ps(ld_scale(sdt, sp, g));
+    *bv = affine ? _mm256_set1_ps(ld_scale(sdt, bp, g)) : _mm256_setzero_ps();
+}
+
+/* R rows from r0 × NT prepared rows (R = 4, NT = 1 at one slot per expert;
+ * R = 1, NT = 1..4 when several slots share an expert: each code vector is
+ * dequantized once for all NT); fmt, sdt, R, NT are compile-time constants
+ * after inlining. Per code vector w = fma(f32(q), scale, bias) (affine; the
+ * weight MLX defines, one rounding) or f32(q)·scale (mxfp4, exact), then
+ * acc += w·x with two chains per (row, token) (even and odd steps). x is read
+ * through memory operands (L1-resident), so the registers hold the 2·R·NT
+ * chains, one w and the chunk's scale and bias. Output (t, r) goes to
+ * out[t*ostride + r] = hsum(chain0 + chain1); its value does not depend on R
+ * or NT. */
+AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, int64_t e, int64_t r0,
+                 const cq_xrow *x, int ostride, float *out) {
     const int V = fmt == F_A8 ? 4 : 8, CW = 8 * V; /* codes per lane, elements per chunk */
     const int gs = W->group_size, two = gs < CW;  /* two groups per chunk (4-bit gs32) */
     const int gstep = two ? 2 : 1, cpg = two ? 1 : gs / CW;
@@ -141,77 +165,76 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, const zmlx_qweight *W, int64_t 
     const uint8_t *row[4];
     const char *sp[4], *bp[4];
     const size_t ss = fmt == F_MX4 ? 1 : zmlx_dtype_size(sdt);
-    __m256 acc[4];
-    float bsum[4];
+    __m256 acc[4][CQ_MAXT][2];
+    const float *xf[CQ_MAXT];
     const int64_t pfw = 4 * W->K * (fmt == F_A8 ? 8 : 4) / 8, pfs = 4 * G * (int64_t)ss;
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         row[r] = zq_row_ptr(W, e, r0 + r);
         int64_t si = zq_scale_index(W, e, r0 + r);
         sp[r] = (const char *)W->scales + (size_t)si * ss;
         bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
-        acc[r] = _mm256_setzero_ps();
-        bsum[r] = 0.0f;
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
         _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
         if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
     }
-    const float *xc = xf;
-    int64_t off = 0;
+    for (int t = 0; t < NT; t++) xf[t] = x[t].x;
+    int64_t off = 0, xo = 0;
     for (int64_t g = 0; g < G; g += gstep) {
-        __m256 sv[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            if (two)
-                sv[r] = _mm256_set_m128(_mm_set1_ps(ld_scale(sdt, sp[r], g + 1)),
-                                        _mm_set1_ps(ld_scale(sdt, sp[r], g)));
-            else
-                sv[r] = _mm256_set1_ps(ld_scale(sdt, sp[r], g));
-            if (affine) {
-                bsum[r] = bsum[r] + ld_scale(sdt, bp[r], g) * xs[g];
-                if (two) bsum[r] = bsum[r] + ld_scale(sdt, bp[r], g + 1) * xs[g + 1];
-            }
-        }
-        for (int cc = 0; cc < cpg; cc++, xc += CW, off += 32) {
+        for (int cc = 0; cc < cpg; cc++, xo += CW, off += 32) {
             pf_rows(R, row, off, pfw);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(row[r] + off));
-                __m256 da = _mm256_mul_ps(codes_f32(fmt, v, 0, fp4tab), _mm256_load_ps(xc));
-                __m256 db = _mm256_mul_ps(codes_f32(fmt, v, 1, fp4tab), _mm256_load_ps(xc + 8));
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(row[r] + off));
+                __m256 sv, bv;
+                chunk_sb(fmt == F_MX4 ? ZMLX_U8 : sdt, two, affine, sp[r], bp[r], g, &sv, &bv);
+#pragma GCC unroll 8
+                for (int s = 0; s < V; s++) {
+                    const __m256 w = affine ? _mm256_fmadd_ps(codes_f32(fmt, v, s, fp4tab), sv, bv)
+                                            : _mm256_mul_ps(codes_f32(fmt, v, s, fp4tab), sv);
 #pragma GCC unroll 4
-                for (int s = 2; s < V; s += 2) {
-                    da = _mm256_fmadd_ps(codes_f32(fmt, v, s, fp4tab), _mm256_load_ps(xc + 8 * s), da);
-                    db = _mm256_fmadd_ps(codes_f32(fmt, v, s + 1, fp4tab),
-                                         _mm256_load_ps(xc + 8 * s + 8), db);
+                    for (int t = 0; t < NT; t++)
+                        acc[r][t][s & 1] = _mm256_fmadd_ps(w, _mm256_load_ps(xf[t] + xo + 8 * s), acc[r][t][s & 1]);
                 }
-                acc[r] = _mm256_fmadd_ps(_mm256_add_ps(da, db), sv[r], acc[r]);
             }
         }
     }
-    for (int r = 0; r < R; r++) out[r] = hsum(acc[r]) + bsum[r];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
 }
 
-/* one entry per format: instances per scale dtype, 4-row blocks or single rows */
-AI void dot_fmt1(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const float *xf,
-                 const float *xs, float *out) {
-#define DOT_SDT(sdt)                                                                            \
-    do {                                                                                        \
-        if (nr == 4) dot_rows(fmt, sdt, 4, W, e, r0, xf, xs, out);                              \
-        else for (int i = 0; i < nr; i++) dot_rows(fmt, sdt, 1, W, e, r0 + i, xf, xs, out + i); \
-    } while (0)
-    switch (fmt == F_MX4 ? ZMLX_U8 : W->scale_dtype) {
-    case ZMLX_F32: DOT_SDT(ZMLX_F32); break;
-    case ZMLX_F16: DOT_SDT(ZMLX_F16); break;
-    case ZMLX_BF16: DOT_SDT(ZMLX_BF16); break;
-    default: DOT_SDT(ZMLX_U8); break;
+/* one instance per (format, scale dtype, rows × tokens) */
+AI void dot_sdt(int fmt, zmlx_dtype sdt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
+                int nx, float *out) {
+    if (nx == 1 && nr == 4) {
+        dot_rows(fmt, sdt, 4, 1, W, e, r0, x, nr, out);
+        return;
     }
-#undef DOT_SDT
+    for (int i = 0; i < nr; i++) switch (nx) {
+        case 1: dot_rows(fmt, sdt, 1, 1, W, e, r0 + i, x, nr, out + i); break;
+        case 2: dot_rows(fmt, sdt, 1, 2, W, e, r0 + i, x, nr, out + i); break;
+        case 3: dot_rows(fmt, sdt, 1, 3, W, e, r0 + i, x, nr, out + i); break;
+        default: dot_rows(fmt, sdt, 1, 4, W, e, r0 + i, x, nr, out + i); break;
+        }
 }
 
-/* f32 dots: one prepared row at a time (these decode per token) */
-#define DEFINE_DOT(name, fmt)                                                              \
-    static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, \
-                     int nx, float *out) {                                                 \
-        for (int t = 0; t < nx; t++) dot_fmt1(fmt, W, e, r0, nr, x[t].x, x[t].xs, out + t * nr); \
+AI void dot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
+                float *out) {
+    switch (fmt == F_MX4 ? ZMLX_U8 : W->scale_dtype) {
+    case ZMLX_F32: dot_sdt(fmt, ZMLX_F32, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_F16: dot_sdt(fmt, ZMLX_F16, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_BF16: dot_sdt(fmt, ZMLX_BF16, W, e, r0, nr, x, nx, out); break;
+    default: dot_sdt(fmt, ZMLX_U8, W, e, r0, nr, x, nx, out); break;
+    }
+}
+
+#define DEFINE_DOT(name, fmt)                                                                          \
+    static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
+                     float *out) {                                                                   \
+        dot_fmt(fmt, W, e, r0, nr, x, nx, out);                                                      \
     }
 DEFINE_DOT(dot_a4, F_A4)
 DEFINE_DOT(dot_a8, F_A8)
@@ -427,10 +450,10 @@ static const cq_kernel k_ia4[2] = {{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, C
 static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, CQ_X_I16_8, 2}};
 static const cq_kernel k_imx4[2] = {{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}};
 
-const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T) {
+const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return NULL;
     const cq_xint xm = cq_xint_mode();
-    int xint = xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32);
+    int xint = xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared);
     /* the integer dots have instances for group sizes 32, 64, 128 */
     const int gsok = W->group_size == 32 || W->group_size == 64 || W->group_size == 128;
     xint = xint && gsok;
