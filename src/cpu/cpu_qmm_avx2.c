@@ -452,15 +452,21 @@ static const cq_kernel k_imx4[2] = {{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4
 
 const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return NULL;
-    const cq_xint xm = cq_xint_mode();
-    int xint = xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared);
-    /* the integer dots have instances for group sizes 32, 64, 128 */
+    /* the integer and the f32 dots for W's format and shape (NULL: none); the
+       integer dots have instances for group sizes 32, 64, 128 */
+    const int p = cq_xpieces() - 1, affine = W->mode == ZMLX_QMODE_AFFINE;
     const int gsok = W->group_size == 32 || W->group_size == 64 || W->group_size == 128;
-    xint = xint && gsok;
-    const int p = cq_xpieces() - 1;
-    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->K % 64 == 0) return xint ? &k_ia4[p] : &k_a4;
-    if (W->mode == ZMLX_QMODE_AFFINE && W->bits == 8 && W->K % 32 == 0) return xint ? &k_ia8[p] : &k_a8;
-    if (W->mode == ZMLX_QMODE_MXFP4 && xint && W->K % 32 == 0) return &k_imx4[p];
-    if (W->mode == ZMLX_QMODE_MXFP4 && W->K % 64 == 0) return &k_mx4;
-    return NULL;
+    const cq_kernel *ki = NULL, *kf = NULL;
+    if (affine && W->bits == 4 && W->K % 64 == 0) ki = &k_ia4[p], kf = &k_a4;
+    if (affine && W->bits == 8 && W->K % 32 == 0) ki = &k_ia8[p], kf = &k_a8;
+    if (W->mode == ZMLX_QMODE_MXFP4) {
+        ki = W->K % 32 == 0 ? &k_imx4[p] : NULL;
+        kf = W->K % 64 == 0 ? &k_mx4 : NULL;
+    }
+    if (!gsok) ki = NULL;
+    const cq_xint xm = cq_xint_mode();
+    if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared)) return ki ? ki : kf;
+    /* f32 dots; a shared run without them (mxfp4, K % 64 != 0) is still
+       faster on the integer dots than on the portable ones */
+    return kf ? kf : xm == CQ_XINT_AUTO && T != ZMLX_F32 ? ki : NULL;
 }
