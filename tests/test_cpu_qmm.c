@@ -175,8 +175,7 @@ static const char *case_str(const qcase *c) {
 /* whether W with activations T runs its expert runs of one slot (shared = 0)
  * or of several (shared = 1) on the integer (int16 x) dots now */
 static int uses_xint(const zmlx_qweight *q, zmlx_dtype T, int shared) {
-    cq_xform f = cq_pick(q, T, shared)->xform;
-    return f == CQ_X_I16_4 || f == CQ_X_I16_8;
+    return cq_xform_int16(cq_pick(q, T, shared)->xform);
 }
 /* the stated x error of the path now, relative to a group's max |x|: 0 for
  * the f32 dots, 2^-16 for one int16 piece, 2^-31 for two; the larger of the

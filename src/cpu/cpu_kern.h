@@ -99,10 +99,14 @@ const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared);
 /* AVX2 kernels (cpu_qmm_avx2.c): NULL when the format/shape has none. */
 const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared);
 
+/* Whether activation form f is int16 per group (the integer dots: group
+ * scales xsc, one or two pieces). */
+static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8; }
+
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
  * affine bias term: the integer and portable dots; the AVX2 f32 dots fold
  * the bias into the dequantized weight. */
-static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || f == CQ_X_I16_4 || f == CQ_X_I16_8; }
+static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xform_int16(f); }
 
 /* Prepare one activation row of K elements in T into xbuf (K f32, or K int16
  * and for two pieces K more: the second pieces, by kern->xform and

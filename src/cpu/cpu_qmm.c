@@ -333,9 +333,8 @@ static void prep_task(void *arg, int64_t b, int64_t e, int t) {
         for (int f = 0; f < 2; f++) {
             const cq_kernel *kf = j->kern[f];
             if (!j->xb[f]) continue;
-            const int xint = kf->xform == CQ_X_I16_4 || kf->xform == CQ_X_I16_8;
             cq_prep_x(kf, j->T, (const char *)j->x + (size_t)(r * j->K) * ts, j->K, j->W->group_size,
-                      j->xb[f] + (size_t)r * j->xrow_bytes[f], xint ? j->xsc + r * j->G : NULL,
+                      j->xb[f] + (size_t)r * j->xrow_bytes[f], cq_xform_int16(kf->xform) ? j->xsc + r * j->G : NULL,
                       j->xs && cq_xform_uses_xs(kf->xform) ? j->xs + r * j->G : NULL);
         }
 }
@@ -417,8 +416,7 @@ static void *carve(char **p, size_t n) {
 /* Size in bytes of one prepared activation row for kern (a multiple of 64):
  * K f32, or K int16 per piece. */
 static size_t xrow_size(const cq_kernel *kern, int64_t K) {
-    const int xint = kern->xform == CQ_X_I16_4 || kern->xform == CQ_X_I16_8;
-    return ((size_t)K * (xint ? 2 * (size_t)kern->pieces : 4) + 63) & ~(size_t)63;
+    return ((size_t)K * (cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : 4) + 63) & ~(size_t)63;
 }
 
 static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n_tok) {
@@ -475,7 +473,7 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
         j->xrow_bytes[f] = used[f] ? xrow_size(j->kern[f], j->K) : 0;
         bytes += (size_t)j->n_xrows * j->xrow_bytes[f];
         if (!used[f]) continue;
-        need_xsc |= j->kern[f]->xform == CQ_X_I16_4 || j->kern[f]->xform == CQ_X_I16_8;
+        need_xsc |= cq_xform_int16(j->kern[f]->xform);
         need_xs |= W->mode == ZMLX_QMODE_AFFINE && W->transpose && cq_xform_uses_xs(j->kern[f]->xform);
     }
     const size_t gbytes = ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;

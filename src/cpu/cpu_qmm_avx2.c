@@ -206,19 +206,29 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
         for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
 }
 
+/* A dot call's nr rows × nx tokens as compile-time shapes, the same for both
+ * families: one 4-row pass at one token, else row by row with all nx tokens
+ * (R = 1, NT = nx). ROWS(R, NT, r, o) computes rows from r into o. */
+#define DOT_SHAPES(ROWS)                                  \
+    do {                                                  \
+        if (nx == 1 && nr == 4) {                         \
+            ROWS(4, 1, r0, out);                          \
+            break;                                        \
+        }                                                 \
+        for (int i = 0; i < nr; i++) switch (nx) {        \
+            case 1: ROWS(1, 1, r0 + i, out + i); break;   \
+            case 2: ROWS(1, 2, r0 + i, out + i); break;   \
+            case 3: ROWS(1, 3, r0 + i, out + i); break;   \
+            default: ROWS(1, 4, r0 + i, out + i); break;  \
+            }                                             \
+    } while (0)
+
 /* one instance per (format, scale dtype, rows × tokens) */
 AI void dot_sdt(int fmt, zmlx_dtype sdt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
                 int nx, float *out) {
-    if (nx == 1 && nr == 4) {
-        dot_rows(fmt, sdt, 4, 1, W, e, r0, x, nr, out);
-        return;
-    }
-    for (int i = 0; i < nr; i++) switch (nx) {
-        case 1: dot_rows(fmt, sdt, 1, 1, W, e, r0 + i, x, nr, out + i); break;
-        case 2: dot_rows(fmt, sdt, 1, 2, W, e, r0 + i, x, nr, out + i); break;
-        case 3: dot_rows(fmt, sdt, 1, 3, W, e, r0 + i, x, nr, out + i); break;
-        default: dot_rows(fmt, sdt, 1, 4, W, e, r0 + i, x, nr, out + i); break;
-        }
+#define F32_ROWS(R, NT, r, o) dot_rows(fmt, sdt, R, NT, W, e, r, x, nr, o)
+    DOT_SHAPES(F32_ROWS);
+#undef F32_ROWS
 }
 
 AI void dot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
@@ -395,16 +405,9 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
 /* one instance per (format, scale dtype, group size, pieces, rows × tokens) */
 AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
                 int nr, const cq_xrow *x, int nx, float *out) {
-    if (nx == 1 && nr == 4) {
-        idot_rows(fmt, sdt, gs, 4, 1, P, W, e, r0, x, nr, out);
-        return;
-    }
-    for (int i = 0; i < nr; i++) switch (nx) {
-        case 1: idot_rows(fmt, sdt, gs, 1, 1, P, W, e, r0 + i, x, nr, out + i); break;
-        case 2: idot_rows(fmt, sdt, gs, 1, 2, P, W, e, r0 + i, x, nr, out + i); break;
-        case 3: idot_rows(fmt, sdt, gs, 1, 3, P, W, e, r0 + i, x, nr, out + i); break;
-        default: idot_rows(fmt, sdt, gs, 1, 4, P, W, e, r0 + i, x, nr, out + i); break;
-        }
+#define INT_ROWS(R, NT, r, o) idot_rows(fmt, sdt, gs, R, NT, P, W, e, r, x, nr, o)
+    DOT_SHAPES(INT_ROWS);
+#undef INT_ROWS
 }
 
 AI void idot_sdt(int fmt, zmlx_dtype sdt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
