@@ -2,15 +2,16 @@
  * test_cpu_qmm.c — the optimised CPU quantized matmuls (backend "cpu"):
  * gather_qmm (both transposes), gather_qmm_swiglu (every activation) and
  * gather_qmm_combine, on every affine bit width and group size, mxfp4,
- * T ∈ {f32, f16, bf16}, on each forced path: AVX2 with the integer dots as
- * chosen automatically (bf16/f16), forced for every T, forced off (the f32
- * AVX2 dots), and the portable dots.
+ * T ∈ {f32, f16, bf16}, on each forced path: AVX2, and AVX-512 where the
+ * CPU has it, each with the integer dots as chosen automatically (bf16/f16),
+ * forced for every T, forced off (the f32 dots), and the portable dots.
  *
  * - gather_qmm against an f64 oracle written here (own bit-stream decoder,
  *   own dequantization), tolerance per T;
  * - fused == unfused with memcmp on the same path (swiglu vs 2× gather_qmm +
  *   glu_act; combine vs gather_qmm(x_per_slot) + moe_combine); the fused
  *   combine also against the oracle;
+ * - on AVX-512, every output of a case identical to the AVX2 build's (memcmp);
  * - bit-identical outputs for 1, 2 and 3 threads, including the expert-grouped
  *   path for M = 1..64 tokens; each token's row identical to computing that
  *   token alone (the dots decode once for up to 4 tokens; in the AUTO
@@ -152,6 +153,10 @@ static void *rand_act(h_rng *r, zmlx_dtype T, int64_t n, float lo, float hi) {
 }
 
 static zmlx_ctx *g_ctx[4]; /* contexts with 1, 2, 3 threads (index = n) */
+static cq_isa g_simd;      /* the x86 SIMD build the SIMD tests run on (main loops over them) */
+
+/* force g_simd; 0 when this CPU lacks it */
+static int simd_on(void) { return cq_isa_force(g_simd) == g_simd; }
 
 /* ------------------------------------------------------- one full case */
 
@@ -320,6 +325,23 @@ static void run_case(h_rng *r, const qcase *c) {
         CHECKF(memcmp(o1, o3, no) == 0, "%s: combine differs with %d threads", case_str(c), nt);
     }
 
+    /* the AVX-512 build's bits are the AVX2 build's (h1: SwiGLU-OAI, o1: the
+       combine, both with 2 threads) */
+    if (cq_isa_active() == CQ_ISA_AVX512) {
+        CHECK(cq_isa_force(CQ_ISA_AVX2) == CQ_ISA_AVX2);
+        h_poison(h2, ny);
+        CHECK(zmlx_gather_qmm(ctx, c->T, x, c->n_tok, 0, &wg.q, idx, c->k, h2) == ZMLX_OK);
+        CHECKF(memcmp(yg, h2, ny) == 0, "%s: AVX-512 gather_qmm != AVX2", case_str(c));
+        h_poison(h2, ny);
+        CHECK(zmlx_gather_qmm_swiglu(ctx, c->T, x, c->n_tok, &wg.q, &wu.q, idx, c->k,
+                                     ZMLX_ACT_SWIGLU_OAI, h2) == ZMLX_OK);
+        CHECKF(memcmp(h1, h2, ny) == 0, "%s: AVX-512 swiglu != AVX2", case_str(c));
+        h_poison(o3, no);
+        CHECK(zmlx_gather_qmm_combine(ctx, c->T, hin, c->n_tok, &wd.q, idx, c->k, cw, o3) == ZMLX_OK);
+        CHECKF(memcmp(o1, o3, no) == 0, "%s: AVX-512 combine != AVX2", case_str(c));
+        cq_isa_force(CQ_ISA_AVX512);
+    }
+
     free(idx); free(x); free(xs); free(cw); free(yg); free(yu); free(h1); free(h2);
     free(ysl); free(yd); free(o1); free(o2); free(o3); free(hin);
     tw_free(&wg); tw_free(&wu); tw_free(&wd);
@@ -363,14 +385,18 @@ static void formats_on_current_isa(uint64_t seed) {
             }
 }
 
-static void test_formats_avx2(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return; /* this CPU has no AVX2 */
-    /* by default (no ZMLX_CPU_INT_DOT) the integer dots run with two pieces;
-       this is the first test to touch the settings */
+/* by default (no ZMLX_CPU_INT_DOT) the integer dots run with two pieces;
+ * the first test to touch the settings */
+static void test_env_defaults(void) {
     const char *env = getenv("ZMLX_CPU_INT_DOT");
     cq_xint prev = cq_xint_force(CQ_XINT_AUTO);
     CHECK(prev == ((env && strcmp(env, "0") == 0) ? CQ_XINT_OFF : CQ_XINT_AUTO));
     CHECK(cq_xpieces_force(2) == ((env && strcmp(env, "1") == 0) ? 1 : 2));
+    printf("  CPU kernels: best ISA %s\n", cq_isa_name(cq_isa_active()));
+}
+
+static void test_formats_simd(void) {
+    if (!simd_on()) return;
     /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 in runs of
        one slot, the f32 dots in shared runs and for f32 */
     tweight t;
@@ -395,8 +421,8 @@ static void test_formats_avx2(void) {
 }
 
 /* the integer dots for every T, with one piece and with two */
-static void test_formats_avx2_xint_all(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+static void test_formats_simd_xint_all(void) {
+    if (!simd_on()) return;
     cq_xint_force(CQ_XINT_ALL);
     for (int p = 1; p <= 2; p++) {
         cq_xpieces_force(p);
@@ -405,8 +431,8 @@ static void test_formats_avx2_xint_all(void) {
     cq_xint_force(CQ_XINT_AUTO);
 }
 
-static void test_formats_avx2_xint_off(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+static void test_formats_simd_xint_off(void) {
+    if (!simd_on()) return;
     cq_xint_force(CQ_XINT_OFF);
     formats_on_current_isa(14);
     cq_xint_force(CQ_XINT_AUTO);
@@ -415,7 +441,7 @@ static void test_formats_avx2_xint_off(void) {
 static void test_formats_portable(void) {
     CHECK(cq_isa_force(CQ_ISA_SCALAR) == CQ_ISA_SCALAR);
     formats_on_current_isa(12);
-    cq_isa_force(CQ_ISA_AVX2);
+    cq_isa_force(g_simd);
 }
 
 /* the expert-grouped path: M = 1..64 tokens over E = 8 experts (k = 2), MoE
@@ -487,7 +513,7 @@ static void token_alone_on_current(h_rng *r) {
 static void test_token_alone(void) {
     h_rng r = {41};
     static const cq_xint modes[3] = {CQ_XINT_AUTO, CQ_XINT_ALL, CQ_XINT_OFF};
-    if (cq_isa_force(CQ_ISA_AVX2) == CQ_ISA_AVX2)
+    if (simd_on())
         for (int m = 0; m < 5; m++) { /* ALL and AUTO with one piece and with two */
             cq_xint_force(modes[m % 3]);
             cq_xpieces_force(m < 3 ? 2 : 1);
@@ -497,7 +523,7 @@ static void test_token_alone(void) {
     cq_xpieces_force(2);
     cq_isa_force(CQ_ISA_SCALAR);
     token_alone_on_current(&r);
-    cq_isa_force(CQ_ISA_AVX2);
+    cq_isa_force(g_simd);
 }
 
 /* Integer dots on awkward activations: an all-zero group, a group with one
@@ -505,7 +531,7 @@ static void test_token_alone(void) {
  * with the stated tolerance); a non-finite element makes its token's outputs
  * non-finite and leaves the other token as computed alone. */
 static void test_xint_edges(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+    if (!simd_on()) return;
     h_rng r = {51};
     cq_xint_force(CQ_XINT_ALL); /* the two tokens share the expert: AUTO would run the f32 dots */
     for (int f = 0; f < 8; f++) {
@@ -552,7 +578,7 @@ static void test_xint_edges(void) {
  * outputs), so each output is homogeneous and is checked with a purely
  * relative tolerance (no absolute floor). */
 static void test_xint_mx_scales(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+    if (!simd_on()) return;
     h_rng r = {61};
     static const uint8_t sbw[4] = {0, 1, 127, 230}, sbh[4] = {110, 118, 127, 135};
     for (int ti = 0; ti < 6; ti++) { /* each T with two pieces, then one */
@@ -599,7 +625,7 @@ static void test_xint_mx_scales(void) {
  * one piece (error up to 2^-16 of the max) must break that bound somewhere,
  * or this test could not tell the two apart. Affine 4/8-bit and mxfp4. */
 static void test_xint_two_pieces(void) {
-    if (cq_isa_force(CQ_ISA_AVX2) < CQ_ISA_AVX2) return;
+    if (!simd_on()) return;
     h_rng r = {71};
     cq_xint_force(CQ_XINT_ALL); /* T = f32: the output is not rounded to 16 bits */
     for (int f = 0; f < 3; f++) {
@@ -650,16 +676,27 @@ static void test_threads_wide(void) {
 
 int main(void) {
     for (int n = 1; n <= 3; n++) g_ctx[n] = ctx_n(n);
-    RUN(test_formats_avx2);
-    RUN(test_formats_avx2_xint_all);
-    RUN(test_formats_avx2_xint_off);
+    RUN(test_env_defaults);
+    /* the SIMD tests on each x86 build this CPU can run (the grouped and
+       threaded cases too: the AVX-512 build is compared with AVX2 in every
+       case); the portable dots once */
+    for (g_simd = CQ_ISA_AVX2; g_simd <= CQ_ISA_AVX512; g_simd++) {
+        if (!simd_on()) {
+            printf("  skip the %s tests: this CPU lacks it\n", cq_isa_name(g_simd));
+            continue;
+        }
+        RUN(test_formats_simd);
+        RUN(test_formats_simd_xint_all);
+        RUN(test_formats_simd_xint_off);
+        RUN(test_token_alone);
+        RUN(test_xint_edges);
+        RUN(test_xint_mx_scales);
+        RUN(test_xint_two_pieces);
+        RUN(test_grouped_tokens);
+        RUN(test_threads_wide);
+    }
+    g_simd = cq_isa_force(CQ_ISA_AVX512); /* the best there is, restored after the portable run */
     RUN(test_formats_portable);
-    RUN(test_token_alone);
-    RUN(test_xint_edges);
-    RUN(test_xint_mx_scales);
-    RUN(test_xint_two_pieces);
-    RUN(test_grouped_tokens);
-    RUN(test_threads_wide);
     for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);
     return harness_done();
 }

@@ -1,6 +1,6 @@
 /*
  * cpu_kern.h — internal interface of the optimised CPU kernels (cpu_*.c,
- * *_avx2.c): the per-format quantized dot routine that gather_qmm,
+ * cpu_qmm_x86.h): the per-format quantized dot routine that gather_qmm,
  * gather_qmm_swiglu and gather_qmm_combine all share, the activation-row
  * preparation it expects, and the run-time ISA choice.
  *
@@ -15,14 +15,18 @@
 #include "backend.h"
 #include "quant/quant.h"
 
-/* Instruction sets the CPU kernels know, best last. */
-typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1 } cq_isa;
+/* Instruction sets the CPU kernels know, best last. AVX2 includes FMA, F16C
+ * and BMI2; AVX512 is AVX2 plus AVX-512 F, DQ, BW, VL and VNNI (the same
+ * results as AVX2, bit for bit: cpu_qmm_x86.h). */
+typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2 } cq_isa;
 
-/* The ISA the kernels use: the best this CPU supports, unless forced lower
- * with cq_isa_force (tests use it to run the portable path). Returns the ISA
- * now in effect. */
+/* The ISA the kernels use: the best this CPU supports, capped by the
+ * environment's ZMLX_CPU_ISA (scalar, avx2 or avx512; read once) and by
+ * cq_isa_force (tests run every path with it). cq_isa_force returns the ISA
+ * now in effect, which is below the one asked for where the CPU lacks it. */
 cq_isa cq_isa_active(void);
 cq_isa cq_isa_force(cq_isa isa);
+const char *cq_isa_name(cq_isa isa);
 
 /* Integer-dot use (affine 4/8-bit and mxfp4, transpose = 1, AVX2): AUTO takes it for
  * T = bf16/f16 and keeps the f32 kernels for T = f32; OFF never, ALL also for
@@ -46,7 +50,9 @@ typedef enum cq_xform {
     CQ_X_F32_L8,  /* same for 8-bit codes                                     */
     CQ_X_I16_4,   /* int16 [K] + per-group scale; per 32 elements the 16 even
                      ones then the 16 odd ones (the nibble-unpack order)      */
-    CQ_X_I16_8    /* int16 [K] + per-group scale, natural order               */
+    CQ_X_I16_8,   /* int16 [K] + per-group scale, natural order               */
+    CQ_X_I16_4W   /* as CQ_X_I16_4 per 64 elements: the 32 even, the 32 odd
+                     (32 bytes of 4-bit codes in one 512-bit unpack)          */
 } cq_xform;
 
 /* One prepared activation row. x ≈ xsc[g]·xi within group g for the I16
@@ -96,12 +102,14 @@ typedef struct cq_kernel {
  * expert; never on the thread count, or on the op (fused or unfused). */
 const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared);
 
-/* AVX2 kernels (cpu_qmm_avx2.c): NULL when the format/shape has none. */
+/* The x86 kernels (cpu_qmm_x86.h) of each build: NULL when the format/shape
+ * has none; the two builds choose alike (same forms, same blocks). */
 const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared);
+const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T, int shared);
 
 /* Whether activation form f is int16 per group (the integer dots: group
  * scales xsc, one or two pieces). */
-static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8; }
+static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8 || f == CQ_X_I16_4W; }
 
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
  * affine bias term: the integer and portable dots; the AVX2 f32 dots fold

@@ -1,8 +1,8 @@
 /*
  * cpu_qmm.c — the optimised CPU quantized matmuls: gather_qmm (both
  * transposes), gather_qmm_swiglu and gather_qmm_combine, their run-time
- * kernel choice (AVX2 where a kernel exists, else the portable dots below),
- * and the thread split.
+ * kernel choice (AVX-512 or AVX2 where a kernel exists, else the portable
+ * dots below), and the thread split.
  *
  * Shape of the work: slots (token t, choice j) are grouped by expert, and a
  * task is (expert, block of output rows): it streams that block of the
@@ -16,7 +16,7 @@
  *
  * Activation rows are prepared once per call (cq_prep_x): f32 in the lane
  * order of the f32 kernels, or int16 per group with an f32 scale for the
- * integer dots (numerics: cpu_qmm_avx2.c), plus Σx per group for the affine
+ * integer dots (numerics: cpu_qmm_x86.h), plus Σx per group for the affine
  * bias term.
  */
 #include "cpu/cpu_kern.h"
@@ -71,7 +71,8 @@ int cq_xpieces(void) {
     return xpieces;
 }
 
-/* AVX2 + FMA + F16C + BMI2 with the YMM state saved by the OS. Read with
+/* AVX2 + FMA + F16C + BMI2 with the YMM state saved by the OS, and AVX-512
+ * F/DQ/BW/VL/VNNI with the opmask and ZMM states saved too. Read with
  * cpuid/xgetbv (clang's __builtin_cpu_supports knows no "f16c"), once: cpuid
  * traps to the hypervisor in a VM, so it must not run per call. */
 static cq_isa isa_probe(void) {
@@ -85,15 +86,35 @@ static cq_isa isa_probe(void) {
     if ((xcr0_lo & 6u) != 6u) return CQ_ISA_SCALAR; /* XMM and YMM state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return CQ_ISA_SCALAR;
     const unsigned avx2 = 1u << 5, bmi2 = 1u << 8;
-    if ((b & (avx2 | bmi2)) == (avx2 | bmi2)) return CQ_ISA_AVX2;
-#endif
+    if ((b & (avx2 | bmi2)) != (avx2 | bmi2)) return CQ_ISA_SCALAR;
+    const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31, vnni = 1u << 11;
+    const int zmm_state = (xcr0_lo & 0xE0u) == 0xE0u; /* opmask, ZMM 0-15 upper halves, ZMM 16-31 */
+    if (zmm_state && (b & (f | dq | bw | vl)) == (f | dq | bw | vl) && (c & vnni)) return CQ_ISA_AVX512;
+    return CQ_ISA_AVX2;
+#else
     return CQ_ISA_SCALAR;
+#endif
+}
+
+const char *cq_isa_name(cq_isa isa) {
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    return (unsigned)isa < 3 ? names[isa] : "?";
+}
+
+/* The CPU's best ISA capped by ZMLX_CPU_ISA (an unknown name caps nothing:
+ * the environment cannot make a path fail, only slower). */
+static cq_isa isa_probe_capped(void) {
+    cq_isa best = isa_probe();
+    const char *e = getenv("ZMLX_CPU_ISA");
+    for (int i = CQ_ISA_SCALAR; e && i < (int)best; i++)
+        if (strcmp(e, cq_isa_name((cq_isa)i)) == 0) best = (cq_isa)i;
+    return best;
 }
 
 static cq_isa isa_detect(void) {
     static _Atomic int cached = -1; /* racing first calls compute the same value */
     int v = cached;
-    if (v < 0) cached = v = (int)isa_probe();
+    if (v < 0) cached = v = (int)isa_probe_capped();
     return (cq_isa)v;
 }
 
@@ -182,8 +203,9 @@ static const cq_kernel k_t0_portable = {dot_t0_portable, T0_BLOCK, CQ_X_F32, 0};
 
 const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return &k_t0_portable;
-    if (cq_isa_active() >= CQ_ISA_AVX2) {
-        const cq_kernel *k = cq_pick_avx2(W, T, shared);
+    const cq_isa isa = cq_isa_active();
+    if (isa >= CQ_ISA_AVX2) {
+        const cq_kernel *k = isa >= CQ_ISA_AVX512 ? cq_pick_avx512(W, T, shared) : cq_pick_avx2(W, T, shared);
         if (k) return k;
     }
     return &k_t1_portable;
@@ -236,17 +258,19 @@ static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
 }
 
 /* Store a group of gs int16 values q at dst in the I16 form's order: natural
- * (8-bit codes), or per 32 the 16 even then the 16 odd elements (16 bytes of
- * 4-bit codes unpack into low nibbles, then high nibbles). */
+ * (8-bit codes), or per B elements the B/2 even then the B/2 odd ones (B
+ * bytes/2 of 4-bit codes unpack into low nibbles, then high nibbles): B = 32
+ * (CQ_X_I16_4), 64 (CQ_X_I16_4W, gs a multiple of 64). */
 static void store_i16(cq_xform xform, int16_t *dst, const int16_t *q, int gs) {
     if (xform == CQ_X_I16_8) {
         memcpy(dst, q, (size_t)gs * sizeof *q);
         return;
     }
-    for (int c = 0; c < gs; c += 32)
-        for (int i = 0; i < 16; i++) {
+    const int B = xform == CQ_X_I16_4W ? 64 : 32;
+    for (int c = 0; c < gs; c += B)
+        for (int i = 0; i < B / 2; i++) {
             dst[c + i] = q[c + 2 * i];
-            dst[c + 16 + i] = q[c + 2 * i + 1];
+            dst[c + B / 2 + i] = q[c + 2 * i + 1];
         }
 }
 
@@ -282,6 +306,7 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
             break;
         }
         case CQ_X_I16_4:
+        case CQ_X_I16_4W:
         case CQ_X_I16_8:
             xsc[g] = quant_group(f, gs, q, kern->pieces == 2 ? ql : NULL);
             store_i16(kern->xform, xi + g0, q, gs);

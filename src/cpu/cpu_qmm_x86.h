@@ -1,0 +1,616 @@
+/*
+ * cpu_qmm_x86.h — x86 SIMD dot routines (transpose = 1) for affine 4-bit,
+ * affine 8-bit and mxfp4 weights: the inner loop of gather_qmm,
+ * gather_qmm_swiglu and gather_qmm_combine. Not an ordinary header: it is
+ * the body of two translation units, each compiled for its instruction set
+ * and defining CQ_AVX512 and CQ_PICK first:
+ *   cpu_qmm_avx2.c    AVX2 + FMA + F16C (CQ_AVX512 = 0, cq_pick_avx2)
+ *   cpu_qmm_avx512.c  the same plus AVX-512 F/DQ/BW/VL and VNNI (CQ_AVX512 = 1,
+ *                     cq_pick_avx512)
+ * The AVX-512 build differs in the inner loops only, each giving the AVX2
+ * build's bits by construction (test_cpu_qmm compares them with memcmp):
+ * - integer dots, affine 4-bit gs >= 64 and 8-bit: 32 code bytes per step
+ *   (one 512-bit unpack), x loaded once for the 4 rows, vpdpwssd, and the 16
+ *   exact i32 lane sums of a group folded to the AVX2 build's 8 (igroup_z);
+ *   4-bit gs32 and mxfp4 keep 16-byte steps with vpdpwssd in place of
+ *   vpmaddwd + vpaddd (the same exact sums);
+ * - f32 dots: two steps per 512-bit vector, the even step's chain in the low
+ *   half and the odd step's in the high half (the AVX2 build's two chains:
+ *   the same lanes, operations and order).
+ * It also has 32 vector registers (EVEX), against spills.
+ *
+ * Two families:
+ *
+ * Integer dots (affine 4/8-bit, mxfp4; taken for T = bf16/f16). Numerics: the
+ * activation row is quantized once per call, per weight group, to int16 with
+ * an f32 scale (x ≈ sx·xi, sx = max|x|/32767, xi = round-to-nearest-even, so
+ * |x − sx·xi| <= ~2^-16 of the group's max |x|, the same for every row and
+ * expert), and by default a second int16 piece of the residual (x ≈ sx·(xi +
+ * 2^-15·xl), error <= ~2^-31 of the max: f32-like; the same code path runs
+ * on each piece and the pieces' group sums are added as two FMAs). Per
+ * 16 bytes of codes: vpmovzxbw; 4-bit: AND 0x0F (the even elements) and
+ * SRL 4 (the odd ones), two vpmaddwd with x stored even-then-odd; 8-bit: one
+ * vpmaddwd. The i32 lane sums of a group are exact (|sum| < 2^28 for 8-bit
+ * gs128) and become f32 once per group (rounding 2^-24 relative):
+ * acc += f32(Σ q·xi)·f32(s·sx); the bias term is Σ_g b_g·Σx_g with Σx from
+ * the ORIGINAL x. mxfp4: each nibble becomes 2·(its E2M1 value), an integer
+ * in [-12, 12] (vpshufb table + vpsignw), and the E8M0 scale (a power of two,
+ * down to 2^-127) is applied after sx, acc += (f32(Σ)·sx)·2^(e-128), so no
+ * product underflows early. Each (row, token) has its own chain, so decoding
+ * a code vector once for up to CQ_MAXT tokens gives the same values as one
+ * token alone. Taken for the expert runs of one slot; T = f32 and the shared
+ * runs take the f32 dots (CQ_PICK); cq_xint_force overrides the choice.
+ *
+ * f32 dots (affine 4/8-bit, mxfp4 with K % 64 == 0; T = f32, and runs of two
+ * or more slots of one expert for every T). Codes are consumed 256 bits at a
+ * time ("a chunk": 64 4-bit or 32 8-bit codes) as 8 u32 lanes; code s of
+ * every lane is isolated with one shift and one AND (no shuffles) and
+ * converted to f32, so lane l, step s holds element V*l + s of the chunk (V
+ * codes per lane). cq_prep_x stores x in that order, once per activation row.
+ * Each code vector is dequantized once, w = fma(f32(q), scale, bias) (the
+ * weight as MLX defines it, one rounding; mxfp4: f32(q)·2^(e-127), exact; a
+ * chunk that holds two groups, 4-bit gs32, gets each half's scale and bias),
+ * then acc += w·x for each of up to CQ_MAXT tokens: one FMA per 8 products
+ * and token, against the integer dots' vpmaddwd + add per 16 and piece, so
+ * at 3-4 tokens per decode they do ~1.7x the integer dots' work per second
+ * (src/cpu/NOTES.md). Two chains per (row, token), even and odd s; result =
+ * hsum(chain 0 + chain 1) (fixed tree).
+ */
+#include "cpu/cpu_kern.h"
+
+#include <immintrin.h>
+
+enum { F_A4, F_A8, F_MX4 };
+
+#define AI static inline __attribute__((always_inline))
+
+/* Element i of a scale/bias array, f32. sdt is a compile-time constant after
+ * inlining (one instance per scale dtype), ZMLX_U8 meaning an E8M0 byte. */
+AI float ld_scale(zmlx_dtype sdt, const void *p, int64_t i) {
+    switch (sdt) {
+    case ZMLX_F32: return ((const float *)p)[i];
+    case ZMLX_BF16: return zc_bits_f32((uint32_t)((const uint16_t *)p)[i] << 16);
+    case ZMLX_F16: return _cvtsh_ss(((const uint16_t *)p)[i]); /* exact */
+    default: { /* E8M0: 2^(e-127) = bits e << 23, except e = 0 -> 2^-127 (subnormal); as zq_e8m0_value */
+        const uint32_t e = ((const uint8_t *)p)[i];
+        return zc_bits_f32(e ? e << 23 : 0x00400000u);
+    }
+    }
+}
+
+/* Elements i..i+7 of a scale/bias array (bf16/f16/f32, or ZMLX_U8 meaning
+ * E8M0 bytes), f32. */
+AI __m256 ld8_scale(zmlx_dtype sdt, const void *p, int64_t i) {
+    switch (sdt) {
+    case ZMLX_F32: return _mm256_loadu_ps((const float *)p + i);
+    case ZMLX_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))), 16));
+    case ZMLX_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    default: { /* E8M0: 2^(e-127) = bits e << 23, except e = 0 -> 2^-127 (subnormal) */
+        const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)p + i)));
+        const __m256i f = _mm256_blendv_epi8(_mm256_slli_epi32(e, 23), _mm256_set1_epi32(0x00400000),
+                                             _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+        return _mm256_castsi256_ps(f);
+    }
+    }
+}
+
+/* Elements i..i+n-1 (1 <= n <= 8) of a scale/bias array, f32, zero lanes
+ * after n. lim = elements readable from p: a full 8-element load when it
+ * stays inside the array (the lanes past n, another row's values, are
+ * masked off), else a copy through the stack. */
+AI __m256 ld8_part(zmlx_dtype sdt, const void *p, int64_t i, int n, int64_t lim) {
+    if (n == 8) return ld8_scale(sdt, p, i);
+    if (i + 8 <= lim) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return _mm256_and_ps(ld8_scale(sdt, p, i), _mm256_castsi256_ps(m));
+    }
+    float v[8] = {0};
+    for (int j = 0; j < n; j++) v[j] = ld_scale(sdt, p, i + j);
+    return _mm256_loadu_ps(v);
+}
+
+/* f32 values of code s of each u32 lane of v */
+AI __m256 codes_f32(int fmt, __m256i v, int s, __m256 fp4tab) {
+    if (fmt == F_MX4) {
+        /* vpermps reads the low 3 bits of each index (the magnitude code); the
+           sign bit (bit 3 of the code) is moved to bit 31 and xor-ed in */
+        __m256i t = s ? _mm256_srli_epi32(v, 4 * s) : v;
+        __m256 m = _mm256_permutevar8x32_ps(fp4tab, t);
+        __m256i sign = _mm256_and_si256(s == 7 ? v : _mm256_slli_epi32(v, 28 - 4 * s),
+                                        _mm256_set1_epi32((int)0x80000000u));
+        return _mm256_xor_ps(m, _mm256_castsi256_ps(sign));
+    }
+    const int bits = fmt == F_A4 ? 4 : 8, V = 32 / bits;
+    __m256i t = s ? _mm256_srli_epi32(v, bits * s) : v;
+    if (s < V - 1) t = _mm256_and_si256(t, _mm256_set1_epi32((1 << bits) - 1));
+    return _mm256_cvtepi32_ps(t);
+}
+
+#if CQ_AVX512
+/* codes_f32 of steps s (low half) and s + 1 (high half) at once, vz = the
+ * chunk's 8 u32 lanes in both halves: per lane the same operations (the AND
+ * of the last step, which AVX2 skips, changes nothing) */
+AI __m512 codes2_f32(int fmt, __m512i vz, int s, __m512 fp4tab2) {
+    const int bits = fmt == F_A8 ? 8 : 4;
+    const __m512i t = _mm512_srlv_epi32(
+        vz, _mm512_inserti64x4(_mm512_set1_epi32(bits * s), _mm256_set1_epi32(bits * (s + 1)), 1));
+    if (fmt == F_MX4) {
+        /* 16-entry vpermps reads the low 4 bits: fp4tab2 holds the magnitudes
+           twice, so the sign bit (bit 3) picks the same one */
+        const __m512 m = _mm512_permutexvar_ps(t, fp4tab2);
+        const __m512i sign = _mm512_and_si512(
+            _mm512_sllv_epi32(vz, _mm512_inserti64x4(_mm512_set1_epi32(28 - 4 * s),
+                                                     _mm256_set1_epi32(28 - 4 * (s + 1)), 1)),
+            _mm512_set1_epi32((int)0x80000000u));
+        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(m), sign));
+    }
+    return _mm512_cvtepi32_ps(_mm512_and_si512(t, _mm512_set1_epi32((1 << bits) - 1)));
+}
+
+/* the 256-bit v in both halves */
+AI __m512i twice_si(__m256i v) { return _mm512_broadcast_i64x4(v); }
+AI __m512 twice_ps(__m256 v) { return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v))); }
+#endif
+
+/* Software prefetch of the next 4-row block, at the same offsets: its rows
+ * follow in memory, but a 4-row block is 4 short streams (plus scales and
+ * biases) that the hardware prefetchers, stopped at every 4 KB page, pick up
+ * too late (measured on Zen 3, one expert matrix at a time: 7.3 -> 13.1 GB/s).
+ * One line per row per 64 bytes consumed, into L1; pf = 4 rows' bytes (into
+ * L2 measured the same; a fixed 8 KB, or 2 or 8 rows, the same or up to 10%
+ * worse). Prefetches never fault, so running past the last row is harmless. */
+AI void pf_rows(int R, const uint8_t *const *row, int64_t off, int64_t pf) {
+    if ((off & 63) == 0)
+        for (int r = 0; r < R; r++) _mm_prefetch((const char *)row[r] + off + pf, _MM_HINT_T0);
+}
+
+AI float hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+/* Scale and bias vectors of the chunk that starts group g (lane l's group:
+ * g, or for two groups per chunk g + l/4). */
+AI void chunk_sb(zmlx_dtype sdt, int two, int affine, const char *sp, const char *bp, int64_t g, __m256 *sv,
+                 __m256 *bv) {
+    if (two) {
+        *sv = _mm256_set_m128(_mm_set1_ps(ld_scale(sdt, sp, g + 1)), _mm_set1_ps(ld_scale(sdt, sp, g)));
+        *bv = affine ? _mm256_set_m128(_mm_set1_ps(ld_scale(sdt, bp, g + 1)), _mm_set1_ps(ld_scale(sdt, bp, g)))
+                     : _mm256_setzero_ps();
+        return;
+    }
+    *sv = _mm256_set1_ps(ld_scale(sdt, sp, g));
+    *bv = affine ? _mm256_set1_ps(ld_scale(sdt, bp, g)) : _mm256_setzero_ps();
+}
+
+/* R rows from r0 × NT prepared rows (R = 4, NT = 1 at one slot per expert;
+ * R = 1, NT = 1..4 when several slots share an expert: each code vector is
+ * dequantized once for all NT); fmt, sdt, R, NT are compile-time constants
+ * after inlining. Per code vector w = fma(f32(q), scale, bias) (affine; the
+ * weight MLX defines, one rounding) or f32(q)·scale (mxfp4, exact), then
+ * acc += w·x with two chains per (row, token) (even and odd steps). x is read
+ * through memory operands (L1-resident), so the registers hold the 2·R·NT
+ * chains, one w and the chunk's scale and bias. Output (t, r) goes to
+ * out[t*ostride + r] = hsum(chain0 + chain1); its value does not depend on R
+ * or NT. */
+AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, int64_t e, int64_t r0,
+                 const cq_xrow *x, int ostride, float *out) {
+    const int V = fmt == F_A8 ? 4 : 8, CW = 8 * V; /* codes per lane, elements per chunk */
+    const int gs = W->group_size, two = gs < CW;  /* two groups per chunk (4-bit gs32) */
+    const int gstep = two ? 2 : 1, cpg = two ? 1 : gs / CW;
+    const int64_t G = W->K / gs;
+    const int affine = fmt != F_MX4;
+    const __m256 fp4tab = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const uint8_t *row[4];
+    const char *sp[4], *bp[4];
+    const size_t ss = fmt == F_MX4 ? 1 : zmlx_dtype_size(sdt);
+#if CQ_AVX512
+    const __m512 fp4tab2 = twice_ps(fp4tab);
+    __m512 acc[4][CQ_MAXT]; /* chain 0 in the low half, chain 1 in the high half */
+#else
+    __m256 acc[4][CQ_MAXT][2];
+#endif
+    const float *xf[CQ_MAXT];
+    const int64_t pfw = 4 * W->K * (fmt == F_A8 ? 8 : 4) / 8, pfs = 4 * G * (int64_t)ss;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        row[r] = zq_row_ptr(W, e, r0 + r);
+        int64_t si = zq_scale_index(W, e, r0 + r);
+        sp[r] = (const char *)W->scales + (size_t)si * ss;
+        bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+#if CQ_AVX512
+            acc[r][t] = _mm512_setzero_ps();
+#else
+            acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+#endif
+        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
+        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
+    }
+    for (int t = 0; t < NT; t++) xf[t] = x[t].x;
+    int64_t off = 0, xo = 0;
+    for (int64_t g = 0; g < G; g += gstep) {
+        for (int cc = 0; cc < cpg; cc++, xo += CW, off += 32) {
+            pf_rows(R, row, off, pfw);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(row[r] + off));
+                __m256 sv, bv;
+                chunk_sb(fmt == F_MX4 ? ZMLX_U8 : sdt, two, affine, sp[r], bp[r], g, &sv, &bv);
+#if CQ_AVX512
+                const __m512i vz = twice_si(v);
+                const __m512 sz = twice_ps(sv), bz = twice_ps(bv);
+#pragma GCC unroll 4
+                for (int s = 0; s < V; s += 2) {
+                    const __m512 w = affine ? _mm512_fmadd_ps(codes2_f32(fmt, vz, s, fp4tab2), sz, bz)
+                                            : _mm512_mul_ps(codes2_f32(fmt, vz, s, fp4tab2), sz);
+#pragma GCC unroll 4
+                    for (int t = 0; t < NT; t++)
+                        acc[r][t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xf[t] + xo + 8 * s), acc[r][t]);
+                }
+#else
+#pragma GCC unroll 8
+                for (int s = 0; s < V; s++) {
+                    const __m256 w = affine ? _mm256_fmadd_ps(codes_f32(fmt, v, s, fp4tab), sv, bv)
+                                            : _mm256_mul_ps(codes_f32(fmt, v, s, fp4tab), sv);
+#pragma GCC unroll 4
+                    for (int t = 0; t < NT; t++)
+                        acc[r][t][s & 1] = _mm256_fmadd_ps(w, _mm256_load_ps(xf[t] + xo + 8 * s), acc[r][t][s & 1]);
+                }
+#endif
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+#if CQ_AVX512
+            out[t * ostride + r] = hsum(_mm256_add_ps(_mm512_castps512_ps256(acc[r][t]),
+                                                      _mm512_extractf32x8_ps(acc[r][t], 1)));
+#else
+            out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+#endif
+}
+
+/* A dot call's nr rows × nx tokens as compile-time shapes, the same for both
+ * families: one 4-row pass at one token, else row by row with all nx tokens
+ * (R = 1, NT = nx). ROWS(R, NT, r, o) computes rows from r into o. */
+#define DOT_SHAPES(ROWS)                                  \
+    do {                                                  \
+        if (nx == 1 && nr == 4) {                         \
+            ROWS(4, 1, r0, out);                          \
+            break;                                        \
+        }                                                 \
+        for (int i = 0; i < nr; i++) switch (nx) {        \
+            case 1: ROWS(1, 1, r0 + i, out + i); break;   \
+            case 2: ROWS(1, 2, r0 + i, out + i); break;   \
+            case 3: ROWS(1, 3, r0 + i, out + i); break;   \
+            default: ROWS(1, 4, r0 + i, out + i); break;  \
+            }                                             \
+    } while (0)
+
+/* one instance per (format, scale dtype, rows × tokens) */
+AI void dot_sdt(int fmt, zmlx_dtype sdt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
+                int nx, float *out) {
+#define F32_ROWS(R, NT, r, o) dot_rows(fmt, sdt, R, NT, W, e, r, x, nr, o)
+    DOT_SHAPES(F32_ROWS);
+#undef F32_ROWS
+}
+
+AI void dot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
+                float *out) {
+    switch (fmt == F_MX4 ? ZMLX_U8 : W->scale_dtype) {
+    case ZMLX_F32: dot_sdt(fmt, ZMLX_F32, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_F16: dot_sdt(fmt, ZMLX_F16, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_BF16: dot_sdt(fmt, ZMLX_BF16, W, e, r0, nr, x, nx, out); break;
+    default: dot_sdt(fmt, ZMLX_U8, W, e, r0, nr, x, nx, out); break;
+    }
+}
+
+#define DEFINE_DOT(name, fmt)                                                                          \
+    static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
+                     float *out) {                                                                   \
+        dot_fmt(fmt, W, e, r0, nr, x, nx, out);                                                      \
+    }
+DEFINE_DOT(dot_a4, F_A4)
+DEFINE_DOT(dot_a8, F_A8)
+DEFINE_DOT(dot_mx4, F_MX4)
+
+/* ------------------------------------------------------ integer dots */
+
+/* mxfp4 nibble (sign bit 3, E2M1 magnitude bits 0-2) in the low byte of a
+ * u16 lane -> 2·value as int16: vpshufb looks the doubled magnitude up
+ * (0,1,2,3,4,6,8,12; the lane's high byte, 0, looks up entry 0 = 0) and
+ * vpsignw negates where bit 3 (moved to bit 15) is set. */
+AI __m256i mx_val2(__m256i nib) {
+    const __m256i tab = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12,
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12);
+    return _mm256_sign_epi16(_mm256_shuffle_epi8(tab, nib), _mm256_slli_epi16(nib, 12));
+}
+
+/* s (+)= the 8 i32 lane sums of 16 bytes of codes, unpacked to lo (and for
+ * 4-bit hi), times the int16 activations at x (bits compile-time) */
+AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, int add) {
+    /* each product goes straight into the sum (few live registers) */
+    const __m256i x0 = _mm256_load_si256((const __m256i *)x);
+#if CQ_AVX512 /* vpdpwssd = vpmaddwd + vpaddd in one, the same exact i32 sums */
+    s = add ? _mm256_dpwssd_epi32(s, lo, x0) : _mm256_madd_epi16(lo, x0);
+    if (bits == 4) s = _mm256_dpwssd_epi32(s, hi, _mm256_load_si256((const __m256i *)(x + 16)));
+#else
+    const __m256i p = _mm256_madd_epi16(lo, x0);
+    s = add ? _mm256_add_epi32(s, p) : p;
+    if (bits == 4) s = _mm256_add_epi32(s, _mm256_madd_epi16(hi, _mm256_load_si256((const __m256i *)(x + 16))));
+#endif
+    return s;
+}
+
+/* is[t] = the 8 i32 lane sums of one group of row p (cpg chunks of 16 code
+ * bytes from byte off) times the int16 x of token t from element xo, and for
+ * two pieces (P = 2) il[t] the same with the second pieces at xi[t] + K
+ * (fmt, NT, P, cpg compile-time). One row at a time, x as memory operands
+ * (L1-resident): the live registers are the decoded chunk, the P·NT sums and
+ * the caller's R·NT f32 accumulators. Rows interleaved in the chunk loop (4
+ * rows' sums live at once) spilled to the stack: 17.7 -> 22.0 G MAC/s hot
+ * at M = 1, two pieces (src/cpu/NOTES.md). */
+AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, int64_t pfw,
+               const int16_t *const *xi, int64_t K, int64_t xo,
+               __m256i is[CQ_MAXT], __m256i il[CQ_MAXT]) {
+    const __m256i lo4 = _mm256_set1_epi16(0x0F);
+    const int bits = fmt == F_A8 ? 8 : 4, CW = bits == 4 ? 32 : 16;
+#pragma GCC unroll 8
+    for (int c = 0; c < cpg; c++) {
+        pf_rows(1, &p, off + 16 * c, pfw);
+        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + off + 16 * c)));
+        __m256i lo = bits == 4 ? _mm256_and_si256(v, lo4) : v;
+        __m256i hi = _mm256_srli_epi16(v, 4);
+        if (fmt == F_MX4) lo = mx_val2(lo), hi = mx_val2(hi);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            is[t] = imadd(bits, is[t], lo, hi, xi[t] + xo + CW * c, c > 0);
+            if (P == 2) il[t] = imadd(bits, il[t], lo, hi, xi[t] + K + xo + CW * c, c > 0);
+        }
+    }
+}
+
+#if CQ_AVX512
+/* igroup for R rows at once, 32 code bytes per step (zpg steps per group;
+ * affine 4-bit with gs >= 64, x in CQ_X_I16_4W order, or 8-bit): one
+ * 512-bit unpack, 4-bit: AND (the 32 even elements) and SRL (the odd ones),
+ * vpdpwssd against x loaded once for the R rows (32 registers hold the R·NT·P
+ * sums). 512-bit lane l < 8 sums what AVX2 lane l sums from the step's first
+ * 16 code bytes, lane 8 + l what it sums from the second, so the group's sums
+ * folded (lane l + lane 8 + l) are igroup's, exactly. */
+AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *row, int64_t off, int64_t pfw,
+                 const int16_t *const *xi, int64_t K, int64_t xo, __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT]) {
+    const int four = fmt != F_A8, CZ = four ? 64 : 32; /* elements per 32 code bytes */
+    __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
+#pragma GCC unroll 4
+    for (int c = 0; c < zpg; c++) {
+        pf_rows(R, row, off + 32 * c, pfw);
+        __m512i xa[CQ_MAXT], xb[CQ_MAXT], la[CQ_MAXT], lb[CQ_MAXT]; /* x: even/odd halves, pieces */
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const int16_t *xp = xi[t] + xo + CZ * c;
+            xa[t] = _mm512_loadu_si512(xp);
+            if (four) xb[t] = _mm512_loadu_si512(xp + 32);
+            if (P == 2) {
+                la[t] = _mm512_loadu_si512(xp + K);
+                if (four) lb[t] = _mm512_loadu_si512(xp + K + 32);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * c)));
+            const __m512i lo = four ? _mm512_and_si512(v, _mm512_set1_epi16(0x0F)) : v;
+            const __m512i hi = _mm512_srli_epi16(v, 4);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                zs[r][t] = c ? _mm512_dpwssd_epi32(zs[r][t], lo, xa[t]) : _mm512_madd_epi16(lo, xa[t]);
+                if (four) zs[r][t] = _mm512_dpwssd_epi32(zs[r][t], hi, xb[t]);
+                if (P == 2) {
+                    zl[r][t] = c ? _mm512_dpwssd_epi32(zl[r][t], lo, la[t]) : _mm512_madd_epi16(lo, la[t]);
+                    if (four) zl[r][t] = _mm512_dpwssd_epi32(zl[r][t], hi, lb[t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            is[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zs[r][t]), _mm512_extracti64x4_epi64(zs[r][t], 1));
+            if (P == 2)
+                il[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zl[r][t]), _mm512_extracti64x4_epi64(zl[r][t], 1));
+        }
+}
+#endif
+
+/* R rows from r0 × NT prepared rows (R = 4, NT = 1 at M = 1; R = 1,
+ * NT = 1..4 when several slots share an expert: the codes are unpacked once
+ * for all NT); bits, sdt, gs (= W->group_size), R, NT, P are compile-time
+ * constants after inlining (the chunk loop of a group unrolls). Output (t, r)
+ * goes to out[t*ostride + r]. Per (r, t), whatever R and NT:
+ *   acc = Σ_g f32(is_g)·S_g [+ f32(il_g)·S_g·2^-15, P = 2] in group order
+ *   (8 lanes; one FMA per group and piece), S_g = f32(s_g·sx_g), bias lane
+ *   l = Σ b_g·Σx_g over g ≡ l (mod 8) in order, out = hsum(acc + bias). */
+AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const zmlx_qweight *W,
+                  int64_t e, int64_t r0, const cq_xrow *x, int ostride, float *out) {
+    const int bits = fmt == F_A8 ? 8 : 4, affine = fmt != F_MX4;
+    const int CW = bits == 4 ? 32 : 16; /* elements per 16 bytes of codes */
+    const int cpg = gs / CW;
+    /* 512-bit steps (igroup_z): whole 32-byte steps per group, 4-bit ones
+       from x in CQ_X_I16_4W order (cq_pick gives 4-bit gs >= 64 that form) */
+    const int ZW = CQ_AVX512 && affine && cpg % 2 == 0;
+    const int64_t G = W->K / W->group_size;
+    const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
+    const int64_t pfw = 4 * W->K * bits / 8, pfs = 4 * G * (int64_t)ss;
+    const uint8_t *row[4];
+    const char *sp[4], *bp[4];
+    const int16_t *xi[CQ_MAXT];
+    int64_t lim[4]; /* scale/bias elements readable from sp[r] (to the array end) */
+    __m256 acc[4][CQ_MAXT];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        row[r] = zq_row_ptr(W, e, r0 + r);
+        int64_t si = zq_scale_index(W, e, r0 + r);
+        lim[r] = W->E * W->N * G - si;
+        sp[r] = (const char *)W->scales + (size_t)si * ss;
+        bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
+        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
+    }
+    for (int t = 0; t < NT; t++) xi[t] = x[t].x;
+    int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
+    __m256 bacc[4][CQ_MAXT];
+    /* S: the first piece's scales, S2 = 2^-15·S the second's */
+    float S[4][CQ_MAXT][8] __attribute__((aligned(32))), S2[4][CQ_MAXT][8] __attribute__((aligned(32)));
+    float Sw[4][8] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) bacc[r][t] = _mm256_setzero_ps();
+    for (int64_t g8 = 0; g8 < G; g8 += 8) {
+        /* per 8 groups: the combined scales S = s_g·sx_g (f32 products) and
+           the bias terms b_g·Σx_g, 8 lanes; past G the lanes are zero (scale
+           and bias lanes masked, xsc/xs rows zero-padded to 8 groups) */
+        const int ng = G - g8 < 8 ? (int)(G - g8) : 8;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256 sv = ld8_part(sdt, sp[r], g8, ng, lim[r]);
+            if (!affine) { /* 2^(e-128) (codes are 2·value), applied after sx: see below */
+                _mm256_store_ps(Sw[r], _mm256_mul_ps(sv, _mm256_set1_ps(0.5f)));
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const __m256 xsc = _mm256_loadu_ps(x[t].xsc + g8);
+                    _mm256_store_ps(S[r][t], xsc);
+                    if (P == 2) _mm256_store_ps(S2[r][t], _mm256_mul_ps(xsc, _mm256_set1_ps(0x1p-15f)));
+                }
+                continue;
+            }
+            const __m256 bv = ld8_part(sdt, bp[r], g8, ng, lim[r]);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                const __m256 st = _mm256_mul_ps(sv, _mm256_loadu_ps(x[t].xsc + g8));
+                _mm256_store_ps(S[r][t], st);
+                if (P == 2) _mm256_store_ps(S2[r][t], _mm256_mul_ps(st, _mm256_set1_ps(0x1p-15f)));
+                bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
+            }
+        }
+        for (int gi = 0; gi < ng; gi++, off += 16 * cpg) {
+            __m256i is[4][CQ_MAXT], il[4][CQ_MAXT];
+#if CQ_AVX512
+            if (ZW) igroup_z(fmt, R, NT, P, cpg / 2, row, off, pfw, xi, W->K, off * CW / 16, is, il);
+#endif
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[r], il[r]);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    if (affine) {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]),
+                                                    acc[r][t]);
+                        if (P == 2)
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]),
+                                                        _mm256_broadcast_ss(&S2[r][t][gi]), acc[r][t]);
+                        continue;
+                    }
+                    /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
+                       sx first, then the power of two */
+                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]));
+                    if (P == 2)
+                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]), _mm256_broadcast_ss(&S2[r][t][gi]), d);
+                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi]), acc[r][t]);
+                }
+            }
+        }
+    }
+    /* (every loop over r and t is unrolled so acc stays in registers) */
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t], bacc[r][t]));
+}
+
+/* one instance per (format, scale dtype, group size, pieces, rows × tokens) */
+AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
+                int nr, const cq_xrow *x, int nx, float *out) {
+#define INT_ROWS(R, NT, r, o) idot_rows(fmt, sdt, gs, R, NT, P, W, e, r, x, nr, o)
+    DOT_SHAPES(INT_ROWS);
+#undef INT_ROWS
+}
+
+AI void idot_sdt(int fmt, zmlx_dtype sdt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
+                 const cq_xrow *x, int nx, float *out) {
+    switch (W->group_size) {
+    case 32: idot_gs(fmt, sdt, 32, P, W, e, r0, nr, x, nx, out); break;
+    case 64: idot_gs(fmt, sdt, 64, P, W, e, r0, nr, x, nx, out); break;
+    default: idot_gs(fmt, sdt, 128, P, W, e, r0, nr, x, nx, out); break;
+    }
+}
+
+/* affine: per scale dtype; mxfp4: E8M0 scales, group size 32 */
+AI void idot_fmt(int fmt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
+                 int nx, float *out) {
+    if (fmt == F_MX4) {
+        idot_gs(F_MX4, ZMLX_U8, 32, P, W, e, r0, nr, x, nx, out);
+        return;
+    }
+    switch (W->scale_dtype) {
+    case ZMLX_F32: idot_sdt(fmt, ZMLX_F32, P, W, e, r0, nr, x, nx, out); break;
+    case ZMLX_F16: idot_sdt(fmt, ZMLX_F16, P, W, e, r0, nr, x, nx, out); break;
+    default: idot_sdt(fmt, ZMLX_BF16, P, W, e, r0, nr, x, nx, out); break;
+    }
+}
+
+#define DEFINE_IDOT(name, fmt, P)                                                                        \
+    static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
+                     float *out) {                                                                   \
+        idot_fmt(fmt, P, W, e, r0, nr, x, nx, out);                                                  \
+    }
+DEFINE_IDOT(idot_a4, F_A4, 1)
+DEFINE_IDOT(idot_a8, F_A8, 1)
+DEFINE_IDOT(idot_mx4, F_MX4, 1)
+DEFINE_IDOT(idot_a4p2, F_A4, 2)
+DEFINE_IDOT(idot_a8p2, F_A8, 2)
+DEFINE_IDOT(idot_mx4p2, F_MX4, 2)
+
+static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4, 0};
+static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8, 0};
+static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
+/* integer dots [pieces - 1] */
+/* 4-bit [gs >= 64][pieces - 1]: the AVX-512 build's 512-bit steps take x
+   for gs >= 64 in CQ_X_I16_4W order */
+#define I16_4W (CQ_AVX512 ? CQ_X_I16_4W : CQ_X_I16_4)
+static const cq_kernel k_ia4[2][2] = {{{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, CQ_X_I16_4, 2}},
+                                      {{idot_a4, 4, I16_4W, 1}, {idot_a4p2, 4, I16_4W, 2}}};
+static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, CQ_X_I16_8, 2}};
+static const cq_kernel k_imx4[2] = {{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}};
+
+const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
+    if (!W->transpose) return NULL;
+    /* the integer and the f32 dots for W's format and shape (NULL: none); the
+       integer dots have instances for group sizes 32, 64, 128 */
+    const int p = cq_xpieces() - 1, affine = W->mode == ZMLX_QMODE_AFFINE;
+    const int gsok = W->group_size == 32 || W->group_size == 64 || W->group_size == 128;
+    const cq_kernel *ki = NULL, *kf = NULL;
+    if (affine && W->bits == 4 && W->K % 64 == 0) ki = &k_ia4[W->group_size >= 64][p], kf = &k_a4;
+    if (affine && W->bits == 8 && W->K % 32 == 0) ki = &k_ia8[p], kf = &k_a8;
+    if (W->mode == ZMLX_QMODE_MXFP4) {
+        ki = W->K % 32 == 0 ? &k_imx4[p] : NULL;
+        kf = W->K % 64 == 0 ? &k_mx4 : NULL;
+    }
+    if (!gsok) ki = NULL;
+    const cq_xint xm = cq_xint_mode();
+    if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared)) return ki ? ki : kf;
+    /* f32 dots; a shared run without them (mxfp4, K % 64 != 0) is still
+       faster on the integer dots than on the portable ones */
+    return kf ? kf : xm == CQ_XINT_AUTO && T != ZMLX_F32 ? ki : NULL;
+}
