@@ -390,8 +390,11 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
     const cq_kernel *kern = j->kern[f];
     const int64_t r0 = b * kern->block, N = j->N;
     const int nr = (int)(N - r0 < kern->block ? N - r0 : kern->block);
-    for (int64_t p0 = j->gstart[g]; p0 < j->gstart[g + 1]; p0 += CQ_MAXT) {
-        const int nx = (int)(j->gstart[g + 1] - p0 < CQ_MAXT ? j->gstart[g + 1] - p0 : CQ_MAXT);
+    /* the run's slots in as few calls as CQ_MAXT allows, of near-equal size
+       (5 slots: 3 + 2, not 4 + 1: a call's rate grows with its slots) */
+    const int64_t end = j->gstart[g + 1];
+    for (int64_t p0 = j->gstart[g], calls = (end - p0 + CQ_MAXT - 1) / CQ_MAXT; p0 < end; calls--) {
+        const int nx = (int)((end - p0 + calls - 1) / calls);
         for (int t = 0; t < nx; t++) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
@@ -417,6 +420,7 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
                 break;
             }
         }
+        p0 += nx;
     }
 }
 

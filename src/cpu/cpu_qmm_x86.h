@@ -279,12 +279,15 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
 }
 
 /* A dot call's nr rows × nx tokens as compile-time shapes, the same for both
- * families: one 4-row pass at one token, else row by row with all nx tokens
- * (R = 1, NT = nx). ROWS(R, NT, r, o) computes rows from r into o. */
-#define DOT_SHAPES(ROWS)                                  \
+ * families: one 4-row pass at up to NT4 tokens, else row by row with all nx
+ * tokens (R = 1, NT = nx). ROWS(R, NT, r, o) computes rows from r into o. */
+#define DOT_SHAPES(ROWS, NT4)                             \
     do {                                                  \
-        if (nx == 1 && nr == 4) {                         \
-            ROWS(4, 1, r0, out);                          \
+        if (nr == 4 && nx <= (NT4)) {                     \
+            if (nx == 1) ROWS(4, 1, r0, out);             \
+            else if ((NT4) >= 2 && nx == 2) ROWS(4, 2, r0, out); \
+            else if ((NT4) >= 3 && nx == 3) ROWS(4, 3, r0, out); \
+            else if ((NT4) >= 4) ROWS(4, 4, r0, out);       \
             break;                                        \
         }                                                 \
         for (int i = 0; i < nr; i++) switch (nx) {        \
@@ -299,7 +302,9 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
 AI void dot_sdt(int fmt, zmlx_dtype sdt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
                 int nx, float *out) {
 #define F32_ROWS(R, NT, r, o) dot_rows(fmt, sdt, R, NT, W, e, r, x, nr, o)
-    DOT_SHAPES(F32_ROWS);
+    /* AVX-512: 4 rows at every token count (4·NT chains against the FMA
+       latency; 32 registers hold them); AVX2 has registers for 4 rows at one */
+    DOT_SHAPES(F32_ROWS, CQ_AVX512 ? CQ_MAXT : 1);
 #undef F32_ROWS
 }
 
@@ -543,7 +548,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
 AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
                 int nr, const cq_xrow *x, int nx, float *out) {
 #define INT_ROWS(R, NT, r, o) idot_rows(fmt, sdt, gs, R, NT, P, W, e, r, x, nr, o)
-    DOT_SHAPES(INT_ROWS);
+    DOT_SHAPES(INT_ROWS, 1);
 #undef INT_ROWS
 }
 
