@@ -257,27 +257,28 @@ static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
     return sx;
 }
 
-/* Store a group of gs int16 values q at dst in the I16 form's order: natural
- * (8-bit codes), or per B elements the B/2 even then the B/2 odd ones (B
- * bytes/2 of 4-bit codes unpack into low nibbles, then high nibbles): B = 32
- * (CQ_X_I16_4), 64 (CQ_X_I16_4W, gs a multiple of 64). */
-static void store_i16(cq_xform xform, int16_t *dst, const int16_t *q, int gs) {
-    if (xform == CQ_X_I16_8) {
-        memcpy(dst, q, (size_t)gs * sizeof *q);
-        return;
-    }
+/* Reorder a row of K int16 values (natural order) in place into the I16
+ * form's order: natural (8-bit codes), or per B elements the B/2 even then
+ * the B/2 odd ones (B/2 bytes of 4-bit codes unpack into low nibbles, then
+ * high nibbles): B = 32 (CQ_X_I16_4), 64 (CQ_X_I16_4W: K a multiple of 64; a
+ * block may span two groups). */
+static void order_i16(cq_xform xform, int16_t *row, int64_t K) {
+    if (xform == CQ_X_I16_8) return;
     const int B = xform == CQ_X_I16_4W ? 64 : 32;
-    for (int c = 0; c < gs; c += B)
+    int16_t q[64];
+    for (int64_t c = 0; c < K; c += B) {
+        memcpy(q, row + c, (size_t)B * sizeof *q);
         for (int i = 0; i < B / 2; i++) {
-            dst[c + i] = q[c + 2 * i];
-            dst[c + B / 2 + i] = q[c + 2 * i + 1];
+            row[c + i] = q[2 * i];
+            row[c + B / 2 + i] = q[2 * i + 1];
         }
+    }
 }
 
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,
                float *xsc, float *xs) {
     float *xf = xbuf, f[ZQ_MAX_GROUP];
-    int16_t *xi = xbuf, q[ZQ_MAX_GROUP], ql[ZQ_MAX_GROUP];
+    int16_t *xi = xbuf;
     for (int64_t g0 = 0, g = 0; g0 < K; g0 += gs, g++) {
         /* n < gs only at the end of a transpose = 0 row (K is not quantized
            there; only CQ_X_F32 is used); everything else has whole groups */
@@ -308,12 +309,12 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
         case CQ_X_I16_4:
         case CQ_X_I16_4W:
         case CQ_X_I16_8:
-            xsc[g] = quant_group(f, gs, q, kern->pieces == 2 ? ql : NULL);
-            store_i16(kern->xform, xi + g0, q, gs);
-            if (kern->pieces == 2) store_i16(kern->xform, xi + K + g0, ql, gs);
+            xsc[g] = quant_group(f, gs, xi + g0, kern->pieces == 2 ? xi + K + g0 : NULL);
             break;
         }
     }
+    if (cq_xform_int16(kern->xform))
+        for (int p = 0; p < kern->pieces; p++) order_i16(kern->xform, xi + p * K, K);
 }
 
 /* ------------------------------------------------------------ drivers */

@@ -385,15 +385,22 @@ AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, i
 
 #if CQ_AVX512
 /* igroup for R rows at once, 32 code bytes per step (zpg steps per group;
- * affine 4-bit with gs >= 64, x in CQ_X_I16_4W order, or 8-bit): one
- * 512-bit unpack, 4-bit: AND (the 32 even elements) and SRL (the odd ones),
- * vpdpwssd against x loaded once for the R rows (32 registers hold the R·NT·P
- * sums). 512-bit lane l < 8 sums what AVX2 lane l sums from the step's first
- * 16 code bytes, lane 8 + l what it sums from the second, so the group's sums
- * folded (lane l + lane 8 + l) are igroup's, exactly. */
+ * affine 4-bit with gs >= 64 or mxfp4 with K % 64 == 0, x in CQ_X_I16_4W
+ * order, or 8-bit): one 512-bit unpack, 4-bit: AND (the 32 even elements)
+ * and SRL (the odd ones), vpdpwssd against x loaded once for the R rows (32
+ * registers hold the R·NT·P sums). 512-bit lane l < 8 sums what AVX2 lane l
+ * sums from the step's first 16 code bytes, lane 8 + l what it sums from the
+ * second, so the group's sums folded (lane l + lane 8 + l) are igroup's,
+ * exactly. mxfp4 (gs 32): a step is two groups, the first's sums in the low
+ * lanes (to is / il), the second's in the high ones (to is2 / il2); a nibble
+ * becomes 2·value by one vpshufb of signed bytes, then vpmovsxbw (mx_val2's
+ * integers; 512-bit vpsignw does not exist). */
 AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *row, int64_t off, int64_t pfw,
-                 const int16_t *const *xi, int64_t K, int64_t xo, __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT]) {
+                 const int16_t *const *xi, int64_t K, int64_t xo, __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT],
+                 __m256i is2[4][CQ_MAXT], __m256i il2[4][CQ_MAXT]) {
     const int four = fmt != F_A8, CZ = four ? 64 : 32; /* elements per 32 code bytes */
+    const __m256i mxtab = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
+                                           0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
     __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
 #pragma GCC unroll 4
     for (int c = 0; c < zpg; c++) {
@@ -411,9 +418,17 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
         }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * c)));
-            const __m512i lo = four ? _mm512_and_si512(v, _mm512_set1_epi16(0x0F)) : v;
-            const __m512i hi = _mm512_srli_epi16(v, 4);
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * c));
+            __m512i lo, hi;
+            if (fmt == F_MX4) {
+                const __m256i n4 = _mm256_set1_epi8(0x0F);
+                lo = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(mxtab, _mm256_and_si256(b, n4)));
+                hi = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(mxtab, _mm256_and_si256(_mm256_srli_epi16(b, 4), n4)));
+            } else {
+                const __m512i v = _mm512_cvtepu8_epi16(b);
+                lo = four ? _mm512_and_si512(v, _mm512_set1_epi16(0x0F)) : v;
+                hi = _mm512_srli_epi16(v, 4);
+            }
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 zs[r][t] = c ? _mm512_dpwssd_epi32(zs[r][t], lo, xa[t]) : _mm512_madd_epi16(lo, xa[t]);
@@ -429,6 +444,12 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
+            if (fmt == F_MX4) {
+                is[r][t] = _mm512_castsi512_si256(zs[r][t]), is2[r][t] = _mm512_extracti64x4_epi64(zs[r][t], 1);
+                if (P == 2)
+                    il[r][t] = _mm512_castsi512_si256(zl[r][t]), il2[r][t] = _mm512_extracti64x4_epi64(zl[r][t], 1);
+                continue;
+            }
             is[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zs[r][t]), _mm512_extracti64x4_epi64(zs[r][t], 1));
             if (P == 2)
                 il[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zl[r][t]), _mm512_extracti64x4_epi64(zl[r][t], 1));
@@ -444,14 +465,16 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
  *   acc = Σ_g f32(is_g)·S_g [+ f32(il_g)·S_g·2^-15, P = 2] in group order
  *   (8 lanes; one FMA per group and piece), S_g = f32(s_g·sx_g), bias lane
  *   l = Σ b_g·Σx_g over g ≡ l (mod 8) in order, out = hsum(acc + bias). */
-AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const zmlx_qweight *W,
+AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw, const zmlx_qweight *W,
                   int64_t e, int64_t r0, const cq_xrow *x, int ostride, float *out) {
     const int bits = fmt == F_A8 ? 8 : 4, affine = fmt != F_MX4;
     const int CW = bits == 4 ? 32 : 16; /* elements per 16 bytes of codes */
     const int cpg = gs / CW;
-    /* 512-bit steps (igroup_z): whole 32-byte steps per group, 4-bit ones
-       from x in CQ_X_I16_4W order (cq_pick gives 4-bit gs >= 64 that form) */
-    const int ZW = CQ_AVX512 && affine && cpg % 2 == 0;
+    /* 512-bit steps (igroup_z): whole 32-byte steps per group, or (mxfp4
+       with mxw: x in CQ_X_I16_4W order, K % 64 == 0) two groups per step (GS
+       groups); 4-bit codes from x in CQ_X_I16_4W order (cq_pick gives 4-bit
+       gs >= 64 that form) */
+    const int ZW = CQ_AVX512 && (affine ? cpg % 2 == 0 : mxw), GS = ZW && !affine ? 2 : 1;
     const int64_t G = W->K / W->group_size;
     const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
     const int64_t pfw = 4 * W->K * bits / 8, pfs = 4 * G * (int64_t)ss;
@@ -509,30 +532,34 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
                 bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
             }
         }
-        for (int gi = 0; gi < ng; gi++, off += 16 * cpg) {
-            __m256i is[4][CQ_MAXT], il[4][CQ_MAXT];
+        for (int gi = 0; gi < ng; gi += GS, off += 16 * cpg * GS) {
+            __m256i is[2][4][CQ_MAXT], il[2][4][CQ_MAXT]; /* [group of the step][row][token] */
 #if CQ_AVX512
-            if (ZW) igroup_z(fmt, R, NT, P, cpg / 2, row, off, pfw, xi, W->K, off * CW / 16, is, il);
+            if (ZW) igroup_z(fmt, R, NT, P, affine ? cpg / 2 : 1, row, off, pfw, xi, W->K, off * CW / 16, is[0],
+                             il[0], is[1], il[1]);
 #endif
+#pragma GCC unroll 2
+            for (int h = 0; h < GS; h++)
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[r], il[r]);
+                if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[0][r], il[0][r]);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     if (affine) {
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]),
-                                                    acc[r][t]);
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[h][r][t]),
+                                                    _mm256_broadcast_ss(&S[r][t][gi + h]), acc[r][t]);
                         if (P == 2)
-                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]),
-                                                        _mm256_broadcast_ss(&S2[r][t][gi]), acc[r][t]);
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]),
+                                                        _mm256_broadcast_ss(&S2[r][t][gi + h]), acc[r][t]);
                         continue;
                     }
                     /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
                        sx first, then the power of two */
-                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][t]), _mm256_broadcast_ss(&S[r][t][gi]));
+                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[h][r][t]), _mm256_broadcast_ss(&S[r][t][gi + h]));
                     if (P == 2)
-                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[r][t]), _mm256_broadcast_ss(&S2[r][t][gi]), d);
-                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi]), acc[r][t]);
+                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]), _mm256_broadcast_ss(&S2[r][t][gi + h]),
+                                            d);
+                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi + h]), acc[r][t]);
                 }
             }
         }
@@ -545,9 +572,9 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, const z
 }
 
 /* one instance per (format, scale dtype, group size, pieces, rows × tokens) */
-AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, int64_t e, int64_t r0,
+AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, int mxw, const zmlx_qweight *W, int64_t e, int64_t r0,
                 int nr, const cq_xrow *x, int nx, float *out) {
-#define INT_ROWS(R, NT, r, o) idot_rows(fmt, sdt, gs, R, NT, P, W, e, r, x, nr, o)
+#define INT_ROWS(R, NT, r, o) idot_rows(fmt, sdt, gs, R, NT, P, mxw, W, e, r, x, nr, o)
     DOT_SHAPES(INT_ROWS, 1);
 #undef INT_ROWS
 }
@@ -555,17 +582,17 @@ AI void idot_gs(int fmt, zmlx_dtype sdt, int gs, int P, const zmlx_qweight *W, i
 AI void idot_sdt(int fmt, zmlx_dtype sdt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
                  const cq_xrow *x, int nx, float *out) {
     switch (W->group_size) {
-    case 32: idot_gs(fmt, sdt, 32, P, W, e, r0, nr, x, nx, out); break;
-    case 64: idot_gs(fmt, sdt, 64, P, W, e, r0, nr, x, nx, out); break;
-    default: idot_gs(fmt, sdt, 128, P, W, e, r0, nr, x, nx, out); break;
+    case 32: idot_gs(fmt, sdt, 32, P, 0, W, e, r0, nr, x, nx, out); break;
+    case 64: idot_gs(fmt, sdt, 64, P, 0, W, e, r0, nr, x, nx, out); break;
+    default: idot_gs(fmt, sdt, 128, P, 0, W, e, r0, nr, x, nx, out); break;
     }
 }
 
 /* affine: per scale dtype; mxfp4: E8M0 scales, group size 32 */
-AI void idot_fmt(int fmt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x,
-                 int nx, float *out) {
+AI void idot_fmt(int fmt, int P, int mxw, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
+                 const cq_xrow *x, int nx, float *out) {
     if (fmt == F_MX4) {
-        idot_gs(F_MX4, ZMLX_U8, 32, P, W, e, r0, nr, x, nx, out);
+        idot_gs(F_MX4, ZMLX_U8, 32, P, mxw, W, e, r0, nr, x, nx, out);
         return;
     }
     switch (W->scale_dtype) {
@@ -575,29 +602,39 @@ AI void idot_fmt(int fmt, int P, const zmlx_qweight *W, int64_t e, int64_t r0, i
     }
 }
 
-#define DEFINE_IDOT(name, fmt, P)                                                                        \
+#define DEFINE_IDOT(name, fmt, P, mxw)                                                                   \
     static void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
                      float *out) {                                                                   \
-        idot_fmt(fmt, P, W, e, r0, nr, x, nx, out);                                                  \
+        idot_fmt(fmt, P, mxw, W, e, r0, nr, x, nx, out);                                             \
     }
-DEFINE_IDOT(idot_a4, F_A4, 1)
-DEFINE_IDOT(idot_a8, F_A8, 1)
-DEFINE_IDOT(idot_mx4, F_MX4, 1)
-DEFINE_IDOT(idot_a4p2, F_A4, 2)
-DEFINE_IDOT(idot_a8p2, F_A8, 2)
-DEFINE_IDOT(idot_mx4p2, F_MX4, 2)
+/* mxw: mxfp4 with x in CQ_X_I16_4W order (K % 64 == 0; AVX-512 build) */
+DEFINE_IDOT(idot_a4, F_A4, 1, 0)
+DEFINE_IDOT(idot_a8, F_A8, 1, 0)
+DEFINE_IDOT(idot_mx4, F_MX4, 1, 0)
+DEFINE_IDOT(idot_a4p2, F_A4, 2, 0)
+DEFINE_IDOT(idot_a8p2, F_A8, 2, 0)
+DEFINE_IDOT(idot_mx4p2, F_MX4, 2, 0)
+#if CQ_AVX512
+DEFINE_IDOT(idot_mx4w, F_MX4, 1, 1)
+DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
+#else /* the AVX2 build keeps 16-byte steps and CQ_X_I16_4 */
+#define idot_mx4w idot_mx4
+#define idot_mx4wp2 idot_mx4p2
+#endif
 
 static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4, 0};
 static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8, 0};
 static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
 /* integer dots [pieces - 1] */
 /* 4-bit [gs >= 64][pieces - 1]: the AVX-512 build's 512-bit steps take x
-   for gs >= 64 in CQ_X_I16_4W order */
+   for gs >= 64 in CQ_X_I16_4W order (store_i16: whole 64-element blocks) */
 #define I16_4W (CQ_AVX512 ? CQ_X_I16_4W : CQ_X_I16_4)
 static const cq_kernel k_ia4[2][2] = {{{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, CQ_X_I16_4, 2}},
                                       {{idot_a4, 4, I16_4W, 1}, {idot_a4p2, 4, I16_4W, 2}}};
 static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, CQ_X_I16_8, 2}};
-static const cq_kernel k_imx4[2] = {{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}};
+/* mxfp4 [K % 64 == 0][pieces - 1] (the AVX-512 build's two-group steps) */
+static const cq_kernel k_imx4[2][2] = {{{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}},
+                                       {{idot_mx4w, 4, I16_4W, 1}, {idot_mx4wp2, 4, I16_4W, 2}}};
 
 const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return NULL;
@@ -609,7 +646,7 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (affine && W->bits == 4 && W->K % 64 == 0) ki = &k_ia4[W->group_size >= 64][p], kf = &k_a4;
     if (affine && W->bits == 8 && W->K % 32 == 0) ki = &k_ia8[p], kf = &k_a8;
     if (W->mode == ZMLX_QMODE_MXFP4) {
-        ki = W->K % 32 == 0 ? &k_imx4[p] : NULL;
+        ki = W->K % 32 == 0 ? &k_imx4[W->K % 64 == 0][p] : NULL;
         kf = W->K % 64 == 0 ? &k_mx4 : NULL;
     }
     if (!gsok) ki = NULL;
