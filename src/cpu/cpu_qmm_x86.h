@@ -188,8 +188,8 @@ AI void chunk_sb(zmlx_dtype sdt, int two, int affine, const char *sp, const char
 }
 
 /* R rows from r0 × NT prepared rows (R = 4, NT = 1 at one slot per expert;
- * R = 1, NT = 1..4 when several slots share an expert: each code vector is
- * dequantized once for all NT); fmt, sdt, R, NT are compile-time constants
+ * R = 1, NT = 1..4 (AVX-512: R = 4 too) when several slots share an expert:
+ * each code vector is dequantized once for all NT); fmt, sdt, R, NT are compile-time constants
  * after inlining. Per code vector w = fma(f32(q), scale, bias) (affine; the
  * weight MLX defines, one rounding) or f32(q)·scale (mxfp4, exact), then
  * acc += w·x with two chains per (row, token) (even and odd steps). x is read
