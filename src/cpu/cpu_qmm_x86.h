@@ -393,14 +393,15 @@ AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, i
  * second, so the group's sums folded (lane l + lane 8 + l) are igroup's,
  * exactly. mxfp4 (gs 32): a step is two groups, the first's sums in the low
  * lanes (to is / il), the second's in the high ones (to is2 / il2); a nibble
- * becomes 2·value by one vpshufb of signed bytes, then vpmovsxbw (mx_val2's
+ * becomes 2·value by one vpermw from a table of signed words (mx_val2's
  * integers; 512-bit vpsignw does not exist). */
 AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *row, int64_t off, int64_t pfw,
                  const int16_t *const *xi, int64_t K, int64_t xo, __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT],
                  __m256i is2[4][CQ_MAXT], __m256i il2[4][CQ_MAXT]) {
     const int four = fmt != F_A8, CZ = four ? 64 : 32; /* elements per 32 code bytes */
-    const __m256i mxtab = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
-                                           0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    /* mxfp4 nibble -> 2·value, by vpermw (the low 5 bits of each word index: entries 16-31 repeat 0-15) */
+    const __m512i mxtab = _mm512_set_epi16(-12, -8, -6, -4, -3, -2, -1, 0, 12, 8, 6, 4, 3, 2, 1, 0,
+                                           -12, -8, -6, -4, -3, -2, -1, 0, 12, 8, 6, 4, 3, 2, 1, 0);
     __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
 #pragma GCC unroll 4
     for (int c = 0; c < zpg; c++) {
@@ -418,17 +419,9 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
         }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const __m256i b = _mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * c));
-            __m512i lo, hi;
-            if (fmt == F_MX4) {
-                const __m256i n4 = _mm256_set1_epi8(0x0F);
-                lo = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(mxtab, _mm256_and_si256(b, n4)));
-                hi = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(mxtab, _mm256_and_si256(_mm256_srli_epi16(b, 4), n4)));
-            } else {
-                const __m512i v = _mm512_cvtepu8_epi16(b);
-                lo = four ? _mm512_and_si512(v, _mm512_set1_epi16(0x0F)) : v;
-                hi = _mm512_srli_epi16(v, 4);
-            }
+            const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * c)));
+            __m512i lo = four ? _mm512_and_si512(v, _mm512_set1_epi16(0x0F)) : v, hi = _mm512_srli_epi16(v, 4);
+            if (fmt == F_MX4) lo = _mm512_permutexvar_epi16(lo, mxtab), hi = _mm512_permutexvar_epi16(hi, mxtab);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 zs[r][t] = c ? _mm512_dpwssd_epi32(zs[r][t], lo, xa[t]) : _mm512_madd_epi16(lo, xa[t]);
