@@ -17,7 +17,8 @@
 
 /* Instruction sets the CPU kernels know, best last. AVX2 includes FMA, F16C
  * and BMI2; AVX512 is AVX2 plus AVX-512 F, DQ, BW, VL and VNNI (the same
- * results as AVX2, bit for bit: cpu_qmm_x86.h). */
+ * results as AVX2 bit for bit, except the affine integer dots' 512-bit steps:
+ * cpu_qmm_x86.h). */
 typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2 } cq_isa;
 
 /* The ISA the kernels use: the best this CPU supports, capped by the

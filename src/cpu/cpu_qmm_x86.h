@@ -8,12 +8,18 @@
  *   cpu_qmm_avx512.c  the same plus AVX-512 F/DQ/BW/VL and VNNI (CQ_AVX512 = 1,
  *                     cq_pick_avx512)
  * The AVX-512 build differs in the inner loops only, each giving the AVX2
- * build's bits by construction (test_cpu_qmm compares them with memcmp):
+ * build's bits by construction (test_cpu_qmm compares them with memcmp)
+ * except the first:
  * - integer dots, affine 4-bit gs >= 64 and 8-bit: 32 code bytes per step
- *   (one 512-bit unpack), x loaded once for the 4 rows, vpdpwssd, and the 16
- *   exact i32 lane sums of a group folded to the AVX2 build's 8 (igroup_z);
- *   4-bit gs32 and mxfp4 keep 16-byte steps with vpdpwssd in place of
- *   vpmaddwd + vpaddd (the same exact sums);
+ *   (one 512-bit unpack), x loaded once for the 4 rows, vpdpwssd (igroup_z),
+ *   and 16 f32 lanes per (row, token) where AVX2 has 8 (the even and the odd
+ *   16-byte chunks' sums each in its own chain, added after the last group:
+ *   folding them to 8 lanes per group, for the AVX2 bits, cost ~20% of the
+ *   M = 1 rate);
+ * - mxfp4 with K % 64 == 0: 32-byte steps of two groups, each group's sums in
+ *   its half of the vector (the AVX2 build's); 4-bit gs32 and the other
+ *   mxfp4 keep 16-byte steps with vpdpwssd in place of vpmaddwd + vpaddd (the
+ *   same exact sums);
  * - f32 dots: two steps per 512-bit vector, the even step's chain in the low
  *   half and the odd step's in the high half (the AVX2 build's two chains:
  *   the same lanes, operations and order).
@@ -388,21 +394,18 @@ AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, i
  * affine 4-bit with gs >= 64 or mxfp4 with K % 64 == 0, x in CQ_X_I16_4W
  * order, or 8-bit): one 512-bit unpack, 4-bit: AND (the 32 even elements)
  * and SRL (the odd ones), vpdpwssd against x loaded once for the R rows (32
- * registers hold the R·NT·P sums). 512-bit lane l < 8 sums what AVX2 lane l
- * sums from the step's first 16 code bytes, lane 8 + l what it sums from the
- * second, so the group's sums folded (lane l + lane 8 + l) are igroup's,
- * exactly. mxfp4 (gs 32): a step is two groups, the first's sums in the low
- * lanes (to is / il), the second's in the high ones (to is2 / il2); a nibble
- * becomes 2·value by one vpermw from a table of signed words (mx_val2's
- * integers; 512-bit vpsignw does not exist). */
+ * registers hold the R·NT·P sums zs, zl). 512-bit lane l < 8 sums what AVX2
+ * lane l sums from the step's first 16 code bytes, lane 8 + l what it sums
+ * from the second. mxfp4 (gs 32): a step is two groups, the first's sums in
+ * the low lanes, the second's in the high ones (each exactly igroup's); a
+ * nibble becomes 2·value by one vpermw from a table of signed words
+ * (mx_val2's integers; 512-bit vpsignw does not exist). */
 AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *row, int64_t off, int64_t pfw,
-                 const int16_t *const *xi, int64_t K, int64_t xo, __m256i is[4][CQ_MAXT], __m256i il[4][CQ_MAXT],
-                 __m256i is2[4][CQ_MAXT], __m256i il2[4][CQ_MAXT]) {
+                 const int16_t *const *xi, int64_t K, int64_t xo, __m512i zs[4][CQ_MAXT], __m512i zl[4][CQ_MAXT]) {
     const int four = fmt != F_A8, CZ = four ? 64 : 32; /* elements per 32 code bytes */
     /* mxfp4 nibble -> 2·value, by vpermw (the low 5 bits of each word index: entries 16-31 repeat 0-15) */
     const __m512i mxtab = _mm512_set_epi16(-12, -8, -6, -4, -3, -2, -1, 0, 12, 8, 6, 4, 3, 2, 1, 0,
                                            -12, -8, -6, -4, -3, -2, -1, 0, 12, 8, 6, 4, 3, 2, 1, 0);
-    __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
 #pragma GCC unroll 4
     for (int c = 0; c < zpg; c++) {
         pf_rows(R, row, off + 32 * c, pfw);
@@ -433,20 +436,6 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
             }
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) {
-            if (fmt == F_MX4) {
-                is[r][t] = _mm512_castsi512_si256(zs[r][t]), is2[r][t] = _mm512_extracti64x4_epi64(zs[r][t], 1);
-                if (P == 2)
-                    il[r][t] = _mm512_castsi512_si256(zl[r][t]), il2[r][t] = _mm512_extracti64x4_epi64(zl[r][t], 1);
-                continue;
-            }
-            is[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zs[r][t]), _mm512_extracti64x4_epi64(zs[r][t], 1));
-            if (P == 2)
-                il[r][t] = _mm256_add_epi32(_mm512_castsi512_si256(zl[r][t]), _mm512_extracti64x4_epi64(zl[r][t], 1));
-        }
 }
 #endif
 
@@ -457,7 +446,11 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
  * goes to out[t*ostride + r]. Per (r, t), whatever R and NT:
  *   acc = Σ_g f32(is_g)·S_g [+ f32(il_g)·S_g·2^-15, P = 2] in group order
  *   (8 lanes; one FMA per group and piece), S_g = f32(s_g·sx_g), bias lane
- *   l = Σ b_g·Σx_g over g ≡ l (mod 8) in order, out = hsum(acc + bias). */
+ *   l = Σ b_g·Σx_g over g ≡ l (mod 8) in order, out = hsum(acc + bias).
+ * The AVX-512 build's affine 512-bit steps keep 16 lanes instead (the sums of
+ * the even and the odd 16-byte chunks apart, each its own chain: folding them
+ * to 8 first cost ~20% of the M = 1 rate), acc = their two halves added
+ * after the last group; the other paths are the AVX2 build's, bit for bit. */
 AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw, const zmlx_qweight *W,
                   int64_t e, int64_t r0, const cq_xrow *x, int ostride, float *out) {
     const int bits = fmt == F_A8 ? 8 : 4, affine = fmt != F_MX4;
@@ -476,6 +469,9 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
     const int16_t *xi[CQ_MAXT];
     int64_t lim[4]; /* scale/bias elements readable from sp[r] (to the array end) */
     __m256 acc[4][CQ_MAXT];
+#if CQ_AVX512
+    __m512 accz[4][CQ_MAXT]; /* the affine 512-bit steps' 16-lane chains */
+#endif
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         row[r] = zq_row_ptr(W, e, r0 + r);
@@ -484,7 +480,12 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
         sp[r] = (const char *)W->scales + (size_t)si * ss;
         bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+        for (int t = 0; t < NT; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+#if CQ_AVX512
+            accz[r][t] = _mm512_setzero_ps();
+#endif
+        }
         _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
         if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
     }
@@ -528,8 +529,31 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
         for (int gi = 0; gi < ng; gi += GS, off += 16 * cpg * GS) {
             __m256i is[2][4][CQ_MAXT], il[2][4][CQ_MAXT]; /* [group of the step][row][token] */
 #if CQ_AVX512
-            if (ZW) igroup_z(fmt, R, NT, P, affine ? cpg / 2 : 1, row, off, pfw, xi, W->K, off * CW / 16, is[0],
-                             il[0], is[1], il[1]);
+            if (ZW) {
+                __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
+                igroup_z(fmt, R, NT, P, affine ? cpg / 2 : 1, row, off, pfw, xi, W->K, off * CW / 16, zs, zl);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                    for (int t = 0; t < NT; t++) {
+                        if (affine) {
+                            accz[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(zs[r][t]), _mm512_set1_ps(S[r][t][gi]),
+                                                         accz[r][t]);
+                            if (P == 2)
+                                accz[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(zl[r][t]),
+                                                             _mm512_set1_ps(S2[r][t][gi]), accz[r][t]);
+                            continue;
+                        }
+                        /* mxfp4: group gi's sums in the low halves, gi + 1's in the high */
+                        is[0][r][t] = _mm512_castsi512_si256(zs[r][t]);
+                        is[1][r][t] = _mm512_extracti64x4_epi64(zs[r][t], 1);
+                        if (P == 2) {
+                            il[0][r][t] = _mm512_castsi512_si256(zl[r][t]);
+                            il[1][r][t] = _mm512_extracti64x4_epi64(zl[r][t], 1);
+                        }
+                    }
+                if (affine) continue;
+            }
 #endif
 #pragma GCC unroll 2
             for (int h = 0; h < GS; h++)
@@ -561,7 +585,13 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t], bacc[r][t]));
+        for (int t = 0; t < NT; t++) {
+#if CQ_AVX512
+            if (ZW && affine)
+                acc[r][t] = _mm256_add_ps(_mm512_castps512_ps256(accz[r][t]), _mm512_extractf32x8_ps(accz[r][t], 1));
+#endif
+            out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t], bacc[r][t]));
+        }
 }
 
 /* one instance per (format, scale dtype, group size, pieces, rows × tokens) */
