@@ -5,7 +5,7 @@
  *
  * Fidelity: add_rms_norm and add + rms_norm go through the same norm_row;
  * the combine is the one routine that gather_qmm_combine also uses (on its
- * f32 scratch of T-rounded values), adding slots with zr_combine_step in
+ * scratch of the slots' rows in T), adding slots with zr_combine_step in
  * order j = 0..k-1; the activation is zr_act. Every element is computed by one
  * thread with a fixed order, so results do not depend on the thread count.
  */
@@ -17,7 +17,7 @@ static zc_pool *pool_of(zmlx_ctx *c) { return c ? c->pool : NULL; }
 /* ----------------------------------------------------------- combine */
 
 typedef struct {
-    zmlx_dtype T, ydt;
+    zmlx_dtype T;
     const void *y;
     const float *w;
     int k;
@@ -33,20 +33,15 @@ static void comb_task(void *arg, int64_t b, int64_t e, int t) {
         float acc = 0.0f;
         for (int s = 0; s < j->k; s++)
             acc = zr_combine_step(acc, j->w[tok * j->k + s],
-                                  zc_load(j->ydt, j->y, (tok * j->k + s) * j->D + d));
+                                  zc_load(j->T, j->y, (tok * j->k + s) * j->D + d));
         zc_store(j->T, j->out, i, acc);
     }
 }
 
-void cq_combine(zmlx_ctx *c, zmlx_dtype T, zmlx_dtype ydt, const void *y, const float *w,
-                int64_t n_tok, int k, int64_t D, void *out) {
-    comb_job j = {T, ydt, y, w, k, D, out};
-    zc_pool_run(pool_of(c), n_tok * D, 1024, comb_task, &j);
-}
-
 zmlx_status zcpu_moe_combine(zmlx_ctx *c, zmlx_dtype T, const void *y, const float *w,
                              int64_t n_tok, int k, int64_t D, void *out) {
-    cq_combine(c, T, T, y, w, n_tok, k, D, out);
+    comb_job j = {T, y, w, k, D, out};
+    zc_pool_run(pool_of(c), n_tok * D, 1024, comb_task, &j);
     return ZMLX_OK;
 }
 

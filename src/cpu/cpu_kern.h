@@ -124,12 +124,6 @@ static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xfor
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,
                float *xsc, float *xs);
 
-/* out[t,:] = round_T(Σ_j zr_combine_step over j = 0..k-1 of w[t,j]·y[t,j,:])
- * with y [n_tok, k, D] in ydt (T, or f32 holding T-rounded values), in
- * parallel over the context's pool. The one combine of the CPU kernels. */
-void cq_combine(zmlx_ctx *c, zmlx_dtype T, zmlx_dtype ydt, const void *y, const float *w,
-                int64_t n_tok, int k, int64_t D, void *out);
-
 /* The CPU kernels (cpu_qmm.c, cpu_elementwise.c) named in the table. */
 zmlx_status zcpu_gather_qmm(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
                             int x_per_slot, const zmlx_qweight *W, const int32_t *idx, int k,

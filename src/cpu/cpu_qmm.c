@@ -345,7 +345,7 @@ typedef struct {
     int64_t *gpre;       /* [ng+1] prefix of task weights (slots+1 per row block)     */
     int64_t ng;
     int parts;
-    void *y;             /* QMM: y [slots, N] in T; SWIGLU: h; COMBINE: f32 scratch   */
+    void *y;             /* QMM: y [slots, N] in T; SWIGLU: h; COMBINE: scratch as QMM's y */
     /* combine phase */
     const float *cw;
     void *out;
@@ -409,15 +409,13 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
             const float *a = o1 + t * nr, *u = o2 + t * nr;
             switch (j->op) {
             case OP_QMM:
+            case OP_COMBINE: /* y: the slots' rows in T, as gather_qmm stores them */
                 for (int i = 0; i < nr; i++) zc_store(j->T, j->y, base + i, a[i]);
                 break;
             case OP_SWIGLU:
                 for (int i = 0; i < nr; i++)
                     zc_store(j->T, j->y, base + i,
                              zr_act(j->act, zc_round(j->T, a[i]), zc_round(j->T, u[i])));
-                break;
-            case OP_COMBINE:
-                for (int i = 0; i < nr; i++) ((float *)j->y)[base + i] = zc_round(j->T, a[i]);
                 break;
             }
         }
@@ -508,7 +506,8 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     }
     const size_t gbytes = ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;
     bytes += (need_xsc + need_xs) * gbytes;
-    if (j->op == OP_COMBINE) bytes += ((size_t)(n_slots * j->N) * 4 + 63) & ~(size_t)63;
+    const size_t ybytes = (size_t)(n_slots * j->N) * zmlx_dtype_size(j->T);
+    if (j->op == OP_COMBINE) bytes += (ybytes + 63) & ~(size_t)63;
     char *mem = zc_alloc_aligned(bytes ? bytes : 64, 64);
     if (!mem) {
         zc_free_aligned(smem);
@@ -522,14 +521,15 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     if (j->xs) memset(j->xs, 0, gbytes);
     if (j->op == OP_COMBINE) {
         j->out = j->y;
-        j->y = carve(&p, (size_t)(n_slots * j->N) * 4);
+        j->y = carve(&p, ybytes);
     }
 
     zc_pool *pool = ctx ? ctx->pool : NULL;
     j->parts = zc_pool_size(pool);
     zc_pool_run(pool, j->n_xrows, (16384 + j->K - 1) / j->K, prep_task, j);
     zc_pool_run(pool, j->parts, 1, block_task, j);
-    if (j->op == OP_COMBINE) cq_combine(ctx, j->T, ZMLX_F32, j->y, j->cw, n_tok, j->k, j->N, j->out);
+    /* the combine: moe_combine's, on the slots' rows just computed */
+    if (j->op == OP_COMBINE) zcpu_moe_combine(ctx, j->T, j->y, j->cw, n_tok, j->k, j->N, j->out);
     zc_free_aligned(mem);
     zc_free_aligned(smem);
     return ZMLX_OK;
