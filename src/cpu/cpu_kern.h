@@ -113,7 +113,7 @@ const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T, int shared)
 static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8 || f == CQ_X_I16_4W; }
 
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
- * affine bias term: the integer and portable dots; the AVX2 f32 dots fold
+ * affine bias term: the integer and portable dots; the x86 f32 dots fold
  * the bias into the dequantized weight. */
 static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xform_int16(f); }
 

@@ -434,17 +434,20 @@ static void block_task(void *arg, int64_t pb, int64_t pe, int t) {
     }
 }
 
+/* n rounded up to a whole number of 64-byte lines */
+static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
+
 /* Carve a 64-byte aligned piece of n bytes from *p. */
 static void *carve(char **p, size_t n) {
     void *r = *p;
-    *p += (n + 63) & ~(size_t)63;
+    *p += pad64(n);
     return r;
 }
 
 /* Size in bytes of one prepared activation row for kern (a multiple of 64):
  * K f32, or K int16 per piece. */
 static size_t xrow_size(const cq_kernel *kern, int64_t K) {
-    return ((size_t)K * (cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : 4) + 63) & ~(size_t)63;
+    return pad64((size_t)K * (cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : 4));
 }
 
 static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n_tok) {
@@ -463,11 +466,11 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     /* counting sort of slots by expert (stable: slot order within an expert),
        into a first allocation; which forms the runs use decides the second */
     size_t sbytes = 0;
-    sbytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                      /* order  */
-    sbytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                /* gstart */
-    sbytes += ((size_t)n_slots * 4 + 63) & ~(size_t)63;                      /* gexp   */
-    sbytes += ((size_t)(n_slots + 1) * 8 + 63) & ~(size_t)63;                /* gpre   */
-    sbytes += ((size_t)(E + 1) * 8 + 63) & ~(size_t)63;                      /* counts */
+    sbytes += pad64((size_t)n_slots * 4);       /* order  */
+    sbytes += pad64((size_t)(n_slots + 1) * 8); /* gstart */
+    sbytes += pad64((size_t)n_slots * 4);       /* gexp   */
+    sbytes += pad64((size_t)(n_slots + 1) * 8); /* gpre   */
+    sbytes += pad64((size_t)(E + 1) * 8);       /* counts */
     char *smem = zc_alloc_aligned(sbytes, 64), *p = smem;
     if (!smem) return ZMLX_ERR_OOM;
     j->order = carve(&p, (size_t)n_slots * 4);
@@ -504,10 +507,10 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
         need_xsc |= cq_xform_int16(j->kern[f]->xform);
         need_xs |= W->mode == ZMLX_QMODE_AFFINE && W->transpose && cq_xform_uses_xs(j->kern[f]->xform);
     }
-    const size_t gbytes = ((size_t)(j->n_xrows * j->G) * 4 + 63) & ~(size_t)63;
+    const size_t gbytes = pad64((size_t)(j->n_xrows * j->G) * 4);
     bytes += (need_xsc + need_xs) * gbytes;
     const size_t ybytes = (size_t)(n_slots * j->N) * zmlx_dtype_size(j->T);
-    if (j->op == OP_COMBINE) bytes += (ybytes + 63) & ~(size_t)63;
+    if (j->op == OP_COMBINE) bytes += pad64(ybytes);
     char *mem = zc_alloc_aligned(bytes ? bytes : 64, 64);
     if (!mem) {
         zc_free_aligned(smem);

@@ -195,8 +195,8 @@ AI void chunk_sb(zmlx_dtype sdt, int two, int affine, const char *sp, const char
 
 /* R rows from r0 × NT prepared rows (R = 4, NT = 1 at one slot per expert;
  * R = 1, NT = 1..4 (AVX-512: R = 4 too) when several slots share an expert:
- * each code vector is dequantized once for all NT); fmt, sdt, R, NT are compile-time constants
- * after inlining. Per code vector w = fma(f32(q), scale, bias) (affine; the
+ * each code vector is dequantized once for all NT); fmt, sdt, R, NT are
+ * compile-time constants after inlining. Per code vector w = fma(f32(q), scale, bias) (affine; the
  * weight MLX defines, one rounding) or f32(q)·scale (mxfp4, exact), then
  * acc += w·x with two chains per (row, token) (even and odd steps). x is read
  * through memory operands (L1-resident), so the registers hold the 2·R·NT
@@ -287,21 +287,21 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
 /* A dot call's nr rows × nx tokens as compile-time shapes, the same for both
  * families: one 4-row pass at up to NT4 tokens, else row by row with all nx
  * tokens (R = 1, NT = nx). ROWS(R, NT, r, o) computes rows from r into o. */
-#define DOT_SHAPES(ROWS, NT4)                             \
-    do {                                                  \
-        if (nr == 4 && nx <= (NT4)) {                     \
-            if (nx == 1) ROWS(4, 1, r0, out);             \
+#define DOT_SHAPES(ROWS, NT4)                                    \
+    do {                                                         \
+        if (nr == 4 && nx <= (NT4)) {                            \
+            if (nx == 1) ROWS(4, 1, r0, out);                    \
             else if ((NT4) >= 2 && nx == 2) ROWS(4, 2, r0, out); \
             else if ((NT4) >= 3 && nx == 3) ROWS(4, 3, r0, out); \
-            else if ((NT4) >= 4) ROWS(4, 4, r0, out);       \
-            break;                                        \
-        }                                                 \
-        for (int i = 0; i < nr; i++) switch (nx) {        \
-            case 1: ROWS(1, 1, r0 + i, out + i); break;   \
-            case 2: ROWS(1, 2, r0 + i, out + i); break;   \
-            case 3: ROWS(1, 3, r0 + i, out + i); break;   \
-            default: ROWS(1, 4, r0 + i, out + i); break;  \
-            }                                             \
+            else if ((NT4) >= 4) ROWS(4, 4, r0, out);            \
+            break;                                               \
+        }                                                        \
+        for (int i = 0; i < nr; i++) switch (nx) {               \
+            case 1: ROWS(1, 1, r0 + i, out + i); break;          \
+            case 2: ROWS(1, 2, r0 + i, out + i); break;          \
+            case 3: ROWS(1, 3, r0 + i, out + i); break;          \
+            default: ROWS(1, 4, r0 + i, out + i); break;         \
+            }                                                    \
     } while (0)
 
 /* one instance per (format, scale dtype, rows × tokens) */
@@ -558,27 +558,27 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
 #pragma GCC unroll 2
             for (int h = 0; h < GS; h++)
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[0][r], il[0][r]);
+                for (int r = 0; r < R; r++) {
+                    if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[0][r], il[0][r]);
+                    const int g = gi + h;
 #pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) {
-                    if (affine) {
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[h][r][t]),
-                                                    _mm256_broadcast_ss(&S[r][t][gi + h]), acc[r][t]);
+                    for (int t = 0; t < NT; t++) {
+                        if (affine) {
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[h][r][t]),
+                                                        _mm256_broadcast_ss(&S[r][t][g]), acc[r][t]);
+                            if (P == 2)
+                                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]),
+                                                            _mm256_broadcast_ss(&S2[r][t][g]), acc[r][t]);
+                            continue;
+                        }
+                        /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
+                           sx first, then the power of two */
+                        __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[h][r][t]), _mm256_broadcast_ss(&S[r][t][g]));
                         if (P == 2)
-                            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]),
-                                                        _mm256_broadcast_ss(&S2[r][t][gi + h]), acc[r][t]);
-                        continue;
+                            d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]), _mm256_broadcast_ss(&S2[r][t][g]), d);
+                        acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][g]), acc[r][t]);
                     }
-                    /* mxfp4 scales reach 2^-127: s·sx could be subnormal, so
-                       sx first, then the power of two */
-                    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(is[h][r][t]), _mm256_broadcast_ss(&S[r][t][gi + h]));
-                    if (P == 2)
-                        d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[h][r][t]), _mm256_broadcast_ss(&S2[r][t][gi + h]),
-                                            d);
-                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_broadcast_ss(&Sw[r][gi + h]), acc[r][t]);
                 }
-            }
         }
     }
     /* (every loop over r and t is unrolled so acc stays in registers) */
@@ -648,9 +648,9 @@ DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
 static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4, 0};
 static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8, 0};
 static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
-/* integer dots [pieces - 1] */
-/* 4-bit [gs >= 64][pieces - 1]: the AVX-512 build's 512-bit steps take x
-   for gs >= 64 in CQ_X_I16_4W order (store_i16: whole 64-element blocks) */
+/* integer dots, 4-bit [gs >= 64][pieces - 1]: the AVX-512 build's 512-bit
+   steps take x for gs >= 64 in CQ_X_I16_4W order (whole 64-element blocks);
+   8-bit [pieces - 1] */
 #define I16_4W (CQ_AVX512 ? CQ_X_I16_4W : CQ_X_I16_4)
 static const cq_kernel k_ia4[2][2] = {{{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, CQ_X_I16_4, 2}},
                                       {{idot_a4, 4, I16_4W, 1}, {idot_a4p2, 4, I16_4W, 2}}};
