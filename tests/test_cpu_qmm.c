@@ -184,12 +184,22 @@ static const char *case_str(const qcase *c) {
 static int uses_xint(const zmlx_qweight *q, zmlx_dtype T, int shared) {
     return cq_xform_int16(cq_pick(q, T, shared)->xform);
 }
-/* whether the AVX-512 build computes q's outputs with the AVX2 build's bits:
- * everywhere but the affine integer dots' 512-bit steps (4-bit gs >= 64,
- * 8-bit), which sum in 16 lanes where AVX2 has 8 */
+/* the same for the bf16 dots (AVX512_BF16, T = bf16) */
+static int uses_xbf16(const zmlx_qweight *q, zmlx_dtype T, int shared) {
+    return cq_xform_bf16(cq_pick(q, T, shared)->xform);
+}
+
+/* whether the active SIMD level computes q's outputs with the bits of the
+ * level below: AVX-512 those of AVX2 everywhere but the affine integer dots'
+ * 512-bit steps (4-bit gs >= 64, 8-bit), which sum in 16 lanes where AVX2
+ * has 8; AVX512_BF16 those of AVX-512 wherever the bf16 dots are not taken */
 static int isa_identical(const zmlx_qweight *q, zmlx_dtype T) {
     const int zsteps = q->mode == ZMLX_QMODE_AFFINE && (q->bits == 8 || (q->bits == 4 && q->group_size >= 64));
-    return !(zsteps && (uses_xint(q, T, 0) || uses_xint(q, T, 1)));
+    switch (cq_isa_active()) {
+    case CQ_ISA_AVX512: return !(zsteps && (uses_xint(q, T, 0) || uses_xint(q, T, 1)));
+    case CQ_ISA_AVX512_BF16: return !uses_xbf16(q, T, 0) && !uses_xbf16(q, T, 1);
+    default: return 0;
+    }
 }
 
 /* the stated x error of the path now, relative to a group's max |x|: 0 for
@@ -335,21 +345,22 @@ static void run_case(h_rng *r, const qcase *c) {
         CHECKF(memcmp(o1, o3, no) == 0, "%s: combine differs with %d threads", case_str(c), nt);
     }
 
-    /* the AVX-512 build's bits are the AVX2 build's (h1: SwiGLU-OAI, o1: the
-       combine, both with 2 threads) where its kernels sum alike */
-    if (cq_isa_active() == CQ_ISA_AVX512 && isa_identical(&wg.q, c->T)) {
-        CHECK(cq_isa_force(CQ_ISA_AVX2) == CQ_ISA_AVX2);
+    /* the bits of the SIMD level below (h1: SwiGLU-OAI, o1: the combine, both
+       with 2 threads) where the kernels sum alike */
+    const cq_isa isa = cq_isa_active(), below = (cq_isa)(isa - 1);
+    if (isa >= CQ_ISA_AVX512 && isa_identical(&wg.q, c->T)) {
+        CHECK(cq_isa_force(below) == below);
         h_poison(h2, ny);
         CHECK(zmlx_gather_qmm(ctx, c->T, x, c->n_tok, 0, &wg.q, idx, c->k, h2) == ZMLX_OK);
-        CHECKF(memcmp(yg, h2, ny) == 0, "%s: AVX-512 gather_qmm != AVX2", case_str(c));
+        CHECKF(memcmp(yg, h2, ny) == 0, "%s: gather_qmm differs on %s", case_str(c), cq_isa_name(below));
         h_poison(h2, ny);
         CHECK(zmlx_gather_qmm_swiglu(ctx, c->T, x, c->n_tok, &wg.q, &wu.q, idx, c->k,
                                      ZMLX_ACT_SWIGLU_OAI, h2) == ZMLX_OK);
-        CHECKF(memcmp(h1, h2, ny) == 0, "%s: AVX-512 swiglu != AVX2", case_str(c));
+        CHECKF(memcmp(h1, h2, ny) == 0, "%s: swiglu differs on %s", case_str(c), cq_isa_name(below));
         h_poison(o3, no);
         CHECK(zmlx_gather_qmm_combine(ctx, c->T, hin, c->n_tok, &wd.q, idx, c->k, cw, o3) == ZMLX_OK);
-        CHECKF(memcmp(o1, o3, no) == 0, "%s: AVX-512 combine != AVX2", case_str(c));
-        cq_isa_force(CQ_ISA_AVX512);
+        CHECKF(memcmp(o1, o3, no) == 0, "%s: combine differs on %s", case_str(c), cq_isa_name(below));
+        cq_isa_force(isa);
     }
 
     free(idx); free(x); free(xs); free(cw); free(yg); free(yu); free(h1); free(h2);
@@ -408,24 +419,37 @@ static void test_env_defaults(void) {
 static void test_formats_simd(void) {
     if (!simd_on()) return;
     /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 in runs of
-       one slot, the f32 dots in shared runs and for f32 */
+       one slot, the f32 dots in shared runs and for f32; on AVX512_BF16 the
+       bf16 dots for T = bf16 in every run of 4-bit and mxfp4 with K % 64 ==
+       0, and in the shared runs of 8-bit; SHARED: every run as a shared one */
+    const int bf = cq_isa_active() == CQ_ISA_AVX512_BF16;
     tweight t;
     h_rng r = {5};
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 4, 64, 1, 1, 1, 128, ZMLX_BF16);
-    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
+    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
     CHECK(!uses_xint(&t.q, ZMLX_BF16, 1) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 1));
-    CHECK(cq_pick(&t.q, ZMLX_BF16, 1) == cq_pick(&t.q, ZMLX_F32, 0));
-    CHECK(xint_err(&t.q, ZMLX_BF16) == 0x1p-31);
+    CHECK(cq_pick(&t.q, ZMLX_F16, 1) == cq_pick(&t.q, ZMLX_F32, 0));
+    CHECK(uses_xbf16(&t.q, ZMLX_BF16, 0) == bf && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf);
+    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) == !bf && xint_err(&t.q, ZMLX_BF16) == (bf ? 0 : 0x1p-31));
+    CHECK(!uses_xbf16(&t.q, ZMLX_F16, 0) && !uses_xbf16(&t.q, ZMLX_F32, 1));
+    cq_xint_force(CQ_XINT_SHARED);
+    CHECK(cq_pick(&t.q, ZMLX_F16, 0) == cq_pick(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F16, 0));
+    cq_xint_force(CQ_XINT_AUTO);
     tw_free(&t);
+
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
-    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && !uses_xint(&t.q, ZMLX_BF16, 1));
+    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1));
+    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf); /* 8-bit: shared runs only */
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 128, ZMLX_U8);
     CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
+    CHECK(uses_xbf16(&t.q, ZMLX_BF16, 0) == bf && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf);
     tw_free(&t);
-    /* mxfp4 with K % 64 != 0 has no f32 dots: shared runs stay on the integer ones */
+    /* mxfp4 with K % 64 != 0 has neither f32 nor bf16 dots: shared runs stay
+       on the integer ones */
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 96, ZMLX_U8);
     CHECK(uses_xint(&t.q, ZMLX_F16, 0) && uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
+    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_BF16, 1));
     tw_free(&t);
     formats_on_current_isa(11);
 }
@@ -477,7 +501,7 @@ static void test_grouped_tokens(void) {
  * alone with the integer dots off, and a slot alone on its expert the token
  * alone in AUTO (its runs then all have one slot). */
 static void token_alone_on_current(h_rng *r) {
-    const cq_xint mode = cq_xint_mode(), mode_shared = mode == CQ_XINT_AUTO ? CQ_XINT_OFF : mode;
+    const cq_xint mode = cq_xint_mode();
     static const int fmt[5][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}};
     for (int f = 0; f < 5; f++)
         for (int v = 0; v < 3; v++) {
@@ -489,6 +513,13 @@ static void token_alone_on_current(h_rng *r) {
             tweight tw;
             tw_make(&tw, r, fmt[f][2] ? ZMLX_QMODE_MXFP4 : ZMLX_QMODE_AFFINE, fmt[f][0], fmt[f][1], 1,
                     E, N, K, T);
+            /* the mode in which a token alone runs the shared runs' kernel */
+            const cq_kernel *kshared = cq_pick(&tw.q, T, 1);
+            const cq_xint mode_shared = mode == CQ_XINT_AUTO ? CQ_XINT_SHARED : mode;
+            cq_xint_force(mode_shared);
+            CHECK(cq_pick(&tw.q, T, 0) == kshared);
+            cq_xint_force(mode);
+
             int32_t *idx = h_alloc((size_t)(M * k) * 4);
             rand_idx(r, idx, M, k, E);
             const size_t ts = zmlx_dtype_size(T), rowb = (size_t)(k * N) * ts;
@@ -536,23 +567,29 @@ static void test_token_alone(void) {
     cq_isa_force(g_simd);
 }
 
-/* Integer dots on awkward activations: an all-zero group, a group with one
- * huge element among tiny ones, groups of huge and of tiny magnitude (oracle
- * with the stated tolerance); a non-finite element makes its token's outputs
+/* Integer dots (and the bf16 dots where the CPU has them) on awkward
+ * activations: an all-zero group, a group with one huge element among tiny
+ * ones, groups of huge, of tiny and of subnormal magnitude (oracle with the
+ * stated tolerance); a non-finite element makes its token's outputs
  * non-finite and leaves the other token as computed alone. */
 static void test_xint_edges(void) {
     if (!simd_on()) return;
     h_rng r = {51};
-    cq_xint_force(CQ_XINT_ALL); /* the two tokens share the expert: AUTO would run the f32 dots */
-    for (int f = 0; f < 8; f++) {
+    const int nf = cq_isa_active() == CQ_ISA_AVX512_BF16 ? 12 : 8;
+    for (int f = 0; f < nf; f++) {
+        /* f < 8: the integer dots, forced (the two tokens share the expert:
+           AUTO would run the f32 dots), two pieces then one; f >= 8: the
+           bf16 dots (AUTO, T = bf16) */
+        cq_xint_force(f < 8 ? CQ_XINT_ALL : CQ_XINT_AUTO);
         cq_xpieces_force(f < 4 ? 2 : 1);
         const int bits = f % 4 < 2 ? 4 : 8, gs = f % 2 ? 32 : 64;
-        const zmlx_dtype T = f % 2 ? ZMLX_F16 : ZMLX_BF16;
+        const zmlx_dtype T = f % 2 && f < 8 ? ZMLX_F16 : ZMLX_BF16;
         const int64_t K = 6 * gs, N = 6;
         const float big = T == ZMLX_F16 ? 64.0f : 1e30f, tiny = T == ZMLX_F16 ? 1e-4f : 1e-30f;
+        const float sub = T == ZMLX_F16 ? 1e-6f : 1e-39f; /* below T's least normal */
         tweight tw;
         tw_make(&tw, &r, ZMLX_QMODE_AFFINE, bits, gs, 1, 1, N, K, ZMLX_BF16);
-        CHECK(uses_xint(&tw.q, T, 1));
+        CHECK(f < 8 ? uses_xint(&tw.q, T, 1) : uses_xbf16(&tw.q, T, 1));
         qcase c = {.mode = ZMLX_QMODE_AFFINE, .bits = bits, .gs = gs, .transpose = 1, .E = 1,
                    .N = N, .K = K, .n_tok = 2, .k = 1, .T = T, .sdt = ZMLX_BF16};
         void *x = rand_act(&r, T, 2 * K, -1.0f, 1.0f);
@@ -561,6 +598,7 @@ static void test_xint_edges(void) {
             h_set_T(T, x, 2 * gs + j, h_nonzero(&r, -1.0f, 1.0f) * 1e-3f); /* group 2: one big */
             h_set_T(T, x, 3 * gs + j, h_nonzero(&r, -1.0f, 1.0f) * big / 4);   /* huge      */
             h_set_T(T, x, 4 * gs + j, h_nonzero(&r, -1.0f, 1.0f) * tiny);      /* tiny      */
+            h_set_T(T, x, 5 * gs + j, h_nonzero(&r, -1.0f, 1.0f) * sub);       /* subnormal */
         }
         h_set_T(T, x, 2 * gs + 5, 900.0f);
         void *y = h_alloc((size_t)(2 * N) * zmlx_dtype_size(T)), *y1 = h_alloc((size_t)N * zmlx_dtype_size(T));
@@ -581,6 +619,66 @@ static void test_xint_edges(void) {
     }
     cq_xpieces_force(2);
     cq_xint_force(CQ_XINT_AUTO);
+}
+
+/* The bf16 dots' f32 values, the dot routine called directly (before the
+ * rounding to T hides their last bits): within 2^-20 of Σ|x·w| of the f64
+ * oracle on x of wide dynamic range, for every format and group size they
+ * take, 1-4 tokens per call, in a 4-row block and row by row; and each
+ * (row, token) the same bits as that row and token computed alone. */
+static void test_bf16_dots_direct(void) {
+    if (!simd_on() || cq_isa_active() != CQ_ISA_AVX512_BF16) return;
+    h_rng r = {81};
+    static const int fmt[7][3] = {{4, 32, 0}, {4, 64, 0}, {4, 128, 0}, {8, 32, 0}, {8, 64, 0}, {8, 128, 0}, {4, 32, 1}};
+    enum { NX = 4, N = 7 };
+    const int64_t K = 512;
+    for (int f = 0; f < 7; f++) {
+        const int gs = fmt[f][1];
+        const int64_t G = K / gs, E = 2;
+        tweight tw;
+        tw_make(&tw, &r, fmt[f][2] ? ZMLX_QMODE_MXFP4 : ZMLX_QMODE_AFFINE, fmt[f][0], gs, 1, E, N, K, Ts[f % 3]);
+        const cq_kernel *kern = cq_pick(&tw.q, ZMLX_BF16, 1);
+        CHECKF(cq_xform_bf16(kern->xform), "format %d: no bf16 dots", f);
+
+        uint16_t *x = h_alloc((size_t)(NX * K) * 2), *xb = h_alloc((size_t)(NX * K) * 2);
+        float *xs = h_alloc((size_t)(NX * cq_gpad(G)) * 4);
+        memset(xs, 0, (size_t)(NX * cq_gpad(G)) * 4);
+        cq_xrow xr[NX];
+        for (int t = 0; t < NX; t++) {
+            for (int64_t i = 0; i < K; i++)
+                h_set_T(ZMLX_BF16, x, t * K + i,
+                        h_nonzero(&r, -1.0f, 1.0f) * (i % 16 == 3 ? 1.0f : ldexpf(1.0f, -(int)h_int(&r, 21))));
+            cq_prep_x(kern, ZMLX_BF16, x + t * K, K, gs, xb + t * K, NULL, xs + t * cq_gpad(G));
+            xr[t] = (cq_xrow){xb + t * K, NULL, xs + t * cq_gpad(G)};
+        }
+        int over = 0, moved = 0;
+        for (int64_t e = 0; e < E; e++)
+            for (int nx = 1; nx <= NX; nx++)
+                for (int64_t r0 = 0; r0 < N; r0 += 4) {
+                    const int nr = N - r0 < 4 ? (int)(N - r0) : 4;
+                    float out[NX * 4], one;
+                    kern->dot(&tw.q, e, r0, nr, xr, nx, out);
+                    for (int t = 0; t < nx; t++)
+                        for (int i = 0; i < nr; i++) {
+                            double acc = 0, asum = 0, m;
+                            for (int64_t kk = 0; kk < K; kk++) {
+                                const double w = t_weight_m(&tw, e, r0 + i, kk, &m);
+                                const double xv = h_get_T(ZMLX_BF16, x, t * K + kk);
+                                acc += xv * w;
+
+                                asum += fabs(xv) * m;
+                            }
+                            const float got = out[t * nr + i];
+                            over += !(fabs(got - acc) <= 0x1p-20 * asum);
+                            kern->dot(&tw.q, e, r0 + i, 1, &xr[t], 1, &one);
+                            moved += memcmp(&got, &one, sizeof one) != 0;
+                        }
+                }
+        CHECKF(over == 0, "format %d: %d values past 2^-20 of sum |x*w|", f, over);
+        CHECKF(moved == 0, "format %d: %d values differ from their row and token alone", f, moved);
+        free(x); free(xb); free(xs);
+        tw_free(&tw);
+    }
 }
 
 /* mxfp4 integer dots over the E8M0 range: row n has scale byte {0 (2^-127,
@@ -690,7 +788,7 @@ int main(void) {
     /* the SIMD tests on each x86 build this CPU can run (the grouped and
        threaded cases too: the AVX-512 build is compared with AVX2 in every
        case); the portable dots once */
-    for (g_simd = CQ_ISA_AVX2; g_simd <= CQ_ISA_AVX512; g_simd++) {
+    for (g_simd = CQ_ISA_AVX2; g_simd <= CQ_ISA_AVX512_BF16; g_simd++) {
         if (!simd_on()) {
             printf("  skip the %s tests: this CPU lacks it\n", cq_isa_name(g_simd));
             continue;
@@ -702,10 +800,12 @@ int main(void) {
         RUN(test_xint_edges);
         RUN(test_xint_mx_scales);
         RUN(test_xint_two_pieces);
+        RUN(test_bf16_dots_direct);
+
         RUN(test_grouped_tokens);
         RUN(test_threads_wide);
     }
-    g_simd = cq_isa_force(CQ_ISA_AVX512); /* the best there is, restored after the portable run */
+    g_simd = cq_isa_force(CQ_ISA_AVX512_BF16); /* the best there is, restored after the portable run */
     RUN(test_formats_portable);
     for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);
     return harness_done();

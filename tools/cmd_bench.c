@@ -484,7 +484,10 @@ static int bench_moe_layer(int argc, char **argv) {
             const char *cpu_xdot[2] = {"none", "none"};
             for (int sh = 0; sh < 2 && bk == ZMLX_BACKEND_CPU; sh++) {
                 const cq_kernel *kern = cq_pick(&probe, T, sh);
-                cpu_xdot[sh] = !cq_xform_int16(kern->xform) ? "f32" : kern->pieces == 2 ? "int16x2" : "int16";
+                cpu_xdot[sh] = cq_xform_bf16(kern->xform)    ? "bf16"
+                               : !cq_xform_int16(kern->xform) ? "f32"
+                               : kern->pieces == 2            ? "int16x2"
+                                                              : "int16";
             }
             cli_capsule_head(jf, "moe-layer", on_dev);
             fprintf(jf, "  \"backend\": \"%s\",\n  \"shape\": \"%s\",\n  \"mode\": \"%s\",\n"

@@ -18,8 +18,10 @@
 /* Instruction sets the CPU kernels know, best last. AVX2 includes FMA, F16C
  * and BMI2; AVX512 is AVX2 plus AVX-512 F, DQ, BW, VL and VNNI (the same
  * results as AVX2 bit for bit, except the affine integer dots' 512-bit steps:
- * cpu_qmm_x86.h). */
-typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2 } cq_isa;
+ * cpu_qmm_x86.h); AVX512_BF16 is AVX512 plus AVX512_BF16, for the bf16 dots
+ * (T = bf16; the AVX-512 build, whose results it gives wherever they are
+ * not taken). */
+typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2, CQ_ISA_AVX512_BF16 = 3 } cq_isa;
 
 /* The ISA the kernels use: the best this CPU supports, capped by the
  * environment's ZMLX_CPU_ISA (scalar, avx2 or avx512; read once) and by
@@ -30,15 +32,19 @@ cq_isa cq_isa_force(cq_isa isa);
 const char *cq_isa_name(cq_isa isa);
 
 /* Integer-dot use (affine 4/8-bit and mxfp4, transpose = 1, AVX2): AUTO takes it for
- * T = bf16/f16 and keeps the f32 kernels for T = f32; OFF never, ALL also for
- * f32 (tests force each). cq_xint_force returns the previous setting.
+ * T = bf16/f16 and keeps the f32 kernels for T = f32 (and, at
+ * CQ_ISA_AVX512_BF16, takes the bf16 dots for T = bf16 instead of both);
+ * OFF never, ALL also for f32 (tests force each); SHARED (tests) gives every
+ * run the kernel AUTO gives shared runs. cq_xint_force returns the previous
+ * setting.
  * Pieces: each activation is held as one int16 (x ≈ sx·xi, error <= ~2^-16
  * of its group's max |x|) or two (x ≈ sx·(xi + 2^-15·xl), error <= ~2^-31 of
  * the group's max: below the f32 kernels' own rounding). The default is AUTO
  * with two pieces; the environment's ZMLX_CPU_INT_DOT=1 picks one piece
  * (faster, ~100x the x error), ZMLX_CPU_INT_DOT=0 the f32 kernels (OFF).
  * cq_xpieces_force returns the previous piece count. */
-typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2 } cq_xint;
+typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2, CQ_XINT_SHARED = 3 } cq_xint;
+
 cq_xint cq_xint_force(cq_xint mode);
 cq_xint cq_xint_mode(void);
 int cq_xpieces_force(int pieces);
@@ -52,8 +58,10 @@ typedef enum cq_xform {
     CQ_X_I16_4,   /* int16 [K] + per-group scale; per 32 elements the 16 even
                      ones then the 16 odd ones (the nibble-unpack order)      */
     CQ_X_I16_8,   /* int16 [K] + per-group scale, natural order               */
-    CQ_X_I16_4W   /* as CQ_X_I16_4 per 64 elements: the 32 even, the 32 odd
+    CQ_X_I16_4W,  /* as CQ_X_I16_4 per 64 elements: the 32 even, the 32 odd
                      (32 bytes of 4-bit codes in one 512-bit unpack)          */
+    CQ_X_BF16_4W, /* bf16 [K], x's own bits (T = bf16), CQ_X_I16_4W's order */
+    CQ_X_BF16_8   /* bf16 [K], x's own bits, natural order                  */
 } cq_xform;
 
 /* One prepared activation row. x ≈ xsc[g]·xi within group g for the I16
@@ -88,19 +96,21 @@ typedef struct cq_kernel {
     cq_dot_fn dot;
     int block;      /* rows per task */
     cq_xform xform; /* activation row preparation */
-    int pieces;     /* I16 forms: int16 pieces per activation (1 or 2) */
+    int pieces;     /* I16 forms: int16 pieces per activation (1 or 2); else 0 */
+
 } cq_kernel;
 
 /* The kernel for W's format, activation dtype T and the active ISA / integer
  * mode, for the expert runs of one slot (shared = 0) or of two or more
  * (shared = 1; never NULL, the same block for both). They differ only in the
- * AUTO integer mode for T = bf16/f16: a run of one slot takes the integer
- * dots, a shared run the f32 dots, which dequantize each code vector once for
- * up to CQ_MAXT slots and then need one FMA per 8 products and slot, where
- * the integer dots need a vpmaddwd and an add per 16 and piece (hot, one
- * core: ~1.3x the integer dots' rate at 2 slots, ~1.7x at 3-4; src/cpu/NOTES.md). An
- * output's value thus depends on whether another slot of its call shares its
- * expert; never on the thread count, or on the op (fused or unfused). */
+ * AUTO integer mode for T = bf16/f16 where the bf16 dots are not taken: a run
+ * of one slot takes the integer dots, a shared run the f32 dots, which
+ * dequantize each code vector once for up to CQ_MAXT slots and then need one
+ * FMA per 8 products and slot, where the integer dots need a vpmaddwd and an
+ * add per 16 and piece (hot, one core: ~1.3x the integer dots' rate at 2
+ * slots, ~1.7x at 3-4; src/cpu/NOTES.md). An output's value thus depends on
+ * whether another slot of its call shares its expert (never with the bf16
+ * dots); never on the thread count, or on the op (fused or unfused). */
 const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared);
 
 /* The x86 kernels (cpu_qmm_x86.h) of each build: NULL when the format/shape
@@ -112,10 +122,14 @@ const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T, int shared)
  * scales xsc, one or two pieces). */
 static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8 || f == CQ_X_I16_4W; }
 
+/* Whether activation form f is x's own bf16 values (the bf16 dots). */
+static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4W || f == CQ_X_BF16_8; }
+
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
- * affine bias term: the integer and portable dots; the x86 f32 dots fold
- * the bias into the dequantized weight. */
-static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xform_int16(f); }
+ * affine bias term: the integer, bf16 and portable dots; the x86 f32 dots
+ * fold the bias into the dequantized weight. */
+static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xform_int16(f) || cq_xform_bf16(f); }
+
 
 /* Prepare one activation row of K elements in T into xbuf (K f32, or K int16
  * and for two pieces K more: the second pieces, by kern->xform and

@@ -71,8 +71,8 @@ int cq_xpieces(void) {
     return xpieces;
 }
 
-/* AVX2 + FMA + F16C + BMI2 with the YMM state saved by the OS, and AVX-512
- * F/DQ/BW/VL/VNNI with the opmask and ZMM states saved too. Read with
+/* AVX2 + FMA + F16C + BMI2 with the YMM state saved by the OS, AVX-512
+ * F/DQ/BW/VL/VNNI with the opmask and ZMM states saved too, then BF16. Read with
  * cpuid/xgetbv (clang's __builtin_cpu_supports knows no "f16c"), once: cpuid
  * traps to the hypervisor in a VM, so it must not run per call. */
 static cq_isa isa_probe(void) {
@@ -89,16 +89,18 @@ static cq_isa isa_probe(void) {
     if ((b & (avx2 | bmi2)) != (avx2 | bmi2)) return CQ_ISA_SCALAR;
     const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31, vnni = 1u << 11;
     const int zmm_state = (xcr0_lo & 0xE0u) == 0xE0u; /* opmask, ZMM 0-15 upper halves, ZMM 16-31 */
-    if (zmm_state && (b & (f | dq | bw | vl)) == (f | dq | bw | vl) && (c & vnni)) return CQ_ISA_AVX512;
-    return CQ_ISA_AVX2;
+    if (!zmm_state || (b & (f | dq | bw | vl)) != (f | dq | bw | vl) || !(c & vnni)) return CQ_ISA_AVX2;
+    const unsigned bf16 = 1u << 5; /* leaf 7 subleaf 1, eax */
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bf16)) return CQ_ISA_AVX512_BF16;
+    return CQ_ISA_AVX512;
 #else
     return CQ_ISA_SCALAR;
 #endif
 }
 
 const char *cq_isa_name(cq_isa isa) {
-    static const char *const names[] = {"scalar", "avx2", "avx512"};
-    return (unsigned)isa < 3 ? names[isa] : "?";
+    static const char *const names[] = {"scalar", "avx2", "avx512", "avx512bf16"};
+    return (unsigned)isa < 4 ? names[isa] : "?";
 }
 
 /* The CPU's best ISA capped by ZMLX_CPU_ISA (an unknown name caps nothing:
@@ -257,14 +259,14 @@ static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
     return sx;
 }
 
-/* Reorder a row of K int16 values (natural order) in place into the I16
- * form's order: natural (8-bit codes), or per B elements the B/2 even then
- * the B/2 odd ones (B/2 bytes of 4-bit codes unpack into low nibbles, then
- * high nibbles): B = 32 (CQ_X_I16_4), 64 (CQ_X_I16_4W: K a multiple of 64; a
- * block may span two groups). */
-static void order_i16(cq_xform xform, int16_t *row, int64_t K) {
-    if (xform == CQ_X_I16_8) return;
-    const int B = xform == CQ_X_I16_4W ? 64 : 32;
+/* Reorder a row of K 16-bit values (int16 or bf16, natural order) in place
+ * into the form's order: natural (8-bit codes), or per B elements the B/2
+ * even then the B/2 odd ones (B/2 bytes of 4-bit codes unpack into low
+ * nibbles, then high nibbles): B = 32 (CQ_X_I16_4), 64 (CQ_X_I16_4W,
+ * CQ_X_BF16_4W: K a multiple of 64; a block may span two groups). */
+static void order_16(cq_xform xform, int16_t *row, int64_t K) {
+    if (xform == CQ_X_I16_8 || xform == CQ_X_BF16_8) return;
+    const int B = xform == CQ_X_I16_4 ? 32 : 64;
     int16_t q[64];
     for (int64_t c = 0; c < K; c += B) {
         memcpy(q, row + c, (size_t)B * sizeof *q);
@@ -311,10 +313,13 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
         case CQ_X_I16_8:
             xsc[g] = quant_group(f, gs, xi + g0, kern->pieces == 2 ? xi + K + g0 : NULL);
             break;
+        case CQ_X_BF16_4W:
+        case CQ_X_BF16_8: memcpy(xi + g0, (const uint16_t *)x + g0, (size_t)n * 2); break;
         }
     }
-    if (cq_xform_int16(kern->xform))
-        for (int p = 0; p < kern->pieces; p++) order_i16(kern->xform, xi + p * K, K);
+    const int rows16 = cq_xform_int16(kern->xform) ? kern->pieces : cq_xform_bf16(kern->xform);
+    for (int p = 0; p < rows16; p++) order_16(kern->xform, xi + p * K, K);
+
 }
 
 /* ------------------------------------------------------------ drivers */
@@ -445,10 +450,12 @@ static void *carve(char **p, size_t n) {
 }
 
 /* Size in bytes of one prepared activation row for kern (a multiple of 64):
- * K f32, or K int16 per piece. */
+ * K f32, K int16 per piece, or K bf16. */
 static size_t xrow_size(const cq_kernel *kern, int64_t K) {
-    return pad64((size_t)K * (cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : 4));
+    const size_t per = cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : cq_xform_bf16(kern->xform) ? 2 : 4;
+    return pad64((size_t)K * per);
 }
+
 
 static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n_tok) {
     const zmlx_qweight *W = j->W;

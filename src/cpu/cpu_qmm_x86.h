@@ -23,9 +23,10 @@
  * - f32 dots: two steps per 512-bit vector, the even step's chain in the low
  *   half and the odd step's in the high half (the AVX2 build's two chains:
  *   the same lanes, operations and order).
- * It also has 32 vector registers (EVEX), against spills.
+ * It also has 32 vector registers (EVEX), against spills, and a third
+ * family, the bf16 dots, for CPUs with AVX512_BF16.
  *
- * Two families:
+ * Three families:
  *
  * Integer dots (affine 4/8-bit, mxfp4; taken for T = bf16/f16). Numerics: the
  * activation row is quantized once per call, per weight group, to int16 with
@@ -61,7 +62,15 @@
  * at 3-4 tokens per decode they do ~1.7x the integer dots' work per second
  * (src/cpu/NOTES.md). Two chains per (row, token), even and odd s; result =
  * hsum(chain 0 + chain 1) (fixed tree).
+ *
+ * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; affine 4-bit and mxfp4 with
+ * K % 64 == 0, 8-bit; T = bf16, every run). x is its own bf16 values and
+ * each code's value is exact in bf16, so vdpbf16ps multiplies exactly, 32
+ * products per instruction, summed in f32 (bdot_rows); the group scale is
+ * applied once per group. Hot, one core: ~2.4x the integer dots at one slot,
+ * ~1.7x the f32 dots at 2-4 (src/cpu/NOTES.md).
  */
+
 #include "cpu/cpu_kern.h"
 
 #include <immintrin.h>
@@ -172,6 +181,24 @@ AI void pf_rows(int R, const uint8_t *const *row, int64_t off, int64_t pf) {
         for (int r = 0; r < R; r++) _mm_prefetch((const char *)row[r] + off + pf, _MM_HINT_T0);
 }
 
+/* Rows r0..r0+R-1 of expert e: the codes row[r], the scales sp[r] and biases
+ * bp[r] (NULL unless affine) of ss bytes an element, and lim[r] = the scale /
+ * bias elements readable from there (to the arrays' end); prefetches the
+ * next 4-row block's scales and biases (pfs bytes on). */
+AI void rows_at(const zmlx_qweight *W, int64_t e, int64_t r0, int R, int affine, size_t ss, int64_t pfs,
+                const uint8_t **row, const char **sp, const char **bp, int64_t *lim) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        row[r] = zq_row_ptr(W, e, r0 + r);
+        const int64_t si = zq_scale_index(W, e, r0 + r);
+        lim[r] = W->E * W->N * (W->K / W->group_size) - si;
+        sp[r] = (const char *)W->scales + (size_t)si * ss;
+        bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
+        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
+        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
+    }
+}
+
 AI float hsum(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -213,6 +240,7 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
     const __m256 fp4tab = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
     const uint8_t *row[4];
     const char *sp[4], *bp[4];
+    int64_t lim[4];
     const size_t ss = fmt == F_MX4 ? 1 : zmlx_dtype_size(sdt);
 #if CQ_AVX512
     const __m512 fp4tab2 = twice_ps(fp4tab);
@@ -222,12 +250,9 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
 #endif
     const float *xf[CQ_MAXT];
     const int64_t pfw = 4 * W->K * (fmt == F_A8 ? 8 : 4) / 8, pfs = 4 * G * (int64_t)ss;
+    rows_at(W, e, r0, R, affine, ss, pfs, row, sp, bp, lim);
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        row[r] = zq_row_ptr(W, e, r0 + r);
-        int64_t si = zq_scale_index(W, e, r0 + r);
-        sp[r] = (const char *)W->scales + (size_t)si * ss;
-        bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++)
 #if CQ_AVX512
@@ -235,9 +260,6 @@ AI void dot_rows(int fmt, zmlx_dtype sdt, int R, int NT, const zmlx_qweight *W, 
 #else
             acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
 #endif
-        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
-        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
-    }
     for (int t = 0; t < NT; t++) xf[t] = x[t].x;
     int64_t off = 0, xo = 0;
     for (int64_t g = 0; g < G; g += gstep) {
@@ -472,13 +494,9 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
 #if CQ_AVX512
     __m512 accz[4][CQ_MAXT]; /* the affine 512-bit steps' 16-lane chains */
 #endif
+    rows_at(W, e, r0, R, affine, ss, pfs, row, sp, bp, lim);
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        row[r] = zq_row_ptr(W, e, r0 + r);
-        int64_t si = zq_scale_index(W, e, r0 + r);
-        lim[r] = W->E * W->N * G - si;
-        sp[r] = (const char *)W->scales + (size_t)si * ss;
-        bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             acc[r][t] = _mm256_setzero_ps();
@@ -486,9 +504,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
             accz[r][t] = _mm512_setzero_ps();
 #endif
         }
-        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
-        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
-    }
+
     for (int t = 0; t < NT; t++) xi[t] = x[t].x;
     int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
     __m256 bacc[4][CQ_MAXT];
@@ -645,6 +661,151 @@ DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
 #define idot_mx4wp2 idot_mx4p2
 #endif
 
+#if CQ_AVX512
+/* ------------------------------------------------------------ bf16 dots */
+
+/* The AVX512_BF16 instructions are confined to the functions so marked
+ * (the build's other code runs on AVX-512 CPUs without them); cq_pick hands
+ * them out only at CQ_ISA_AVX512_BF16. */
+#define BF16_FN __attribute__((target("avx512bf16")))
+
+/* 32 bf16 words of the 16 values v (entries 16-31 repeat 0-15: vpermw reads
+ * the low 5 bits of each index, so a byte's unmasked low nibble picks its own
+ * code). Exact: every value used has at most 4 significant bits. */
+AI BF16_FN __m512i bf16_table(__m512 v) { return (__m512i)_mm512_cvtne2ps_pbh(v, v); }
+
+/* R rows from r0 × NT bf16 activation rows (R = 4 at up to CQ_MAXT tokens;
+ * fmt, sdt, gs, R, NT compile-time). T = bf16 only: x is its own values, so
+ * nothing is quantized. Per 32 code bytes of a row (a step): one 512-bit
+ * unpack (vpmovzxbw), then the codes' values as bf16 by vpermw (4-bit: the
+ * low nibbles are the even elements, the high nibbles the odd ones, x in
+ * CQ_X_BF16_4W order; 8-bit: q = lo + 16·hi, lo and 16·hi against the same
+ * x, natural order) and per token two vdpbf16ps: each of 16 f32 lanes adds
+ * two exact products (a code value has <= 4 significant bits, x 8). Per
+ * (row, token), whatever R and NT:
+ *   a = Σ over a group's steps (4-bit gs32 and mxfp4: a step holds two
+ *       groups, lanes 0-7 the first, 8-15 the second)
+ *   tot = fma(a, s, tot) per group, s the group's scale (mxfp4: 2^(e-127),
+ *       possibly subnormal, applied in one rounding) or the step's two
+ *   out = hsum(low half + high half of tot + bias lanes), bias lane l =
+ *       Σ b_g·Σx_g over g ≡ l (mod 8) in order (affine, Σx of the row).
+ * vdpbf16ps ignores MXCSR: it reads subnormal inputs (|x| < 2^-126) as zero
+ * and flushes subnormal sums to zero, rounding to nearest-even otherwise;
+ * those are its only departures from exact products summed in f32, each
+ * below 2^-126 absolute. */
+AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qweight *W, int64_t e,
+                          int64_t r0, const cq_xrow *x, int ostride, float *out) {
+    const int four = fmt != F_A8, affine = fmt != F_MX4;
+    const int gb = gs * (four ? 4 : 8) / 8; /* code bytes per group */
+    const int spg = gb > 32 ? gb / 32 : 1;  /* 32-byte steps per group */
+    const int gps = gb < 32 ? 2 : 1;        /* groups per step */
+    const int EZ = four ? 64 : 32;          /* elements per step */
+    const int64_t G = W->K / gs;
+    const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
+    const int64_t pfw = 4 * W->K * (four ? 4 : 8) / 8;
+    const uint8_t *row[4];
+    const char *sp[4], *bp[4];
+    int64_t lim[4];
+    rows_at(W, e, r0, R, affine, ss, 4 * G * (int64_t)ss, row, sp, bp, lim);
+    const __m512 vals = fmt == F_MX4 ? _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f,
+                                                      -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f)
+                                     : _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i tlo = bf16_table(vals), thi = fmt == F_A8 ? bf16_table(_mm512_mul_ps(vals, _mm512_set1_ps(16))) : tlo;
+    const uint16_t *xb[CQ_MAXT];
+    __m512 tot[4][CQ_MAXT];
+    __m256 bacc[4][CQ_MAXT];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        xb[t] = x[t].x;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) tot[r][t] = _mm512_setzero_ps(), bacc[r][t] = _mm256_setzero_ps();
+    }
+    float S[4][8] __attribute__((aligned(32))); /* the 8 groups' scales of each row, f32 */
+    int64_t off = 0, xo = 0;                    /* code byte offset in a row, element offset in x */
+    for (int64_t g8 = 0; g8 < G; g8 += 8) {
+        const int ng = G - g8 < 8 ? (int)(G - g8) : 8; /* even when gps = 2 (K % 64 == 0) */
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            _mm256_store_ps(S[r], ld8_part(affine ? sdt : ZMLX_U8, sp[r], g8, ng, lim[r]));
+            if (!affine) continue;
+            const __m256 bv = ld8_part(sdt, bp[r], g8, ng, lim[r]);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
+        }
+        for (int gi = 0; gi < ng; gi += gps, off += 32 * spg, xo += EZ * spg) {
+            for (int s = 0; s < spg; s++) pf_rows(R, row, off + 32 * s, pfw);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m512 a[CQ_MAXT];
+#pragma GCC unroll 4
+                for (int s = 0; s < spg; s++) {
+                    const __m256i c = _mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * s));
+                    const __m512i v = _mm512_cvtepu8_epi16(c);
+                    const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(v, tlo);
+                    const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), thi);
+#pragma GCC unroll 4
+                    for (int t = 0; t < NT; t++) {
+                        const uint16_t *xp = xb[t] + xo + EZ * s;
+                        a[t] = _mm512_dpbf16_ps(s ? a[t] : _mm512_setzero_ps(), lo, (__m512bh)_mm512_loadu_si512(xp));
+                        a[t] = _mm512_dpbf16_ps(a[t], hi, (__m512bh)_mm512_loadu_si512(four ? xp + 32 : xp));
+                    }
+                }
+                const __m512 s0 = _mm512_set1_ps(S[r][gi]);
+                const __m512 sc = gps == 2 ? _mm512_insertf32x8(s0, _mm256_set1_ps(S[r][gi + 1]), 1) : s0;
+
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) tot[r][t] = _mm512_fmadd_ps(a[t], sc, tot[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const __m256 t8 = _mm256_add_ps(_mm512_castps512_ps256(tot[r][t]), _mm512_extractf32x8_ps(tot[r][t], 1));
+            out[t * ostride + r] = hsum(_mm256_add_ps(t8, bacc[r][t]));
+        }
+}
+
+/* one instance per (format, scale dtype, group size, rows × tokens) */
+AI BF16_FN void bdot_gs(int fmt, zmlx_dtype sdt, int gs, const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
+                        const cq_xrow *x, int nx, float *out) {
+#define BF_ROWS(R, NT, r, o) bdot_rows(fmt, sdt, gs, R, NT, W, e, r, x, nr, o)
+    DOT_SHAPES(BF_ROWS, CQ_MAXT);
+#undef BF_ROWS
+}
+
+/* affine: per scale dtype and group size (32, 64, 128); mxfp4: E8M0, gs 32 */
+AI BF16_FN void bdot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx,
+                         float *out) {
+    if (fmt == F_MX4) {
+        bdot_gs(F_MX4, ZMLX_U8, 32, W, e, r0, nr, x, nx, out);
+        return;
+    }
+#define BF_SDT(sdt)                                                                   \
+    switch (W->group_size) {                                                          \
+    case 32: bdot_gs(fmt, sdt, 32, W, e, r0, nr, x, nx, out); break;                 \
+    case 64: bdot_gs(fmt, sdt, 64, W, e, r0, nr, x, nx, out); break;                 \
+    default: bdot_gs(fmt, sdt, 128, W, e, r0, nr, x, nx, out); break;                \
+    }
+    switch (W->scale_dtype) {
+    case ZMLX_F32: BF_SDT(ZMLX_F32); break;
+    case ZMLX_F16: BF_SDT(ZMLX_F16); break;
+    default: BF_SDT(ZMLX_BF16); break;
+    }
+#undef BF_SDT
+}
+
+#define DEFINE_BDOT(name, fmt)                                                                                \
+    static BF16_FN void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
+                             float *out) {                                                                    \
+        bdot_fmt(fmt, W, e, r0, nr, x, nx, out);                                                              \
+    }
+DEFINE_BDOT(bdot_a4, F_A4)
+DEFINE_BDOT(bdot_a8, F_A8)
+DEFINE_BDOT(bdot_mx4, F_MX4)
+#endif
+
 static const cq_kernel k_a4 = {dot_a4, 4, CQ_X_F32_L4, 0};
 static const cq_kernel k_a8 = {dot_a8, 4, CQ_X_F32_L8, 0};
 static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
@@ -658,6 +819,13 @@ static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, C
 /* mxfp4 [K % 64 == 0][pieces - 1] (the AVX-512 build's two-group steps) */
 static const cq_kernel k_imx4[2][2] = {{{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}},
                                        {{idot_mx4w, 4, I16_4W, 1}, {idot_mx4wp2, 4, I16_4W, 2}}};
+
+#if CQ_AVX512
+/* bf16 dots: affine 4-bit, 8-bit, mxfp4 */
+static const cq_kernel k_ba4 = {bdot_a4, 4, CQ_X_BF16_4W, 0};
+static const cq_kernel k_ba8 = {bdot_a8, 4, CQ_X_BF16_8, 0};
+static const cq_kernel k_bmx4 = {bdot_mx4, 4, CQ_X_BF16_4W, 0};
+#endif
 
 const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     if (!W->transpose) return NULL;
@@ -673,7 +841,22 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
         kf = W->K % 64 == 0 ? &k_mx4 : NULL;
     }
     if (!gsok) ki = NULL;
-    const cq_xint xm = cq_xint_mode();
+    cq_xint xm = cq_xint_mode();
+    if (xm == CQ_XINT_SHARED) xm = CQ_XINT_AUTO, shared = 1;
+#if CQ_AVX512
+    /* T = bf16 on an AVX512_BF16 CPU: the bf16 dots (exact products, x
+       unquantized) for every run of 4-bit and mxfp4, faster than both other
+       families at every run size; for the shared runs of 8-bit (one slot:
+       the integer dots' 8-bit step is one unpack, the bf16 dots' three,
+       ~1.2x faster; src/cpu/NOTES.md); unless the integer mode is forced */
+    if (xm == CQ_XINT_AUTO && T == ZMLX_BF16 && gsok && cq_isa_active() >= CQ_ISA_AVX512_BF16) {
+        if (affine && W->bits == 4 && W->K % 64 == 0) return &k_ba4;
+        if (affine && W->bits == 8 && W->K % 32 == 0 && shared) return &k_ba8;
+        if (W->mode == ZMLX_QMODE_MXFP4 && W->K % 64 == 0) return &k_bmx4;
+    }
+#endif
+
+
     if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared)) return ki ? ki : kf;
     /* f32 dots; a shared run without them (mxfp4, K % 64 != 0) is still
        faster on the integer dots than on the portable ones */
