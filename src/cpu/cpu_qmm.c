@@ -171,7 +171,10 @@ static void dot_t1_portable(const zmlx_qweight *W, int64_t e, int64_t r0, int nr
 
 /* transpose = 0: output column n = Σ_k (x_k·s_kg)·elem(q_kn) [+ Σ_k x_k·b_kg],
  * accumulated over k in index order for a block of up to 64 columns. */
-enum { T0_BLOCK = 64 };
+/* Rows of the portable transpose = 0 dot's block, and of a task (a multiple
+ * of every kernel's block) */
+enum { T0_BLOCK = 64, TASK_ROWS = 64 };
+
 static void dot_t0_one(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const float *xf,
                        float *out) {
     const int gs = W->group_size, affine = W->mode == ZMLX_QMODE_AFFINE;
@@ -383,19 +386,32 @@ static int64_t first_task(const qjob *j, int64_t w) {
     return lo * j->nblocks + b; /* b == nblocks lands on (lo+1, 0) */
 }
 
-/* Block b of expert run g for every slot routed there, CQ_MAXT slots per dot
- * call (one weight decode serves them all; each slot's values are the same as
- * if it were alone in a run of the same kind). */
+/* The dot of rows [r0, r0 + nr) (nr <= TASK_ROWS) in calls of the kernel's
+ * block, into o[t * TASK_ROWS + i]. */
+static void dot_rows_of_task(const cq_kernel *kern, const zmlx_qweight *W, int32_t e, int64_t r0, int nr,
+                             const cq_xrow *xr, int nx, float *o) {
+    float part[CQ_MAXT * TASK_ROWS];
+    for (int s0 = 0; s0 < nr; s0 += kern->block) {
+        const int n = nr - s0 < kern->block ? nr - s0 : kern->block;
+        kern->dot(W, e, r0 + s0, n, xr, nx, part);
+        for (int t = 0; t < nx; t++) memcpy(o + t * TASK_ROWS + s0, part + t * n, (size_t)n * sizeof *o);
+    }
+}
+
+/* Block b of TASK_ROWS rows of expert run g for every slot routed there,
+ * CQ_MAXT slots per dot call (one weight decode serves them all; each slot's
+ * values are the same as if it were alone in a run of the same kind). A
+ * task's slot writes TASK_ROWS contiguous outputs: whole cache lines, where
+ * the kernels' 4-row blocks wrote 8 bytes per slot row. */
 static void run_block(const qjob *j, int64_t g, int64_t b) {
-    enum { MAXB = 64 };
-    float o1[CQ_MAXT * MAXB], o2[CQ_MAXT * MAXB];
+    float o1[CQ_MAXT * TASK_ROWS], o2[CQ_MAXT * TASK_ROWS];
     cq_xrow xr[CQ_MAXT];
     int64_t slots[CQ_MAXT];
     const int32_t e = j->gexp[g];
     const int f = j->form[j->gstart[g + 1] - j->gstart[g] > 1];
     const cq_kernel *kern = j->kern[f];
-    const int64_t r0 = b * kern->block, N = j->N;
-    const int nr = (int)(N - r0 < kern->block ? N - r0 : kern->block);
+    const int64_t r0 = b * TASK_ROWS, N = j->N;
+    const int nr = (int)(N - r0 < TASK_ROWS ? N - r0 : TASK_ROWS);
     /* the run's slots in as few calls as CQ_MAXT allows, of near-equal size
        (5 slots: 3 + 2, not 4 + 1: a call's rate grows with its slots) */
     const int64_t end = j->gstart[g + 1];
@@ -407,11 +423,11 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
             const char *xrow = j->xb[f] + (size_t)r * j->xrow_bytes[f];
             xr[t] = (cq_xrow){xrow, j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
-        kern->dot(j->W, e, r0, nr, xr, nx, o1);
-        if (j->op == OP_SWIGLU) kern->dot(j->Wu, e, r0, nr, xr, nx, o2);
+        dot_rows_of_task(kern, j->W, e, r0, nr, xr, nx, o1);
+        if (j->op == OP_SWIGLU) dot_rows_of_task(kern, j->Wu, e, r0, nr, xr, nx, o2);
         for (int t = 0; t < nx; t++) {
             const int64_t base = slots[t] * N + r0;
-            const float *a = o1 + t * nr, *u = o2 + t * nr;
+            const float *a = o1 + t * TASK_ROWS, *u = o2 + t * TASK_ROWS;
             switch (j->op) {
             case OP_QMM:
             case OP_COMBINE: /* y: the slots' rows in T, as gather_qmm stores them */
@@ -467,7 +483,7 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     j->kern[1] = cq_pick(W, j->T, 1);
     j->form[0] = 0;
     j->form[1] = j->kern[1] == j->kern[0] ? 0 : 1;
-    j->nblocks = (j->N + j->kern[0]->block - 1) / j->kern[0]->block;
+    j->nblocks = (j->N + TASK_ROWS - 1) / TASK_ROWS;
     j->n_xrows = j->x_per_slot ? n_slots : n_tok;
 
     /* counting sort of slots by expert (stable: slot order within an expert),
