@@ -790,7 +790,7 @@ int main(void) {
        case); the portable dots once */
     for (g_simd = CQ_ISA_AVX2; g_simd <= CQ_ISA_AVX512_BF16; g_simd++) {
         if (!simd_on()) {
-            printf("  skip the %s tests: this CPU lacks it\n", cq_isa_name(g_simd));
+            printf("  skip the %s tests: this CPU (or ZMLX_CPU_ISA) rules it out\n", cq_isa_name(g_simd));
             continue;
         }
         RUN(test_formats_simd);

@@ -23,10 +23,15 @@
  * not taken). */
 typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2, CQ_ISA_AVX512_BF16 = 3 } cq_isa;
 
-/* The ISA the kernels use: the best this CPU supports, capped by the
- * environment's ZMLX_CPU_ISA (scalar, avx2 or avx512; read once) and by
- * cq_isa_force (tests run every path with it). cq_isa_force returns the ISA
- * now in effect, which is below the one asked for where the CPU lacks it. */
+/* The ISA the kernels use: by default the best this CPU supports, except
+ * AVX512_BF16 on CPUs not made by AMD (AVX512 there: the bf16 dots measured
+ * slower on a Sapphire Rapids, src/cpu/NOTES.md); the environment's
+ * ZMLX_CPU_ISA (scalar, avx2, avx512 or avx512bf16; read once) names the
+ * level to use instead, where the CPU has it, and caps what cq_isa_force
+ * can reach (tests run every path with it, up to the best supported).
+ * cq_isa_force returns the ISA now in effect, which is below the one asked
+ * for where the CPU (or ZMLX_CPU_ISA) does not allow it. */
+
 cq_isa cq_isa_active(void);
 cq_isa cq_isa_force(cq_isa isa);
 const char *cq_isa_name(cq_isa isa);

@@ -103,28 +103,39 @@ const char *cq_isa_name(cq_isa isa) {
     return (unsigned)isa < 4 ? names[isa] : "?";
 }
 
-/* The CPU's best ISA capped by ZMLX_CPU_ISA (an unknown name caps nothing:
- * the environment cannot make a path fail, only slower). */
-static cq_isa isa_probe_capped(void) {
-    cq_isa best = isa_probe();
-    const char *e = getenv("ZMLX_CPU_ISA");
-    for (int i = CQ_ISA_SCALAR; e && i < (int)best; i++)
-        if (strcmp(e, cq_isa_name((cq_isa)i)) == 0) best = (cq_isa)i;
-    return best;
+/* Whether the CPU is AMD's (cpuid leaf 0's vendor "AuthenticAMD"). */
+static int cpu_is_amd(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned a, b, c, d;
+    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+#else
+    return 0;
+#endif
 }
 
-static cq_isa isa_detect(void) {
-    static _Atomic int cached = -1; /* racing first calls compute the same value */
-    int v = cached;
-    if (v < 0) cached = v = (int)isa_probe_capped();
-    return (cq_isa)v;
+/* The ISA used by default and the most cq_isa_force reaches (cq_isa_active),
+ * chosen once: racing first calls compute the same values, the limit stored
+ * first. An unknown ZMLX_CPU_ISA changes nothing (the environment cannot make
+ * a path fail, only slower). */
+static _Atomic int isa_default = -1, isa_limit = -1;
+
+static void isa_choose(void) {
+    if (isa_default >= 0) return;
+    const cq_isa best = isa_probe();
+    int def = best == CQ_ISA_AVX512_BF16 && !cpu_is_amd() ? CQ_ISA_AVX512 : (int)best, lim = (int)best;
+    const char *e = getenv("ZMLX_CPU_ISA");
+    for (int i = CQ_ISA_SCALAR; e && i <= (int)best; i++)
+        if (strcmp(e, cq_isa_name((cq_isa)i)) == 0) def = lim = i;
+    isa_limit = lim;
+    isa_default = def;
 }
 
 cq_isa cq_isa_active(void) {
-    cq_isa best = isa_detect();
-    if (isa_forced >= 0 && (cq_isa)isa_forced < best) return (cq_isa)isa_forced;
-    return best;
+    isa_choose();
+    if (isa_forced >= 0) return (cq_isa)(isa_forced < isa_limit ? isa_forced : isa_limit);
+    return (cq_isa)isa_default;
 }
+
 
 cq_isa cq_isa_force(cq_isa isa) {
     isa_forced = (int)isa;
