@@ -67,8 +67,10 @@
  * K % 64 == 0, 8-bit; T = bf16, every run). x is its own bf16 values and
  * each code's value is exact in bf16, so vdpbf16ps multiplies exactly, 32
  * products per instruction, summed in f32 (bdot_rows); the group scale is
- * applied once per group. Hot, one core: ~2.4x the integer dots at one slot,
- * ~1.7x the f32 dots at 2-4 (src/cpu/NOTES.md).
+ * applied once per group. Zen 5, hot, one core, 4-bit: 1.36x the integer
+ * dots' rate at one slot, 1.7x the f32 dots' at 4; on a Sapphire Rapids
+ * slower than both (three 512-bit shuffles per step: cq_isa_active keeps
+ * the level to AMD CPUs; src/cpu/NOTES.md).
  */
 
 #include "cpu/cpu_kern.h"
@@ -847,11 +849,12 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     cq_xint xm = cq_xint_mode();
     if (xm == CQ_XINT_SHARED) xm = CQ_XINT_AUTO, shared = 1;
 #if CQ_AVX512
-    /* T = bf16 on an AVX512_BF16 CPU: the bf16 dots (exact products, x
+    /* T = bf16 at the AVX512_BF16 level: the bf16 dots (exact products, x
        unquantized) for every run of 4-bit and mxfp4, faster than both other
-       families at every run size; for the shared runs of 8-bit (one slot:
-       the integer dots' 8-bit step is one unpack, the bf16 dots' three,
+       families at every run size on Zen 5; for the shared runs of 8-bit (one
+       slot: the integer dots' 8-bit step is one unpack, the bf16 dots' three,
        ~1.2x faster; src/cpu/NOTES.md); unless the integer mode is forced */
+
     if (xm == CQ_XINT_AUTO && T == ZMLX_BF16 && gsok && cq_isa_active() >= CQ_ISA_AVX512_BF16) {
         if (affine && W->bits == 4 && W->K % 64 == 0) return &k_ba4;
         if (affine && W->bits == 8 && W->K % 32 == 0 && shared) return &k_ba8;
