@@ -25,25 +25,47 @@ typedef struct {
     void *out;
 } comb_job;
 
+/* Elements of a combine task: a piece of one token's row. */
+enum { COMB_CHUNK = 256 };
+
+/* Elements [d0, d0 + n) of token tok's row: each acc starts at 0.0f and takes
+ * the k slots in order; slot by slot over the piece, so the inner loops run
+ * over contiguous elements (T a constant after inlining). */
+static inline __attribute__((always_inline)) void comb_piece(zmlx_dtype T, const comb_job *j, int64_t tok,
+                                                             int64_t d0, int n) {
+    float acc[COMB_CHUNK];
+    for (int i = 0; i < n; i++) acc[i] = 0.0f;
+    for (int s = 0; s < j->k; s++) {
+        const float w = j->w[tok * j->k + s];
+        const int64_t y0 = (tok * j->k + s) * j->D + d0;
+        for (int i = 0; i < n; i++) acc[i] = zr_combine_step(acc[i], w, zc_load(T, j->y, y0 + i));
+    }
+    for (int i = 0; i < n; i++) zc_store(T, j->out, tok * j->D + d0 + i, acc[i]);
+}
+
+/* pieces [b, e) of COMB_CHUNK elements (the last of a row may be shorter) */
 static void comb_task(void *arg, int64_t b, int64_t e, int t) {
     (void)t;
     const comb_job *j = arg;
-    for (int64_t i = b; i < e; i++) {
-        const int64_t tok = i / j->D, d = i % j->D;
-        float acc = 0.0f;
-        for (int s = 0; s < j->k; s++)
-            acc = zr_combine_step(acc, j->w[tok * j->k + s],
-                                  zc_load(j->T, j->y, (tok * j->k + s) * j->D + d));
-        zc_store(j->T, j->out, i, acc);
+    const int64_t per_row = (j->D + COMB_CHUNK - 1) / COMB_CHUNK;
+    for (int64_t p = b; p < e; p++) {
+        const int64_t tok = p / per_row, d0 = p % per_row * COMB_CHUNK;
+        const int n = j->D - d0 < COMB_CHUNK ? (int)(j->D - d0) : COMB_CHUNK;
+        switch (j->T) {
+        case ZMLX_F32: comb_piece(ZMLX_F32, j, tok, d0, n); break;
+        case ZMLX_BF16: comb_piece(ZMLX_BF16, j, tok, d0, n); break;
+        default: comb_piece(ZMLX_F16, j, tok, d0, n); break;
+        }
     }
 }
 
 zmlx_status zcpu_moe_combine(zmlx_ctx *c, zmlx_dtype T, const void *y, const float *w,
                              int64_t n_tok, int k, int64_t D, void *out) {
     comb_job j = {T, y, w, k, D, out};
-    zc_pool_run(pool_of(c), n_tok * D, 1024, comb_task, &j);
+    zc_pool_run(pool_of(c), n_tok * ((D + COMB_CHUNK - 1) / COMB_CHUNK), 4, comb_task, &j);
     return ZMLX_OK;
 }
+
 
 /* -------------------------------------------------------- elementwise */
 

@@ -136,7 +136,6 @@ cq_isa cq_isa_active(void) {
     return (cq_isa)isa_default;
 }
 
-
 cq_isa cq_isa_force(cq_isa isa) {
     isa_forced = (int)isa;
     return cq_isa_active();
@@ -182,10 +181,7 @@ static void dot_t1_portable(const zmlx_qweight *W, int64_t e, int64_t r0, int nr
 
 /* transpose = 0: output column n = Σ_k (x_k·s_kg)·elem(q_kn) [+ Σ_k x_k·b_kg],
  * accumulated over k in index order for a block of up to 64 columns. */
-/* Rows of the portable transpose = 0 dot's block, and of a task (a multiple
- * of every kernel's block) */
-enum { T0_BLOCK = 64, TASK_ROWS = 64 };
-
+enum { T0_BLOCK = 64 };
 static void dot_t0_one(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const float *xf,
                        float *out) {
     const int gs = W->group_size, affine = W->mode == ZMLX_QMODE_AFFINE;
@@ -333,7 +329,6 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
     }
     const int rows16 = cq_xform_int16(kern->xform) ? kern->pieces : cq_xform_bf16(kern->xform);
     for (int p = 0; p < rows16; p++) order_16(kern->xform, xi + p * K, K);
-
 }
 
 /* ------------------------------------------------------------ drivers */
@@ -396,6 +391,10 @@ static int64_t first_task(const qjob *j, int64_t w) {
     int64_t b = (w - j->gpre[lo] + c - 1) / c;
     return lo * j->nblocks + b; /* b == nblocks lands on (lo+1, 0) */
 }
+
+/* Rows of a task: a multiple of every kernel's block (4, or T0_BLOCK). */
+enum { TASK_ROWS = 64 };
+_Static_assert(TASK_ROWS % T0_BLOCK == 0 && TASK_ROWS % 4 == 0, "a task is whole kernel blocks");
 
 /* The dot of rows [r0, r0 + nr) (nr <= TASK_ROWS) in calls of the kernel's
  * block, into o[t * TASK_ROWS + i]. */

@@ -63,8 +63,8 @@
  * (src/cpu/NOTES.md). Two chains per (row, token), even and odd s; result =
  * hsum(chain 0 + chain 1) (fixed tree).
  *
- * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; affine 4-bit and mxfp4 with
- * K % 64 == 0, 8-bit; T = bf16, every run). x is its own bf16 values and
+ * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; T = bf16; every run of
+ * affine 4-bit and mxfp4 with K % 64 == 0, shared runs of 8-bit). x is its own bf16 values and
  * each code's value is exact in bf16, so vdpbf16ps multiplies exactly, 32
  * products per instruction, summed in f32 (bdot_rows); the group scale is
  * applied once per group. Zen 5, hot, one core, 4-bit: 1.36x the integer
@@ -72,7 +72,6 @@
  * slower than both (three 512-bit shuffles per step: cq_isa_active keeps
  * the level to AMD CPUs; src/cpu/NOTES.md).
  */
-
 #include "cpu/cpu_kern.h"
 
 #include <immintrin.h>
@@ -705,8 +704,8 @@ AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const 
     const int64_t G = W->K / gs;
     const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
     /* prefetch distance: whole 4-row blocks, at least 8 KB (streamed, one
-       thread, 1 / 2 slots: K = 768 34 / 62 -> 46 / 75 G MAC/s, K = 2048
-       53 -> 58 at one slot; 4 KB or 4 rows did less) */
+       thread, 1 / 2 slots: K = 768 34 / 62 -> 42-46 / 71-76 G MAC/s,
+       K = 2048 53 -> 55-58 at one slot; 4 KB or 4 rows did less) */
     const int64_t pfb = 4 * W->K * (four ? 4 : 8) / 8, pfw = pfb * ((8192 + pfb - 1) / pfb);
     const uint8_t *row[4];
     const char *sp[4], *bp[4];
@@ -757,7 +756,6 @@ AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const 
                 }
                 const __m512 s0 = _mm512_set1_ps(S[r][gi]);
                 const __m512 sc = gps == 2 ? _mm512_insertf32x8(s0, _mm256_set1_ps(S[r][gi + 1]), 1) : s0;
-
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) tot[r][t] = _mm512_fmadd_ps(a[t], sc, tot[r][t]);
             }
@@ -787,11 +785,11 @@ AI BF16_FN void bdot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, 
         bdot_gs(F_MX4, ZMLX_U8, 32, W, e, r0, nr, x, nx, out);
         return;
     }
-#define BF_SDT(sdt)                                                                   \
-    switch (W->group_size) {                                                          \
-    case 32: bdot_gs(fmt, sdt, 32, W, e, r0, nr, x, nx, out); break;                 \
-    case 64: bdot_gs(fmt, sdt, 64, W, e, r0, nr, x, nx, out); break;                 \
-    default: bdot_gs(fmt, sdt, 128, W, e, r0, nr, x, nx, out); break;                \
+#define BF_SDT(sdt)                                                    \
+    switch (W->group_size) {                                           \
+    case 32: bdot_gs(fmt, sdt, 32, W, e, r0, nr, x, nx, out); break;  \
+    case 64: bdot_gs(fmt, sdt, 64, W, e, r0, nr, x, nx, out); break;  \
+    default: bdot_gs(fmt, sdt, 128, W, e, r0, nr, x, nx, out); break; \
     }
     switch (W->scale_dtype) {
     case ZMLX_F32: BF_SDT(ZMLX_F32); break;
