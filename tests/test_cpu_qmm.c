@@ -436,7 +436,6 @@ static void test_formats_simd(void) {
     CHECK(cq_pick(&t.q, ZMLX_F16, 0) == cq_pick(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F16, 0));
     cq_xint_force(CQ_XINT_AUTO);
     tw_free(&t);
-
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
     CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1));
     CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf); /* 8-bit: shared runs only */
@@ -497,9 +496,10 @@ static void test_grouped_tokens(void) {
  * (memcmp), on the formats with AVX2 kernels and on every forced path: the
  * expert-grouped path hands up to 4 slots of one expert to one dot call.
  * In the AUTO integer mode a slot whose expert has other slots in the call
- * runs on the f32 dots (cq_pick, shared = 1): its rows must equal the token
- * alone with the integer dots off, and a slot alone on its expert the token
- * alone in AUTO (its runs then all have one slot). */
+ * runs on the shared runs' kernel (cq_pick, shared = 1: the f32 dots, or
+ * the bf16 dots): its rows must equal the token alone in the SHARED mode,
+ * and a slot alone on its expert the token alone in AUTO (its runs then all
+ * have one slot). */
 static void token_alone_on_current(h_rng *r) {
     const cq_xint mode = cq_xint_mode();
     static const int fmt[5][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}};
@@ -519,7 +519,6 @@ static void token_alone_on_current(h_rng *r) {
             cq_xint_force(mode_shared);
             CHECK(cq_pick(&tw.q, T, 0) == kshared);
             cq_xint_force(mode);
-
             int32_t *idx = h_alloc((size_t)(M * k) * 4);
             rand_idx(r, idx, M, k, E);
             const size_t ts = zmlx_dtype_size(T), rowb = (size_t)(k * N) * ts;
