@@ -6,8 +6,9 @@
  * Fidelity: add_rms_norm and add + rms_norm go through the same norm_row;
  * the combine is the one routine that gather_qmm_combine also uses (on its
  * scratch of the slots' rows in T), adding slots with zr_combine_step in
- * order j = 0..k-1; the activation is zr_act. Every element is computed by one
- * thread with a fixed order, so results do not depend on the thread count.
+ * order j = 0..k-1; the activation is zcpu_act_f32, which the fused SwiGLU
+ * calls too. Every element is computed by one thread with a fixed order, so
+ * results do not depend on the thread count.
  */
 #include "cpu/cpu_kern.h"
 #include "cpu/ref.h"
@@ -66,8 +67,15 @@ zmlx_status zcpu_moe_combine(zmlx_ctx *c, zmlx_dtype T, const void *y, const flo
     return ZMLX_OK;
 }
 
-
 /* -------------------------------------------------------- elementwise */
+
+void zcpu_act_f32(zmlx_act act, const float *g, const float *u, int64_t n, float *h) {
+    if (act != ZMLX_ACT_GEGLU && cq_isa_active() >= CQ_ISA_AVX2) {
+        cq_act_avx2(act, g, u, n, h);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) h[i] = zr_act(act, g[i], u[i]);
+}
 
 typedef struct {
     zmlx_dtype T;
@@ -82,12 +90,19 @@ static void add_task(void *arg, int64_t b, int64_t e, int t) {
     for (int64_t i = b; i < e; i++) zc_store(j->T, j->out, i, zc_load(j->T, j->a, i) + zc_load(j->T, j->b, i));
 }
 
+/* elements [b, e) in pieces of 256: loaded to f32, zcpu_act_f32, stored */
 static void act_task(void *arg, int64_t b, int64_t e, int t) {
     (void)t;
     const ew_job *j = arg;
-    for (int64_t i = b; i < e; i++)
-        zc_store(j->T, j->out, i, zr_act(j->act, zc_load(j->T, j->a, i), zc_load(j->T, j->b, i)));
+    float g[256], u[256], h[256];
+    for (int64_t i0 = b; i0 < e; i0 += 256) {
+        const int n = e - i0 < 256 ? (int)(e - i0) : 256;
+        for (int i = 0; i < n; i++) g[i] = zc_load(j->T, j->a, i0 + i), u[i] = zc_load(j->T, j->b, i0 + i);
+        zcpu_act_f32(j->act, g, u, n, h);
+        for (int i = 0; i < n; i++) zc_store(j->T, j->out, i0 + i, h[i]);
+    }
 }
+
 
 zmlx_status zcpu_add(zmlx_ctx *c, zmlx_dtype T, const void *a, const void *b, int64_t n,
                      void *out) {

@@ -143,7 +143,16 @@ static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xfor
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,
                float *xsc, float *xs);
 
+/* h[i] = act(g[i], u[i]) for the optimised CPU kernels' GLU (the fused
+ * SwiGLU and glu_act both call it, so they give the same bits): SwiGLU and
+ * SwiGLU-OAI in 8-lane vectors where the CPU has AVX2 (cq_act_avx2: zr_act's
+ * operations with an exp of its own, within ~2 ulp; each lane's value
+ * depends on its inputs alone), else and for GeGLU zr_act. */
+void zcpu_act_f32(zmlx_act act, const float *g, const float *u, int64_t n, float *h);
+void cq_act_avx2(zmlx_act act, const float *g, const float *u, int64_t n, float *h);
+
 /* The CPU kernels (cpu_qmm.c, cpu_elementwise.c) named in the table. */
+
 zmlx_status zcpu_gather_qmm(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
                             int x_per_slot, const zmlx_qweight *W, const int32_t *idx, int k,
                             void *y);

@@ -443,12 +443,15 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
             case OP_COMBINE: /* y: the slots' rows in T, as gather_qmm stores them */
                 for (int i = 0; i < nr; i++) zc_store(j->T, j->y, base + i, a[i]);
                 break;
-            case OP_SWIGLU:
-                for (int i = 0; i < nr; i++)
-                    zc_store(j->T, j->y, base + i,
-                             zr_act(j->act, zc_round(j->T, a[i]), zc_round(j->T, u[i])));
+            case OP_SWIGLU: { /* glu_act's values from the gate and up rounded to T */
+                float gr[TASK_ROWS], ur[TASK_ROWS], h[TASK_ROWS];
+                for (int i = 0; i < nr; i++) gr[i] = zc_round(j->T, a[i]), ur[i] = zc_round(j->T, u[i]);
+                zcpu_act_f32(j->act, gr, ur, nr, h);
+                for (int i = 0; i < nr; i++) zc_store(j->T, j->y, base + i, h[i]);
                 break;
             }
+            }
+
         }
         p0 += nx;
     }

@@ -662,6 +662,63 @@ DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
 #define idot_mx4wp2 idot_mx4p2
 #endif
 
+#if !CQ_AVX512
+/* ------------------------------------------------------- GLU activations */
+
+/* e^y for y <= 0 (or NaN), 8 lanes: y = n·ln2 + r with n = round(y·log2 e)
+ * and ln2 in two parts (n·ln2_hi exact for |n| <= 150), e^r by its Taylor
+ * polynomial to r^7 (|r| <= ~0.35: truncation < 2^-27 relative, Horner with
+ * FMA), times 2^n as two powers of two, each >= 2^-75, so only the last
+ * product can be subnormal. y < -104 (e^y below half the least subnormal)
+ * gives 0; NaN stays NaN. Within ~2 ulp of e^y. */
+static inline __m256 exp_nonpos8(__m256 y) {
+    y = _mm256_max_ps(_mm256_set1_ps(-104.0f), y); /* a NaN y is the second operand: kept */
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693145752f), y);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.42860677e-6f), r);
+    static const float c[8] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int i = 1; i < 8; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[i]));
+    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* zr_sigmoid's form with exp_nonpos8: x >= 0: 1/(1 + e^-x), else e^x/(1 + e^x) */
+static inline __m256 sigmoid8(__m256 x) {
+    const __m256 t = exp_nonpos8(_mm256_or_ps(x, _mm256_set1_ps(-0.0f))); /* e^-|x| */
+    const __m256 num = _mm256_blendv_ps(t, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), t));
+}
+
+/* zr_act's SwiGLU and SwiGLU-OAI, operation for operation, with sigmoid8;
+ * x86 min/max return their second operand when either is NaN, so a NaN g
+ * or u passes the clamps as in zr_act */
+static inline __m256 act8(zmlx_act act, __m256 g, __m256 u) {
+    if (act == ZMLX_ACT_SWIGLU_OAI) {
+        g = _mm256_min_ps(_mm256_set1_ps(7.0f), g);
+        u = _mm256_max_ps(_mm256_set1_ps(-7.0f), _mm256_min_ps(_mm256_set1_ps(7.0f), u));
+        const __m256 s = sigmoid8(_mm256_mul_ps(_mm256_set1_ps(1.702f), g));
+        return _mm256_mul_ps(_mm256_mul_ps(g, s), _mm256_add_ps(u, _mm256_set1_ps(1.0f)));
+    }
+    return _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), u);
+}
+
+void cq_act_avx2(zmlx_act act, const float *g, const float *u, int64_t n, float *h) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(h + i, act8(act, _mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i == n) return;
+    float gt[8] = {0}, ut[8] = {0}, ht[8]; /* the tail: its lanes compute as any others */
+    memcpy(gt, g + i, (size_t)(n - i) * sizeof *g);
+    memcpy(ut, u + i, (size_t)(n - i) * sizeof *u);
+    _mm256_storeu_ps(ht, act8(act, _mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
+    memcpy(h + i, ht, (size_t)(n - i) * sizeof *h);
+}
+#endif
+
 #if CQ_AVX512
 /* ------------------------------------------------------------ bf16 dots */
 

@@ -1,7 +1,8 @@
 /*
  * ref_act.c — the GLU activations in scalar f32 (zr_act, zr_sigmoid) and the
- * unfused activation kernel zr_glu_act. Every CPU path that applies an
- * activation calls zr_act, so fused and unfused kernels round identically.
+ * unfused activation kernel zr_glu_act. Both reference paths (fused and
+ * unfused) call zr_act, so they round identically; the optimised CPU kernels
+ * share zcpu_act_f32 (cpu_elementwise.c, a vector form) the same way.
  * Each operation below is one f32 operation in the written order (the build
  * uses -ffp-contract=off, so nothing is fused into an FMA).
  */
