@@ -103,7 +103,6 @@ static void act_task(void *arg, int64_t b, int64_t e, int t) {
     }
 }
 
-
 zmlx_status zcpu_add(zmlx_ctx *c, zmlx_dtype T, const void *a, const void *b, int64_t n,
                      void *out) {
     ew_job j = {T, ZMLX_ACT_SWIGLU, a, b, out};

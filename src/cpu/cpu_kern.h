@@ -31,14 +31,13 @@ typedef enum cq_isa { CQ_ISA_SCALAR = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2, CQ_
  * can reach (tests run every path with it, up to the best supported).
  * cq_isa_force returns the ISA now in effect, which is below the one asked
  * for where the CPU (or ZMLX_CPU_ISA) does not allow it. */
-
 cq_isa cq_isa_active(void);
 cq_isa cq_isa_force(cq_isa isa);
 const char *cq_isa_name(cq_isa isa);
 
 /* Integer-dot use (affine 4/8-bit and mxfp4, transpose = 1, AVX2): AUTO takes it for
- * T = bf16/f16 and keeps the f32 kernels for T = f32 (and, at
- * CQ_ISA_AVX512_BF16, takes the bf16 dots for T = bf16 instead of both);
+ * T = bf16/f16 and keeps the f32 kernels for T = f32 (at CQ_ISA_AVX512_BF16,
+ * T = bf16 takes the bf16 dots where cq_pick has them instead of either);
  * OFF never, ALL also for f32 (tests force each); SHARED (tests) gives every
  * run the kernel AUTO gives shared runs. cq_xint_force returns the previous
  * setting.

@@ -64,13 +64,16 @@
  * hsum(chain 0 + chain 1) (fixed tree).
  *
  * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; T = bf16; every run of
- * affine 4-bit and mxfp4 with K % 64 == 0, shared runs of 8-bit). x is its own bf16 values and
- * each code's value is exact in bf16, so vdpbf16ps multiplies exactly, 32
- * products per instruction, summed in f32 (bdot_rows); the group scale is
- * applied once per group. Zen 5, hot, one core, 4-bit: 1.36x the integer
- * dots' rate at one slot, 1.7x the f32 dots' at 4; on a Sapphire Rapids
- * slower than both (three 512-bit shuffles per step: cq_isa_active keeps
- * the level to AMD CPUs; src/cpu/NOTES.md).
+ * affine 4-bit and mxfp4 with K % 64 == 0, shared runs of 8-bit). x is its
+ * own bf16 values and each code's value is exact in bf16, so vdpbf16ps
+ * multiplies exactly, 32 products per instruction, summed in f32
+ * (bdot_rows); the group scale is applied once per group. Zen 5, hot, one
+ * core, 4-bit: 1.36x the integer dots' rate at one slot, 1.7x the f32 dots'
+ * at 4; on a Sapphire Rapids slower than both (three 512-bit shuffles per
+ * step: cq_isa_active keeps the level to AMD CPUs; src/cpu/NOTES.md).
+ *
+ * The AVX2 build also holds the GLU activation's vector form (cq_act_avx2),
+ * which every SIMD level uses.
  */
 #include "cpu/cpu_kern.h"
 
