@@ -75,7 +75,7 @@ typedef enum cq_xform {
  * layout cq_prep_x writes). xsc and xs have cq_gpad(K/gs) entries, zero past
  * K/gs (kernels read 8 at a time). */
 typedef struct cq_xrow {
-    const void *x;    /* f32 [K], or int16 [K] (two pieces: [2K], xi then xl), in the kernel's order */
+    const void *x;    /* f32 [K], int16 [K] (two pieces: [2K], xi then xl) or bf16 [K], in the kernel's order */
     const float *xsc; /* I16 forms: scale of each group's int16 values         */
     const float *xs;  /* affine transpose = 1: Σx of each group of the ORIGINAL row */
 } cq_xrow;
@@ -134,9 +134,8 @@ static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4W || f == C
  * fold the bias into the dequantized weight. */
 static inline int cq_xform_uses_xs(cq_xform f) { return f == CQ_X_F32 || cq_xform_int16(f) || cq_xform_bf16(f); }
 
-
-/* Prepare one activation row of K elements in T into xbuf (K f32, or K int16
- * and for two pieces K more: the second pieces, by kern->xform and
+/* Prepare one activation row of K elements in T into xbuf (K f32, K int16
+ * and for two pieces K more: the second pieces, or K bf16; by kern->xform and
  * kern->pieces), xsc[K/gs] for the I16 forms, and, when xs != NULL,
  * xs[K/gs] = Σ x over each group (index order, from the original values). */
 void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, int gs, void *xbuf,

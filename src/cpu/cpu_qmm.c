@@ -451,7 +451,6 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
                 break;
             }
             }
-
         }
         p0 += nx;
     }
@@ -484,7 +483,6 @@ static size_t xrow_size(const cq_kernel *kern, int64_t K) {
     const size_t per = cq_xform_int16(kern->xform) ? 2 * (size_t)kern->pieces : cq_xform_bf16(kern->xform) ? 2 : 4;
     return pad64((size_t)K * per);
 }
-
 
 static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n_tok) {
     const zmlx_qweight *W = j->W;

@@ -858,6 +858,8 @@ AI BF16_FN void bdot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, 
     }
 #undef BF_SDT
 }
+/* (bdot_gs / bdot_fmt repeat idot_gs / idot_fmt's dispatch because a
+   target("avx512bf16") function cannot be inlined into one without it) */
 
 #define DEFINE_BDOT(name, fmt)                                                                                \
     static BF16_FN void name(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, \
@@ -919,8 +921,6 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
         if (W->mode == ZMLX_QMODE_MXFP4 && W->K % 64 == 0) return &k_bmx4;
     }
 #endif
-
-
     if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared)) return ki ? ki : kf;
     /* f32 dots; a shared run without them (mxfp4, K % 64 != 0) is still
        faster on the integer dots than on the portable ones */
