@@ -8,11 +8,125 @@
 #include "cuda/cuda_internal.cuh"
 
 #include <stdlib.h>
+#ifdef ZMLX_CUDA_TRACE
+#include <cxxabi.h>
+#include <stdio.h>
+#include <algorithm>
+#include <vector>
+#endif
 
 struct zmlx_graph {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+#ifdef ZMLX_CUDA_TRACE
+    int id, replays;
+    int n_kern;           /* kernel nodes in dependency order: */
+    char **kname;         /* their demangled names (template arguments kept) */
+    unsigned long long *kblocks;
+#endif
 };
+
+#ifdef ZMLX_CUDA_TRACE
+/* ------------------------------------------------------------- trace
+ * (cmake -DZMLX_CUDA_TRACE=ON; cuda_internal.cuh). With ZMLX_CUDA_TRACE=path
+ * in the environment every graph replay is followed by a sync, and its
+ * timeline is appended to path: a line per kernel in dependency order with
+ * its block count and, relative to the replay's first wait, its first block's
+ * arrival at the wait and its first and last blocks' release from it, in us.
+ * A kernel's release is when the one before it had completed, so the gap
+ * between two kernels' first releases is what the first cost the chain.
+ * Blocks are matched to kernels by sorting all stamps by release (kernel
+ * i + 1's blocks all pass their wait after every block of kernel i has). */
+struct trace_tu {
+    const void *on, *n, *buf;
+};
+static trace_tu trace_tus[32];
+static int trace_ntu;
+int zcu_trace_register(const void *on, const void *n, const void *buf) {
+    if (trace_ntu < 32) trace_tus[trace_ntu++] = {on, n, buf};
+    return trace_ntu;
+}
+static void trace_set(int on) {
+    const unsigned zero = 0;
+    for (int t = 0; t < trace_ntu; t++) {
+        cudaMemcpyToSymbol(trace_tus[t].on, &on, sizeof on);
+        if (on) cudaMemcpyToSymbol(trace_tus[t].n, &zero, sizeof zero);
+    }
+}
+/* g's kernel nodes in dependency order (Kahn's order over its edges) */
+static void trace_kernels(zmlx_graph *zg) {
+    size_t nn = 0, ne = 0;
+    cudaGraphGetNodes(zg->graph, NULL, &nn);
+    cudaGraphGetEdges(zg->graph, NULL, NULL, NULL, &ne);
+    std::vector<cudaGraphNode_t> nodes(nn), from(ne), to(ne);
+    std::vector<cudaGraphEdgeData> ed(ne);
+    cudaGraphGetNodes(zg->graph, nodes.data(), &nn);
+    if (ne) cudaGraphGetEdges(zg->graph, from.data(), to.data(), ed.data(), &ne);
+    std::vector<int> indeg(nn, 0), order;
+    auto at = [&](cudaGraphNode_t x) { return (int)(std::find(nodes.begin(), nodes.end(), x) - nodes.begin()); };
+    for (size_t e = 0; e < ne; e++) indeg[at(to[e])]++;
+    std::vector<int> ready;
+    for (size_t i = 0; i < nn; i++)
+        if (!indeg[i]) ready.push_back((int)i);
+    while (!ready.empty()) {
+        const int i = ready.front();
+        ready.erase(ready.begin());
+        order.push_back(i);
+        for (size_t e = 0; e < ne; e++)
+            if (from[e] == nodes[i] && --indeg[at(to[e])] == 0) ready.push_back(at(to[e]));
+    }
+    zg->kname = (char **)calloc(nn, sizeof(char *));
+    zg->kblocks = (unsigned long long *)calloc(nn, sizeof(unsigned long long));
+    for (int i : order) {
+        cudaGraphNodeType ty;
+        cudaKernelNodeParams kp;
+        if (cudaGraphNodeGetType(nodes[i], &ty) != cudaSuccess || ty != cudaGraphNodeTypeKernel ||
+            cudaGraphKernelNodeGetParams(nodes[i], &kp) != cudaSuccess)
+            continue;
+        const char *mangled = "?";
+        cudaFuncGetName(&mangled, kp.func);
+        int st = 0;
+        char *dem = abi::__cxa_demangle(mangled, NULL, NULL, &st);
+        zg->kname[zg->n_kern] = dem ? dem : strdup(mangled);
+        zg->kblocks[zg->n_kern++] = (unsigned long long)kp.gridDim.x * kp.gridDim.y * kp.gridDim.z;
+    }
+    (void)cudaGetLastError();
+}
+/* after a replay of g: the stamps back, matched to its kernels, appended to
+   the file named by ZMLX_CUDA_TRACE */
+static void trace_write(zmlx_graph *g, const char *path) {
+    std::vector<zcu_trace_rec> rec;
+    for (int t = 0; t < trace_ntu; t++) {
+        unsigned n = 0;
+        cudaMemcpyFromSymbol(&n, trace_tus[t].n, sizeof n);
+        if (n > ZCU_TRACE_MAX) n = ZCU_TRACE_MAX;
+        const size_t at = rec.size();
+        rec.resize(at + n);
+        if (n) cudaMemcpyFromSymbol(rec.data() + at, trace_tus[t].buf, n * sizeof(zcu_trace_rec));
+    }
+    std::sort(rec.begin(), rec.end(), [](const zcu_trace_rec &a, const zcu_trace_rec &b) { return a.wait < b.wait; });
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    unsigned long long want = 0;
+    for (int k = 0; k < g->n_kern; k++) want += g->kblocks[k];
+    fprintf(f, "# graph %d replay %d: %d kernels, %llu blocks, %zu stamps%s\n", g->id, g->replays, g->n_kern, want,
+            rec.size(), want == rec.size() ? "" : " (MISMATCH: not every block stamped; no timeline)");
+    if (want == rec.size() && !rec.empty()) {
+        const unsigned long long t0 = rec[0].wait;
+        size_t r = 0;
+        for (int k = 0; k < g->n_kern; k++) {
+            unsigned long long arrive = ~0ull, first = ~0ull, last = 0;
+            for (unsigned long long b = 0; b < g->kblocks[k]; b++, r++) {
+                arrive = std::min(arrive, rec[r].entry), first = std::min(first, rec[r].wait);
+                last = std::max(last, rec[r].wait);
+            }
+            fprintf(f, "%d %llu %.3f %.3f %.3f %s\n", k, g->kblocks[k], ((double)arrive - (double)t0) * 1e-3,
+                    ((double)first - (double)t0) * 1e-3, ((double)last - (double)t0) * 1e-3, g->kname[k]);
+        }
+    }
+    fclose(f);
+}
+#endif
 
 zmlx_status zcu_scratch(zmlx_ctx *c, int i, size_t bytes, void **out) {
     zcu_buf *b = &zcu_state_of(c)->scratch[i];
@@ -163,11 +277,29 @@ static zmlx_status cu_graph_end(zmlx_ctx *c, zmlx_graph **out) {
         free(zg);
         return zcu_status(e);
     }
+#ifdef ZMLX_CUDA_TRACE
+    static int graphs;
+    zg->id = graphs++;
+    trace_kernels(zg);
+#endif
     *out = zg;
     return ZMLX_OK;
 }
 
 static zmlx_status cu_graph_launch(zmlx_ctx *c, zmlx_graph *g) {
+#ifdef ZMLX_CUDA_TRACE
+    const char *path = getenv("ZMLX_CUDA_TRACE");
+    if (path && *path) {
+        ZCU_TRY(cudaStreamSynchronize(zcu_state_of(c)->stream));
+        trace_set(1);
+        ZCU_TRY(cudaGraphLaunch(g->exec, zcu_state_of(c)->stream));
+        ZCU_TRY(cudaStreamSynchronize(zcu_state_of(c)->stream));
+        trace_set(0);
+        trace_write(g, path);
+        g->replays++;
+        return ZMLX_OK;
+    }
+#endif
     ZCU_TRY(cudaGraphLaunch(g->exec, zcu_state_of(c)->stream));
     return ZMLX_OK;
 }
@@ -176,6 +308,11 @@ static void cu_graph_free(zmlx_ctx *c, zmlx_graph *g) {
     cudaStreamSynchronize(zcu_state_of(c)->stream);
     cudaGraphExecDestroy(g->exec);
     cudaGraphDestroy(g->graph);
+#ifdef ZMLX_CUDA_TRACE
+    for (int k = 0; k < g->n_kern; k++) free(g->kname[k]);
+    free(g->kname);
+    free(g->kblocks);
+#endif
     free(g);
 }
 

@@ -85,9 +85,40 @@ static inline zmlx_status zcu_status(cudaError_t e) {
  * (attention_step's k_attn copies the cache rows of earlier steps so).
  * For A/B runs: ZMLX_NO_PDL=1 launches everything plainly (the waits are then
  * no-ops), ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default all). */
+#ifdef ZMLX_CUDA_TRACE
+/* The trace build (cmake -DZMLX_CUDA_TRACE=ON): thread 0 of every block
+ * stamps %globaltimer when it reaches zcu_pdl_entry and when its wait
+ * returns (the previous kernel has completed), one record per block, while
+ * tracing is on. Without relocatable device code every translation unit has
+ * its own buffer (static), each registered with backend_cuda.cu at load, which
+ * turns tracing on and off around a graph replay and reads them back. */
+enum { ZCU_TRACE_MAX = 1 << 18 };
+struct zcu_trace_rec {
+    unsigned long long entry, wait;
+};
+static __device__ int zcu_trace_on;
+static __device__ unsigned zcu_trace_n;
+static __device__ zcu_trace_rec zcu_trace_buf[ZCU_TRACE_MAX];
+int zcu_trace_register(const void *on, const void *n, const void *buf);
+static const int zcu_trace_registered = zcu_trace_register(&zcu_trace_on, &zcu_trace_n, zcu_trace_buf);
+__device__ __forceinline__ unsigned long long zcu_globaltimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
 __device__ __forceinline__ void zcu_pdl_entry() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef ZMLX_CUDA_TRACE
+    const unsigned long long entry = zcu_globaltimer();
+#endif
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
+#ifdef ZMLX_CUDA_TRACE
+    if (zcu_trace_on && threadIdx.x + threadIdx.y + threadIdx.z == 0) {
+        const unsigned i = atomicAdd(&zcu_trace_n, 1u);
+        if (i < ZCU_TRACE_MAX) zcu_trace_buf[i] = {entry, zcu_globaltimer()};
+    }
+#endif
 #endif
 }
 
