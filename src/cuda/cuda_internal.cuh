@@ -69,22 +69,6 @@ static inline zmlx_status zcu_status(cudaError_t e) {
 
 /* ------------------------------------ programmatic dependent launch */
 
-/* Kernels are launched with programmatic stream serialisation (Hopper's PDL):
- * the stream's next kernel (also inside a graph captured from the stream) is
- * launched while the current one runs, so its launch latency and block
- * scheduling overlap our work instead of following it. The price is
- * zcu_pdl_entry() in every kernel before its first read of anything an
- * earlier kernel may have written (only weight prefetches come before it):
- * it waits until the previous grid has completed and its writes are visible,
- * then lets the next grid launch. Every block of every kernel waits before it
- * can finish, so completion stays transitive (kernel n+2 never overtakes
- * kernel n) and at most one grid is launched ahead. Hence a kernel may read
- * before its wait what no kernel writes (weights: the dense MMV kernels load
- * their first batch so) and what the kernel two back or earlier wrote, as it
- * is launched only after its predecessor's blocks have passed their waits
- * (attention_step's k_attn copies the cache rows of earlier steps so).
- * For A/B runs: ZMLX_NO_PDL=1 launches everything plainly (the waits are then
- * no-ops), ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default all). */
 #ifdef ZMLX_CUDA_TRACE
 /* The trace build (cmake -DZMLX_CUDA_TRACE=ON): thread 0 of every block
  * stamps %globaltimer when it reaches zcu_pdl_entry and when its wait
@@ -107,6 +91,23 @@ __device__ __forceinline__ unsigned long long zcu_globaltimer() {
     return t;
 }
 #endif
+
+/* Kernels are launched with programmatic stream serialisation (Hopper's PDL):
+ * the stream's next kernel (also inside a graph captured from the stream) is
+ * launched while the current one runs, so its launch latency and block
+ * scheduling overlap our work instead of following it. The price is
+ * zcu_pdl_entry() in every kernel before its first read of anything an
+ * earlier kernel may have written (only weight prefetches come before it):
+ * it waits until the previous grid has completed and its writes are visible,
+ * then lets the next grid launch. Every block of every kernel waits before it
+ * can finish, so completion stays transitive (kernel n+2 never overtakes
+ * kernel n) and at most one grid is launched ahead. Hence a kernel may read
+ * before its wait what no kernel writes (weights: the dense MMV kernels load
+ * their first batch so) and what the kernel two back or earlier wrote, as it
+ * is launched only after its predecessor's blocks have passed their waits
+ * (attention_step's k_attn copies the cache rows of earlier steps so).
+ * For A/B runs: ZMLX_NO_PDL=1 launches everything plainly (the waits are then
+ * no-ops), ZMLX_PDL=<mask> picks the families (ZCU_PDL_*; default all). */
 __device__ __forceinline__ void zcu_pdl_entry() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #ifdef ZMLX_CUDA_TRACE
