@@ -75,8 +75,9 @@ static void trace_kernels(zmlx_graph *zg) {
         for (size_t e = 0; e < ne; e++)
             if (from[e] == nodes[i] && --indeg[at(to[e])] == 0) ready.push_back(at(to[e]));
     }
-    zg->kname = (char **)calloc(nn, sizeof(char *));
-    zg->kblocks = (unsigned long long *)calloc(nn, sizeof(unsigned long long));
+    zg->kname = (char **)calloc(nn + 1, sizeof(char *));
+    zg->kblocks = (unsigned long long *)calloc(nn + 1, sizeof(unsigned long long));
+    if (!zg->kname || !zg->kblocks) return; /* no timeline (n_kern 0: every stamp a mismatch) */
     for (int i : order) {
         cudaGraphNodeType ty;
         cudaKernelNodeParams kp;
