@@ -263,7 +263,6 @@ int main(void) {
     RUN(test_norms);
     RUN(test_glu_act);
     RUN(test_act_vector);
-
     RUN(test_moe_combine);
     RUN(test_router);
     for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);

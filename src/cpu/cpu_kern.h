@@ -48,7 +48,6 @@ const char *cq_isa_name(cq_isa isa);
  * (faster, ~100x the x error), ZMLX_CPU_INT_DOT=0 the f32 kernels (OFF).
  * cq_xpieces_force returns the previous piece count. */
 typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2, CQ_XINT_SHARED = 3 } cq_xint;
-
 cq_xint cq_xint_force(cq_xint mode);
 cq_xint cq_xint_mode(void);
 int cq_xpieces_force(int pieces);
@@ -98,10 +97,9 @@ typedef void (*cq_dot_fn)(const zmlx_qweight *W, int64_t e, int64_t r0, int nr,
 
 typedef struct cq_kernel {
     cq_dot_fn dot;
-    int block;      /* rows per task */
+    int block;      /* rows per dot call (a task is TASK_ROWS, cpu_qmm.c) */
     cq_xform xform; /* activation row preparation */
     int pieces;     /* I16 forms: int16 pieces per activation (1 or 2); else 0 */
-
 } cq_kernel;
 
 /* The kernel for W's format, activation dtype T and the active ISA / integer
@@ -150,7 +148,6 @@ void zcpu_act_f32(zmlx_act act, const float *g, const float *u, int64_t n, float
 void cq_act_avx2(zmlx_act act, const float *g, const float *u, int64_t n, float *h);
 
 /* The CPU kernels (cpu_qmm.c, cpu_elementwise.c) named in the table. */
-
 zmlx_status zcpu_gather_qmm(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
                             int x_per_slot, const zmlx_qweight *W, const int32_t *idx, int k,
                             void *y);

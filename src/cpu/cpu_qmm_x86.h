@@ -508,7 +508,6 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
             accz[r][t] = _mm512_setzero_ps();
 #endif
         }
-
     for (int t = 0; t < NT; t++) xi[t] = x[t].x;
     int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
     __m256 bacc[4][CQ_MAXT];
