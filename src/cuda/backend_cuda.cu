@@ -62,19 +62,15 @@ static void trace_kernels(zmlx_graph *zg) {
     std::vector<cudaGraphEdgeData> ed(ne);
     cudaGraphGetNodes(zg->graph, nodes.data(), &nn);
     if (ne) cudaGraphGetEdges(zg->graph, from.data(), to.data(), ed.data(), &ne);
-    std::vector<int> indeg(nn, 0), order;
+    /* each edge's endpoints as node indices, found once */
     auto at = [&](cudaGraphNode_t x) { return (int)(std::find(nodes.begin(), nodes.end(), x) - nodes.begin()); };
-    for (size_t e = 0; e < ne; e++) indeg[at(to[e])]++;
-    std::vector<int> ready;
+    std::vector<int> fi(ne), ti(ne), indeg(nn, 0), order;
+    for (size_t e = 0; e < ne; e++) fi[e] = at(from[e]), ti[e] = at(to[e]), indeg[ti[e]]++;
     for (size_t i = 0; i < nn; i++)
-        if (!indeg[i]) ready.push_back((int)i);
-    while (!ready.empty()) {
-        const int i = ready.front();
-        ready.erase(ready.begin());
-        order.push_back(i);
+        if (!indeg[i]) order.push_back((int)i);
+    for (size_t q = 0; q < order.size(); q++) /* order grows as nodes become ready */
         for (size_t e = 0; e < ne; e++)
-            if (from[e] == nodes[i] && --indeg[at(to[e])] == 0) ready.push_back(at(to[e]));
-    }
+            if (fi[e] == order[q] && --indeg[ti[e]] == 0) order.push_back(ti[e]);
     zg->kname = (char **)calloc(nn + 1, sizeof(char *));
     zg->kblocks = (unsigned long long *)calloc(nn + 1, sizeof(unsigned long long));
     if (!zg->kname || !zg->kblocks) return; /* no timeline (n_kern 0: every stamp a mismatch) */
