@@ -464,6 +464,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
             att_chunk_fma<MODE == ATT_FAST>(p, ag, ks, vs, qs, sc + warp * ag.cmax, len, pc0 + warp * hstep);
         }
     }
+    zcu_trace_mark(1); /* warp 0's part of the chunks done */
     if (nblk > 1) {
         /* one release-acquire count by thread 0 between two barriers (the
            CUTLASS semaphore pattern): the first barrier puts the block's
@@ -483,6 +484,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
     } else {
         __syncthreads();
     }
+    zcu_trace_mark(2); /* the combining block past the count */
     /* the combine, by the last block, warp w for its heads hb0 + w, + nw, ..
      * (other blocks' partials read from L2): M over the chunks lane-strided
      * then a butterfly, L likewise; lane l weighs chunks i0 + u by w_i =
@@ -545,6 +547,7 @@ k_attn(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT
                 if (d + i < p.hd_v) zcu_st(out, (t * p.Hq + h) * p.hd_v + d + i, __fmul_rn(a[i], inv));
         }
     }
+    zcu_trace_mark(3); /* warp 0's heads combined */
 }
 
 /* k_attn for a mode (the tensor-core one exists for 16-bit T only) */
@@ -647,10 +650,12 @@ k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, z
     else
         for (int d = threadIdx.x; d < p.hd; d += blockDim.x) xs[d] = x[d];
     __syncthreads();
+    zcu_trace_mark(1); /* normed */
     if (has_rope) {
         for (int i = threadIdx.x; i < rp.rot_dims / 2; i += blockDim.x) rope_pair(rp, xs, i, base + t);
         __syncthreads();
     }
+    zcu_trace_mark(2); /* rotated */
     for (int d = threadIdx.x; d < p.hd; d += blockDim.x) x[d] = xs[d];
     if (!is_k) return;
     const TT *v = row + nq + nk + (int64_t)kv * p.hd_v;

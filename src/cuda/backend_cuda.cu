@@ -36,7 +36,9 @@ struct zmlx_graph {
  * A kernel's release is when the one before it had completed, so the gap
  * between two kernels' first releases is what the first cost the chain.
  * Blocks are matched to kernels by sorting all stamps by release (kernel
- * i + 1's blocks all pass their wait after every block of kernel i has). */
+ * i + 1's blocks all pass their wait after every block of kernel i has).
+ * After a kernel's line, "m id count p50 max" for each mark id its blocks
+ * reached (zcu_trace_mark), us after the kernel's first release. */
 struct trace_tu {
     const void *on, *n, *buf;
 };
@@ -113,12 +115,22 @@ static void trace_write(zmlx_graph *g, const char *path) {
         size_t r = 0;
         for (int k = 0; k < g->n_kern; k++) {
             unsigned long long arrive = ~0ull, first = ~0ull, last = 0;
+            std::vector<unsigned long long> mk[ZCU_TRACE_MARKS];
             for (unsigned long long b = 0; b < g->kblocks[k]; b++, r++) {
                 arrive = std::min(arrive, rec[r].entry), first = std::min(first, rec[r].wait);
                 last = std::max(last, rec[r].wait);
+                for (int m = 0; m < ZCU_TRACE_MARKS; m++)
+                    if (rec[r].mark[m]) mk[m].push_back(rec[r].mark[m]);
             }
             fprintf(f, "%d %llu %.3f %.3f %.3f %s\n", k, g->kblocks[k], ((double)arrive - (double)t0) * 1e-3,
                     ((double)first - (double)t0) * 1e-3, ((double)last - (double)t0) * 1e-3, g->kname[k]);
+            for (int m = 0; m < ZCU_TRACE_MARKS; m++) {
+                if (mk[m].empty()) continue;
+                std::sort(mk[m].begin(), mk[m].end());
+                fprintf(f, "m %d %zu %.3f %.3f\n", m + 1, mk[m].size(),
+                        ((double)mk[m][mk[m].size() / 2] - (double)first) * 1e-3,
+                        ((double)mk[m].back() - (double)first) * 1e-3);
+            }
         }
     }
     fclose(f);

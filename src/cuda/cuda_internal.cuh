@@ -73,24 +73,42 @@ static inline zmlx_status zcu_status(cudaError_t e) {
 /* The trace build (cmake -DZMLX_CUDA_TRACE=ON): thread 0 of every block
  * stamps %globaltimer when it reaches zcu_pdl_entry and when its wait
  * returns (the previous kernel has completed), one record per block, while
- * tracing is on. Without relocatable device code every translation unit has
- * its own buffer (static), each registered with backend_cuda.cu at load, which
- * turns tracing on and off around a graph replay and reads them back. */
-enum { ZCU_TRACE_MAX = 1 << 18 };
+ * tracing is on; the record's slot (an atomic, taken after the release is
+ * read) is kept in shared memory, so the kernel's phase marks
+ * (zcu_trace_mark) are plain stores into it. Without relocatable device code
+ * every translation unit has its own buffer (static), each registered with
+ * backend_cuda.cu at load, which turns tracing on and off around a graph
+ * replay and reads them back. */
+enum { ZCU_TRACE_MAX = 1 << 17, ZCU_TRACE_MARKS = 6 };
 struct zcu_trace_rec {
-    unsigned long long entry, wait;
+    unsigned long long entry, wait, mark[ZCU_TRACE_MARKS]; /* mark[id - 1]; 0: not reached */
 };
 static __device__ int zcu_trace_on;
 static __device__ unsigned zcu_trace_n;
 static __device__ zcu_trace_rec zcu_trace_buf[ZCU_TRACE_MAX];
+static __shared__ unsigned zcu_trace_slot; /* the block's record (thread 0's) */
 int zcu_trace_register(const void *on, const void *n, const void *buf);
 static const int zcu_trace_registered = zcu_trace_register(&zcu_trace_on, &zcu_trace_n, zcu_trace_buf);
 __device__ __forceinline__ unsigned long long zcu_globaltimer() {
     unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory"); /* not moved past memory operations */
     return t;
 }
 #endif
+
+/* Trace build: thread 0 of the block stamps the time as mark id (1 ..
+ * ZCU_TRACE_MARKS: a phase's end inside a kernel, after its zcu_pdl_entry);
+ * the timeline gives each mark's median and latest time over the kernel's
+ * blocks. A no-op otherwise. */
+__device__ __forceinline__ void zcu_trace_mark(unsigned id) {
+#ifdef ZMLX_CUDA_TRACE
+    if (zcu_trace_on && threadIdx.x + threadIdx.y + threadIdx.z == 0 && zcu_trace_slot < ZCU_TRACE_MAX &&
+        id - 1u < (unsigned)ZCU_TRACE_MARKS)
+        zcu_trace_buf[zcu_trace_slot].mark[id - 1] = zcu_globaltimer();
+#else
+    (void)id;
+#endif
+}
 
 /* Kernels are launched with programmatic stream serialisation (Hopper's PDL):
  * the stream's next kernel (also inside a graph captured from the stream) is
@@ -116,8 +134,10 @@ __device__ __forceinline__ void zcu_pdl_entry() {
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #ifdef ZMLX_CUDA_TRACE
     if (zcu_trace_on && threadIdx.x + threadIdx.y + threadIdx.z == 0) {
+        const unsigned long long release = zcu_globaltimer(); /* before the slot's atomic, not after */
         const unsigned i = atomicAdd(&zcu_trace_n, 1u);
-        if (i < ZCU_TRACE_MAX) zcu_trace_buf[i] = {entry, zcu_globaltimer()};
+        zcu_trace_slot = i;
+        if (i < ZCU_TRACE_MAX) zcu_trace_buf[i] = {entry, release, {0, 0, 0, 0, 0, 0}};
     }
 #endif
 #endif

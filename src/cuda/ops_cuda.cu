@@ -46,6 +46,7 @@ k_rms(const TT *x, const TT *x2, const TT *weight, int64_t D, float eps, TT *r, 
     __shared__ float sh[33];
     const int64_t base = (int64_t)blockIdx.x * D;
     rms_row(x + base, x2 ? x2 + base : x2, weight, D, eps, x2 ? r + base : r, y + base, sh);
+    zcu_trace_mark(1); /* stored */
 }
 
 template <typename TT>
@@ -156,6 +157,7 @@ __device__ void route_keys(const zmlx_router_params &p, const TT *logits, float 
         m = nmax(m, v);
     }
     if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(err, 1);
+    zcu_trace_mark(1); /* the logits in */
     if (p.kind == ZMLX_ROUTER_SOFTMAX_TOPK) {
         m = wmax(m);
         float s = 0.0f;
@@ -323,6 +325,7 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
             m = nmax(m, sc[i]);
         }
     if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(err, 1);
+    zcu_trace_mark(1); /* the logits in */
     if (p.kind == ZMLX_ROUTER_SOFTMAX_TOPK) {
         m = wmax(m);
         float s = 0.0f;
@@ -362,6 +365,7 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
         wmax_ = nmax(wmax_, se);
         if (lane == j) { slot = e; wsel = se; }
     }
+    zcu_trace_mark(2); /* the k rounds done */
     int32_t *idx = idx_out + t * k;
     float *w = w_out + t * k;
     if (lane < k) idx[lane] = slot;

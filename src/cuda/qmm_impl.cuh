@@ -1211,10 +1211,13 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     } else {
         mmv_steps_any<TT>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
     }
+    zcu_trace_mark(1); /* warp 0's K range done */
     mmv_red_put<MMV_TILE>(&red[0][0][0], ks, gq, tq, acc);
     __syncthreads();
+    zcu_trace_mark(2); /* every range done */
     const unsigned long long best = mmv_store<TT, FUSED, KS, MMV_TILE>(&red[0][0][0], T, n0, N, perm, act, y, amax);
     if (!FUSED && amax) mmv_amax(best, amax, amax_idx, T.start, N);
+    zcu_trace_mark(3); /* stored */
 }
 
 /* The experts' sorted tiles where a K range has few steps (at most
@@ -1311,13 +1314,16 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
             cred[(j * KS + ks) * 16 + gq + 8] = acc[2];
         }
     }
+    zcu_trace_mark(1); /* warp 0's slots done */
     __syncthreads();
+    zcu_trace_mark(2); /* every warp's slots done */
     const int r = threadIdx.x;
     if (r >= 16 || d0 + r >= D) return;
     float acc = 0.0f;
     for (int j = 0; j < k; j++)
         acc = zcu_combine_step(acc, wts[t * k + j], zcu_round(out, mmv_sum<KS>(&cred[j * KS * 16 + r], 16)));
     zcu_st(out, t * D + d0 + r, acc);
+    zcu_trace_mark(3); /* combined and stored */
 }
 
 /* --------------------------------------------------------- combine, act */

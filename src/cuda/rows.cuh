@@ -133,8 +133,10 @@ __device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *wei
         float t[8];
         rms_in(x, x2, r, i0, D, t, ss);
     }
+    zcu_trace_mark(5); /* rms_row: thread 0's elements in */
     ss = block_reduce<false>(ss, sh);
     const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, (float)D), eps)));
+    zcu_trace_mark(6); /* rms_row: reduced */
     /* y may alias the source (rms_norm): every read of it is done */
 #pragma unroll
     for (int j = 0; j < RMS_REG; j++) {
