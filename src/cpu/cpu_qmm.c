@@ -186,7 +186,8 @@ static void dot_t0_one(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, con
                        float *out) {
     const int gs = W->group_size, affine = W->mode == ZMLX_QMODE_AFFINE;
     float acc[T0_BLOCK] = {0}, bacc[T0_BLOCK] = {0};
-    for (int64_t kk = 0; kk < W->K; kk++) {        const uint8_t *row = zq_row_ptr(W, e, kk);
+    for (int64_t kk = 0; kk < W->K; kk++) {
+        const uint8_t *row = zq_row_ptr(W, e, kk);
         int64_t si = zq_scale_index(W, e, kk);
         float xk = xf[kk];
         for (int a = 0; a < nr;) {
