@@ -86,9 +86,11 @@ struct zcu_trace_rec {
 static __device__ int zcu_trace_on;
 static __device__ unsigned zcu_trace_n;
 static __device__ zcu_trace_rec zcu_trace_buf[ZCU_TRACE_MAX];
-static __shared__ unsigned zcu_trace_slot; /* the block's record (thread 0's) */
+static __shared__ unsigned zcu_trace_slot; /* the block's record; ZCU_TRACE_MAX: none (tracing off) */
 int zcu_trace_register(const void *on, const void *n, const void *buf);
 static const int zcu_trace_registered = zcu_trace_register(&zcu_trace_on, &zcu_trace_n, zcu_trace_buf);
+/* the thread that stamps for its block */
+__device__ __forceinline__ bool zcu_trace_thread0() { return threadIdx.x + threadIdx.y + threadIdx.z == 0; }
 __device__ __forceinline__ unsigned long long zcu_globaltimer() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory"); /* not moved past memory operations */
@@ -102,8 +104,7 @@ __device__ __forceinline__ unsigned long long zcu_globaltimer() {
  * blocks. A no-op otherwise. */
 __device__ __forceinline__ void zcu_trace_mark(unsigned id) {
 #ifdef ZMLX_CUDA_TRACE
-    if (zcu_trace_on && threadIdx.x + threadIdx.y + threadIdx.z == 0 && zcu_trace_slot < ZCU_TRACE_MAX &&
-        id - 1u < (unsigned)ZCU_TRACE_MARKS)
+    if (zcu_trace_thread0() && zcu_trace_slot < ZCU_TRACE_MAX && id - 1u < (unsigned)ZCU_TRACE_MARKS)
         zcu_trace_buf[zcu_trace_slot].mark[id - 1] = zcu_globaltimer();
 #else
     (void)id;
@@ -133,11 +134,14 @@ __device__ __forceinline__ void zcu_pdl_entry() {
 #endif
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #ifdef ZMLX_CUDA_TRACE
-    if (zcu_trace_on && threadIdx.x + threadIdx.y + threadIdx.z == 0) {
-        const unsigned long long release = zcu_globaltimer(); /* before the slot's atomic, not after */
-        const unsigned i = atomicAdd(&zcu_trace_n, 1u);
+    if (zcu_trace_thread0()) { /* the slot kept for the marks, so they need not read zcu_trace_on */
+        unsigned i = ZCU_TRACE_MAX;
+        if (zcu_trace_on) {
+            const unsigned long long release = zcu_globaltimer(); /* before the slot's atomic, not after */
+            i = atomicAdd(&zcu_trace_n, 1u);
+            if (i < ZCU_TRACE_MAX) zcu_trace_buf[i] = {entry, release, {}};
+        }
         zcu_trace_slot = i;
-        if (i < ZCU_TRACE_MAX) zcu_trace_buf[i] = {entry, release, {0, 0, 0, 0, 0, 0}};
     }
 #endif
 #endif
