@@ -76,6 +76,29 @@ __device__ __forceinline__ void ld_run(const TT *p, int64_t i, int64_t n, float 
     }
 }
 
+/* v[0..N) rounded to T into p[i..i+N) (elements past n not stored): one
+ * 16-byte store (two for f32) when the run is aligned and below n, else
+ * element by element. A thread owns runs of 8 elements, so a warp's
+ * element-wise 2-byte stores land 16 bytes apart: 16 partial sectors per
+ * store instruction (for the 2048-element add_rms_norm ~0.5 of its ~2.7 us
+ * per node in a chain: src/cuda/NOTES.md v19). */
+template <int N, typename TT>
+__device__ __forceinline__ void st_run(TT *p, int64_t i, int64_t n, const float (&v)[N]) {
+    constexpr int B = N * (int)sizeof(TT);
+    TT *q = p + i;
+    if (B % 16 == 0 && i + N <= n && ((uintptr_t)q & 15) == 0) {
+        __align__(16) TT h[N];
+#pragma unroll
+        for (int e = 0; e < N; e++) zcu_st(h, e, v[e]);
+#pragma unroll
+        for (int b = 0; b < B / 16; b++) ((uint4 *)q)[b] = ((const uint4 *)h)[b];
+    } else {
+#pragma unroll
+        for (int e = 0; e < N; e++)
+            if (i + e < n) zcu_st(q, e, v[e]);
+    }
+}
+
 /* first pass over one chunk: v = the row's values (r = round_T(x + x2) when
  * x2), ss += v·v in index order */
 template <typename TT>
@@ -86,10 +109,8 @@ __device__ __forceinline__ void rms_in(const TT *x, const TT *x2, TT *r, int64_t
         float v2[8];
         ld_run<8>(x2, i0, D, v2);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            v[j] = zcu_round(r, __fadd_rn(v[j], v2[j]));
-            if (i0 + j < D) zcu_st(r, i0 + j, v[j]);
-        }
+        for (int j = 0; j < 8; j++) v[j] = zcu_round(r, __fadd_rn(v[j], v2[j]));
+        st_run<8>(r, i0, D, v);
     }
 #pragma unroll
     for (int j = 0; j < 8; j++)
@@ -100,12 +121,13 @@ __device__ __forceinline__ void rms_in(const TT *x, const TT *x2, TT *r, int64_t
 template <typename TT>
 __device__ __forceinline__ void rms_out(const float (&v)[8], float inv, bool has_w,
                                         const float (&wv)[8], TT *y, int64_t i0, int64_t D) {
+    float o[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        if (i0 + j >= D) break;
         const float nv = zcu_round(y, __fmul_rn(v[j], inv));
-        zcu_st(y, i0 + j, has_w ? __fmul_rn(wv[j], nv) : nv);
+        o[j] = has_w ? __fmul_rn(wv[j], nv) : nv;
     }
+    st_run<8>(y, i0, D, o);
 }
 
 /* One row by a block of RMS_T threads (sh: >= 33 floats); the body of every
