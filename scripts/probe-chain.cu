@@ -7,14 +7,14 @@
 //
 // Each variant is a graph of N kernels captured from one stream with the
 // programmatic-serialisation attribute (as zcu_launch), replayed 25 times;
-// us per node is the median replay's host time / N. "lat" is thread 0's
-// clock64 cycles from just before its first dependent load to its use.
+// us per node is the median replay's host time / N.
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <vector>
 #include <algorithm>
 #include <chrono>
+#include <utility>
 #include <cuda_runtime.h>
 
 #define CK(x)                                                                 \
@@ -54,32 +54,27 @@ __device__ __forceinline__ unsigned ld_cg(const unsigned *p) {
 }
 
 template <int V>
-__global__ void k_node(int i, unsigned *buf, const unsigned *old, uint4 *rows, long long *lat) {
+__global__ void k_node(int i, unsigned *buf, const unsigned *old, uint4 *rows) {
     pdl_wait(V == V_PREV_EARLY);
     const int t = threadIdx.x, b = blockIdx.x;
     if (V == V_EMPTY) return;
     if (V == V_ROW || V == V_WIDE_ROW) {
         const size_t row = (size_t)(i & 1) * gridDim.x + b, prev = (size_t)((i + 1) & 1) * gridDim.x + b;
-        long long t0 = clock64();
         uint4 v = rows[prev * 256 + t];
         v.x += 1;
         rows[row * 256 + t] = v;
-        if (t == 0 && b == 0) lat[i] = clock64() - t0 + (v.y == 0x12345u);
         return;
     }
     if (t != 0) return;
     const size_t slot = (size_t)b * 2;
     unsigned *cur = buf + slot + (i & 1), *prev = buf + slot + ((i + 1) & 1);
     if (V == V_STORE) { *cur = i; return; }
-    long long t0 = clock64();
     unsigned v;
     if (V == V_OLD) v = old[i & 63];
     else if (V == V_PREV_CG) v = ld_cg(prev);
     else if (V == V_PREV2) v = old[*(volatile unsigned *)prev & 63];
     else v = *(volatile unsigned *)prev;
-    const long long dt = clock64() - t0 + (v == 0xdeadbeefu);
     if (V != V_PREV_NOST || v == 0xdeadbeefu) *cur = v + 1;
-    if (b == 0) lat[i] = dt;
 }
 
 
@@ -128,37 +123,36 @@ __global__ void k_pair_w(int i, const uint4 *rows, const uint4 *w, unsigned *sin
     if (x == 0x12345678u) sink[blockIdx.x] = x;
 }
 
-static void launch(int v, dim3 g, dim3 blk, cudaStream_t st, int i, unsigned *buf, unsigned *old, uint4 *rows,
-                   long long *lat) {
+// a launch of grid g x blk on st with the programmatic-serialisation attribute
+struct pdl_cfg {
     cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = g;
-    cfg.blockDim = blk;
-    cfg.stream = st;
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg;
+    pdl_cfg(dim3 g, dim3 blk, cudaStream_t st) : at{}, cfg{} {
+        at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at.val.programmaticStreamSerializationAllowed = 1;
+        cfg.gridDim = g;
+        cfg.blockDim = blk;
+        cfg.stream = st;
+        cfg.attrs = &at;
+        cfg.numAttrs = 1;
+    }
+};
+
+static void launch(int v, dim3 g, dim3 blk, cudaStream_t st, int i, unsigned *buf, unsigned *old, uint4 *rows) {
+    pdl_cfg c(g, blk, st);
+    cudaLaunchConfig_t &cfg = c.cfg;
     switch (v) {
 #define CASE(x) \
-    case x: CK(cudaLaunchKernelEx(&cfg, k_node<x>, i, buf, (const unsigned *)old, rows, lat)); break;
+    case x: CK(cudaLaunchKernelEx(&cfg, k_node<x>, i, buf, (const unsigned *)old, rows)); break;
         CASE(V_EMPTY) CASE(V_STORE) CASE(V_PREV) CASE(V_OLD) CASE(V_PREV_CG) CASE(V_PREV_NOST) CASE(V_ROW)
         CASE(V_WIDE) CASE(V_WIDE_ROW) CASE(V_PREV_EARLY) CASE(V_PREV2)
 #undef CASE
     }
 }
 
-
 static void launch_pair(cudaStream_t st, int i, int mode, uint4 *rows, const uint4 *w, long long *lat) {
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.stream = st;
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
-    cfg.gridDim = dim3(1);
-    cfg.blockDim = dim3(256);
+    pdl_cfg c(dim3(1), dim3(256), st);
+    cudaLaunchConfig_t &cfg = c.cfg;
     CK(cudaLaunchKernelEx(&cfg, k_pair_t, i, rows, lat));
     cfg.gridDim = dim3(320);
     cfg.blockDim = dim3(128);
@@ -167,6 +161,31 @@ static void launch_pair(cudaStream_t st, int i, int mode, uint4 *rows, const uin
     if (mode == 1) CK(cudaLaunchKernelEx(&cfg, k_pair_w<1>, i, (const uint4 *)rows, w, sink));
     if (mode == 2) CK(cudaLaunchKernelEx(&cfg, k_pair_w<2>, i, (const uint4 *)rows, w, sink));
     if (mode == 3) CK(cudaLaunchKernelEx(&cfg, k_pair_w<3>, i, (const uint4 *)rows, w, sink));
+}
+
+// Capture what issue(st) launches as one graph of n nodes, replay it R + 3
+// times (3 warm-ups): us per node, median and best.
+template <typename F>
+static std::pair<double, double> time_chain(cudaStream_t st, int n, int R, F issue) {
+    cudaGraph_t graph;
+    cudaGraphExec_t ex;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    issue(st);
+    CK(cudaStreamEndCapture(st, &graph));
+    CK(cudaGraphInstantiate(&ex, graph, 0));
+    std::vector<double> us;
+    for (int r = 0; r < R + 3; r++) {
+        CK(cudaStreamSynchronize(st));
+        auto t0 = std::chrono::steady_clock::now();
+        CK(cudaGraphLaunch(ex, st));
+        CK(cudaStreamSynchronize(st));
+        auto t1 = std::chrono::steady_clock::now();
+        if (r >= 3) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / n);
+    }
+    std::sort(us.begin(), us.end());
+    CK(cudaGraphExecDestroy(ex));
+    CK(cudaGraphDestroy(graph));
+    return {us[R / 2], us[0]};
 }
 
 int main() {
@@ -183,32 +202,13 @@ int main() {
     CK(cudaMemset(rows, 0, (size_t)2 * 264 * 4096));
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    printf("%-16s %10s %10s %10s\n", "variant", "us/node", "best", "lat_cyc");
+    printf("%-16s %10s %10s\n", "variant", "us/node", "best");
     for (int v = 0; v < V_COUNT; v++) {
         dim3 g(v == V_WIDE || v == V_WIDE_ROW ? 132 : 1), blk(v == V_ROW || v == V_WIDE_ROW ? 256 : 32);
-        cudaGraph_t graph;
-        cudaGraphExec_t ex;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-        for (int i = 0; i < N; i++) launch(v, g, blk, st, i, buf, old, rows, lat);
-        CK(cudaStreamEndCapture(st, &graph));
-        CK(cudaGraphInstantiate(&ex, graph, 0));
-        std::vector<double> us;
-        for (int r = 0; r < R + 3; r++) {
-            CK(cudaStreamSynchronize(st));
-            auto t0 = std::chrono::steady_clock::now();
-            CK(cudaGraphLaunch(ex, st));
-            CK(cudaStreamSynchronize(st));
-            auto t1 = std::chrono::steady_clock::now();
-            if (r >= 3) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / N);
-        }
-        std::sort(us.begin(), us.end());
-        std::vector<long long> l(N);
-        CK(cudaMemcpy(l.data(), lat, N * 8, cudaMemcpyDeviceToHost));
-        std::sort(l.begin() + 1, l.end());
-        printf("%-16s %10.3f %10.3f %10lld\n", names[v], us[R / 2], us[0], v == V_EMPTY || v == V_STORE ? 0 : l[N / 2]);
-        CK(cudaGraphExecDestroy(ex));
-        CK(cudaGraphDestroy(graph));
-        CK(cudaMemset(lat, 0, N * 8));
+        const auto t = time_chain(st, N, R, [&](cudaStream_t s) {
+            for (int i = 0; i < N; i++) launch(v, g, blk, s, i, buf, old, rows);
+        });
+        printf("%-16s %10.3f %10.3f\n", names[v], t.first, t.second);
     }
 
     // Pairs: a one-block node T (256 threads: a 4 KB row from the previous
@@ -224,31 +224,14 @@ int main() {
         printf("%-16s %10s %10s %10s\n", "pair (T + W)", "us/pair", "best", "T_lat_ns");
         for (int mode = 0; mode < 4; mode++) { // 0: W loads nothing early; 1: 6 MB by loads; 2: 6 MB by prefetch.L2; 3: 10.5 MB loads
             const int P = 96;
-            cudaGraph_t graph;
-            cudaGraphExec_t ex;
-            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-            for (int i = 0; i < P; i++) {
-                launch_pair(st, i, mode, rows, w, lat);
-            }
-            CK(cudaStreamEndCapture(st, &graph));
-            CK(cudaGraphInstantiate(&ex, graph, 0));
-            std::vector<double> us;
-            for (int r = 0; r < R + 3; r++) {
-                CK(cudaStreamSynchronize(st));
-                auto t0 = std::chrono::steady_clock::now();
-                CK(cudaGraphLaunch(ex, st));
-                CK(cudaStreamSynchronize(st));
-                auto t1 = std::chrono::steady_clock::now();
-                if (r >= 3) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / P);
-            }
-            std::sort(us.begin(), us.end());
+            const auto t = time_chain(st, P, R, [&](cudaStream_t s) {
+                for (int i = 0; i < P; i++) launch_pair(s, i, mode, rows, w, lat);
+            });
             std::vector<long long> l(P);
             CK(cudaMemcpy(l.data(), lat, P * 8, cudaMemcpyDeviceToHost));
             std::sort(l.begin(), l.end());
             static const char *mn[4] = {"none", "loads6MB", "prefetch6MB", "loads10MB"};
-            printf("%-16s %10.3f %10.3f %10lld\n", mn[mode], us[R / 2], us[0], l[P / 2]);
-            CK(cudaGraphExecDestroy(ex));
-            CK(cudaGraphDestroy(graph));
+            printf("%-16s %10.3f %10.3f %10lld\n", mn[mode], t.first, t.second, l[P / 2]);
         }
     }
     return 0;
