@@ -17,14 +17,7 @@
 #include <utility>
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                 \
-    do {                                                                      \
-        cudaError_t e_ = (x);                                                 \
-        if (e_ != cudaSuccess) {                                              \
-            printf("CUDA %s at line %d\n", cudaGetErrorString(e_), __LINE__); \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#include "probe.cuh"
 
 enum {
     V_EMPTY,       // wait only
@@ -105,7 +98,6 @@ __global__ void k_pair_w(int i, const uint4 *rows, const uint4 *w, unsigned *sin
     constexpr int U = MODE == 3 ? 16 : 9; // 9 x 16 B x 128 x 320 = 5.9 MB
     const uint4 *p = w + ((size_t)(i % 48) * 320 + blockIdx.x) * 2048 + threadIdx.x;
     uint4 a[U];
-    unsigned x = 0;
     if (MODE == 1 || MODE == 3) {
 #pragma unroll
         for (int j = 0; j < U; j++) a[j] = __ldcg(p + j * 128);
@@ -115,7 +107,7 @@ __global__ void k_pair_w(int i, const uint4 *rows, const uint4 *w, unsigned *sin
     }
     pdl_wait(false);
     const uint4 r = rows[(size_t)(i & 1) * 256 + (threadIdx.x & 255)];
-    x = r.x;
+    unsigned x = r.x;
     if (MODE == 1 || MODE == 3) {
 #pragma unroll
         for (int j = 0; j < U; j++) x ^= a[j].x ^ a[j].w;
@@ -213,7 +205,7 @@ int main() {
 
     // Pairs: a one-block node T (256 threads: a 4 KB row from the previous
     // W, stored) then a wide node W (320 blocks x 128 threads: before its wait
-    // it loads PF bytes of a 48-layer "weight" buffer, after it each block
+    // it takes part of a 48-layer "weight" buffer (mode), after it each block
     // reads T's row and stores a word). T's latency: globaltimer ns from its
     // release to its row being in, median over pairs.
     {
@@ -222,7 +214,8 @@ int main() {
         CK(cudaMalloc(&w, wb));
         CK(cudaMemset(w, 1, wb));
         printf("%-16s %10s %10s %10s\n", "pair (T + W)", "us/pair", "best", "T_lat_ns");
-        for (int mode = 0; mode < 4; mode++) { // 0: W loads nothing early; 1: 6 MB by loads; 2: 6 MB by prefetch.L2; 3: 10.5 MB loads
+        // mode 0: W takes nothing early; 1: 5.9 MB by loads; 2: 5.9 MB by prefetch.L2; 3: 10.5 MB by loads
+        for (int mode = 0; mode < 4; mode++) {
             const int P = 96;
             const auto t = time_chain(st, P, R, [&](cudaStream_t s) {
                 for (int i = 0; i < P; i++) launch_pair(s, i, mode, rows, w, lat);

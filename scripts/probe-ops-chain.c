@@ -19,7 +19,6 @@
 #include "zmlx.h"
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 enum { D = 2048, E = 128, K = 8, QKV = 5120, N = 240, R = 15, NW = 48 };
@@ -32,33 +31,30 @@ static void ck(zmlx_status s, const char *what) {
         exit(1);
     }
 }
-static void *dev_rand(size_t n_bf16) {
-    unsigned short *h = malloc(n_bf16 * 2);
-    for (size_t i = 0; i < n_bf16; i++) {
-        const float f = (float)(rand() % 2001 - 1000) / 1000.0f;
-        unsigned u;
-        memcpy(&u, &f, 4);
-        h[i] = (unsigned short)(u >> 16);
-    }
-    void *d;
-    ck(zmlx_mem_alloc(ctx, n_bf16 * 2, &d), "alloc");
-    ck(zmlx_mem_upload(ctx, d, h, n_bf16 * 2), "upload");
-    free(h);
-    return d;
-}
 static void *dev_alloc(size_t bytes) {
     void *d;
     ck(zmlx_mem_alloc(ctx, bytes, &d), "alloc");
     return d;
 }
+/* a value in [-1, 1] in steps of 0.001 */
+static float rand_unit(void) { return (float)(rand() % 2001 - 1000) / 1000.0f; }
+static void *dev_rand(size_t n_bf16) {
+    uint16_t *h = malloc(n_bf16 * 2);
+    for (size_t i = 0; i < n_bf16; i++) h[i] = zmlx_f32_to_bf16(rand_unit());
+    void *d = dev_alloc(n_bf16 * 2);
+    ck(zmlx_mem_upload(ctx, d, h, n_bf16 * 2), "upload");
+    free(h);
+    return d;
+}
 /* a quantized rows x cols matrix on the device, copies distinct copies */
 static void qmat(int bits, int64_t rows, int64_t cols, int copies, zmlx_qweight *out) {
     float *src = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t i = 0; i < rows * cols; i++) src[i] = (float)(rand() % 2001 - 1000) / 1000.0f;
+    for (int64_t i = 0; i < rows * cols; i++) src[i] = rand_unit();
     const size_t wb = zmlx_quant_packed_bytes(bits, rows, cols), sb = zmlx_quant_scales_count(64, rows, cols) * 2;
     void *hw = malloc(wb), *hs = malloc(sb), *hb = malloc(sb);
     zmlx_quant_opts qo = {ZMLX_AFFINE_GPU, 0.0f};
-    ck(zmlx_quantize(ZMLX_QMODE_AFFINE, bits, 64, ZMLX_F32, src, rows, cols, ZMLX_BF16, hw, hs, hb, &qo), "quantize");
+    ck(zmlx_quantize(ZMLX_QMODE_AFFINE, bits, 64, ZMLX_F32, src, rows, cols, ZMLX_BF16, hw, hs, hb, &qo),
+       "quantize");
     for (int c = 0; c < copies; c++) {
         zmlx_qweight q = {ZMLX_QMODE_AFFINE, bits, 64, 1, 1, rows, cols, NULL, NULL, NULL, ZMLX_BF16, 0.0f, 1};
         void *dw = dev_alloc(wb), *ds = dev_alloc(sb), *db = dev_alloc(sb);
@@ -94,12 +90,16 @@ static void op_norm(int i) {
     ck(zmlx_add_rms_norm(ctx, ZMLX_BF16, x[(i + 1) & 1], r[(i + 1) & 1], normw, 1, D, 1e-6f, r[i & 1], x[i & 1]),
        "norm");
 }
-static void op_router(int i) { ck(zmlx_gather_qmm(ctx, ZMLX_BF16, x[i & 1], 1, 0, &router, NULL, 1, logits), "router"); }
+static void op_router(int i) {
+    ck(zmlx_gather_qmm(ctx, ZMLX_BF16, x[i & 1], 1, 0, &router, NULL, 1, logits), "router");
+}
 static void op_route(int i) {
     (void)i;
     ck(zmlx_moe_route(ctx, &rp, ZMLX_BF16, logits, 1, idx, wts), "route");
 }
-static void op_qkv(int i) { ck(zmlx_gather_qmm(ctx, ZMLX_BF16, x[i & 1], 1, 0, &qkv[i % NW], NULL, 1, qkv_out), "qkv"); }
+static void op_qkv(int i) {
+    ck(zmlx_gather_qmm(ctx, ZMLX_BF16, x[i & 1], 1, 0, &qkv[i % NW], NULL, 1, qkv_out), "qkv");
+}
 
 typedef void (*op_fn)(int);
 /* the pattern ops[0..n) repeated to about N nodes: us per node */

@@ -19,14 +19,7 @@
 #include <algorithm>
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                 \
-    do {                                                                      \
-        cudaError_t e_ = (x);                                                 \
-        if (e_ != cudaSuccess) {                                              \
-            printf("CUDA %s at line %d\n", cudaGetErrorString(e_), __LINE__); \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#include "probe.cuh"
 
 struct blk { const uint4 *p; int n; }; // chunk start, uint4s in chunk
 
