@@ -13,6 +13,7 @@
 #include "core/core.h"
 #include "cpu/cpu_kern.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,9 +187,15 @@ static int cmp_double(const void *a, const void *b) {
 /* Median (and min, max) over reps of one pass over all layers, in µs per
  * layer, fused into st[0][], unfused into st[1][]. The two are timed in
  * alternating passes (the order swapped every rep), so a drift of the
- * machine's bandwidth (other tenants) hits both alike. CUDA: each pass is
- * captured once as a graph and replayed when the backend supports capture. */
-static zmlx_status time_passes(bench *b, layer *Ls, int nl, int64_t M, int reps, double st[2][3]) {
+ * machine's bandwidth (other tenants) hits both alike. pr: the paired
+ * speedup, unfused / fused of the two passes of each rep (adjacent in time,
+ * so a drift slower than a rep cancels): its median and a distribution-free
+ * ~95% interval for that median (the sorted ratios' order statistics at
+ * R/2 -+ 0.98·sqrt(R), R the reps: the binomial interval; few reps give
+ * the min and max). CUDA: each pass is captured once as a
+ * graph and replayed when the backend supports capture. */
+static zmlx_status time_passes(bench *b, layer *Ls, int nl, int64_t M, int reps, double st[2][3],
+                               double pr[3]) {
     zmlx_graph *graph[2] = {NULL, NULL};
     zmlx_status s = ZMLX_OK;
     for (int f = 0; f < 2 && s == ZMLX_OK; f++)
@@ -197,7 +204,7 @@ static zmlx_status time_passes(bench *b, layer *Ls, int nl, int64_t M, int reps,
             zmlx_status e = zmlx_graph_capture_end(b->ctx, &graph[f]);
             if (s == ZMLX_OK) s = e;
         }
-    double *t = malloc(sizeof(double) * 2 * (size_t)reps);
+    double *t = malloc(sizeof(double) * 3 * (size_t)reps);
     if (!t && s == ZMLX_OK) s = ZMLX_ERR_OOM;
     for (int r = -1; r < reps && s == ZMLX_OK; r++) { /* r = -1: warm-up */
         fprintf(stderr, "\r  M=%-3lld rep %d/%d   ", (long long)M, r + 1, reps);
@@ -208,6 +215,16 @@ static zmlx_status time_passes(bench *b, layer *Ls, int nl, int64_t M, int reps,
             if (s == ZMLX_OK) s = zmlx_ctx_sync(b->ctx);
             if (r >= 0) t[f * reps + r] = (zc_now_sec() - t0) * 1e6 / nl;
         }
+    }
+    if (s == ZMLX_OK) {
+        double *ratio = t + 2 * reps;
+        for (int r = 0; r < reps; r++) ratio[r] = t[reps + r] / t[r];
+        qsort(ratio, (size_t)reps, sizeof *ratio, cmp_double);
+        const double half = 0.98 * sqrt((double)reps);
+        const int lo = (int)floor(reps / 2.0 - half), hi = (int)ceil(reps / 2.0 + half) - 1;
+        pr[0] = ratio[reps / 2];
+        pr[1] = ratio[lo < 0 ? 0 : lo];
+        pr[2] = ratio[hi >= reps ? reps - 1 : hi];
     }
     for (int f = 0; f < 2 && s == ZMLX_OK; f++) {
         double *tf = t + f * reps;
@@ -399,7 +416,7 @@ static int bench_moe_layer(int argc, char **argv) {
     /* st[0] fused, st[1] unfused; bw: the larger of the bandwidths probed just
        before and just after this row's timing (other tenants make it drift,
        so each row is compared with its own; the larger is the stricter) */
-    typedef struct { int M; double st[2][3], bytes, bw; } row;
+    typedef struct { int M; double st[2][3], pr[3], bytes, bw; } row;
     row *rows = calloc((size_t)n_tokens, sizeof *rows);
     unsigned char *h1 = malloc(MD * ts), *h2 = malloc(MD * ts), *r1 = malloc(MD * ts);
     int32_t *hidx = malloc((size_t)maxM * sh->k * 4);
@@ -447,7 +464,7 @@ static int bench_moe_layer(int argc, char **argv) {
         rows[ti].bytes = bytes / (double)layers;
         double bw0 = 0, bw1 = 0;
         if (s == ZMLX_OK) s = zmlx_measure_bandwidth(ctx, 0, &bw0);
-        if (s == ZMLX_OK) s = time_passes(&b, Ls, (int)layers, M, (int)reps, rows[ti].st);
+        if (s == ZMLX_OK) s = time_passes(&b, Ls, (int)layers, M, (int)reps, rows[ti].st, rows[ti].pr);
         if (s == ZMLX_OK) s = zmlx_measure_bandwidth(ctx, 0, &bw1);
         rows[ti].bw = bw0 > bw1 ? bw0 : bw1;
     }
@@ -461,14 +478,14 @@ static int bench_moe_layer(int argc, char **argv) {
                "(per row: bw_GB/s, measured around it)\n",
                sh->name, zmlx_qmode_name(mode), (int)bits, (int)gs, zmlx_dtype_name(T), bname,
                layers, bw);
-        printf("%5s %10s %10s %8s %9s %8s %7s %8s %9s %10s\n", "M", "fused_us", "unfused_us",
-               "speedup", "fused_GB/s", "bw_GB/s", "ratio", "MB/layer", "floor_us", "fused/floor");
+        printf("%5s %10s %10s %8s %21s %9s %8s %7s %8s %9s %10s\n", "M", "fused_us", "unfused_us", "speedup",
+               "paired [95% interval]", "fused_GB/s", "bw_GB/s", "ratio", "MB/layer", "floor_us", "fused/floor");
         for (int ti = 0; ti < n_tokens; ti++) {
             const row *rw = &rows[ti];
             double gbps = rw->bytes / (rw->st[0][0] * 1e3), floor_us = rw->bytes / (rw->bw * 1e3);
-            printf("%5d %10.1f %10.1f %8.3f %9.2f %8.2f %7.3f %8.2f %9.1f %10.2f\n", rw->M,
-                   rw->st[0][0], rw->st[1][0], rw->st[1][0] / rw->st[0][0], gbps, rw->bw,
-                   gbps / rw->bw, rw->bytes / 1e6, floor_us, rw->st[0][0] / floor_us);
+            printf("%5d %10.1f %10.1f %8.3f %6.3f [%5.3f,%5.3f] %9.2f %8.2f %7.3f %8.2f %9.1f %10.2f\n", rw->M,
+                   rw->st[0][0], rw->st[1][0], rw->st[1][0] / rw->st[0][0], rw->pr[0], rw->pr[1], rw->pr[2], gbps,
+                   rw->bw, gbps / rw->bw, rw->bytes / 1e6, floor_us, rw->st[0][0] / floor_us);
         }
     }
     if (!rc && json) {
@@ -504,11 +521,13 @@ static int bench_moe_layer(int argc, char **argv) {
                 fprintf(jf, "    {\"tokens\": %d, \"bandwidth_gbps\": %.3f, \"fused_us\": %.2f, "
                         "\"unfused_us\": %.2f, "
                         "\"fused_gbps\": %.3f, \"fused_ratio\": %.4f, \"unfused_gbps\": %.3f, "
-                        "\"speedup\": %.4f, \"bytes_per_layer\": %.0f, \"floor_us\": %.2f, "
+                        "\"speedup\": %.4f, \"speedup_paired\": %.4f, \"speedup_paired_lo\": %.4f, "
+                        "\"speedup_paired_hi\": %.4f, \"bytes_per_layer\": %.0f, \"floor_us\": %.2f, "
                         "\"fused_us_min\": %.2f, \"fused_us_max\": %.2f, \"unfused_us_min\": %.2f, "
                         "\"unfused_us_max\": %.2f}%s\n",
                         rw->M, rw->bw, rw->st[0][0], rw->st[1][0], gbps, gbps / rw->bw,
-                        rw->bytes / (rw->st[1][0] * 1e3), rw->st[1][0] / rw->st[0][0], rw->bytes, floor_us,
+                        rw->bytes / (rw->st[1][0] * 1e3), rw->st[1][0] / rw->st[0][0], rw->pr[0], rw->pr[1],
+                        rw->pr[2], rw->bytes, floor_us,
                         rw->st[0][1], rw->st[0][2], rw->st[1][1], rw->st[1][2], ti + 1 < n_tokens ? "," : "");
             }
             fprintf(jf, "  ]\n}\n");
