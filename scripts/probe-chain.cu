@@ -70,7 +70,6 @@ __global__ void k_node(int i, unsigned *buf, const unsigned *old, uint4 *rows) {
     if (V != V_PREV_NOST || v == 0xdeadbeefu) *cur = v + 1;
 }
 
-
 __device__ __forceinline__ unsigned long long gtimer() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");

@@ -192,8 +192,8 @@ static int cmp_double(const void *a, const void *b) {
  * so a drift slower than a rep cancels): its median and a distribution-free
  * ~95% interval for that median (the sorted ratios' order statistics at
  * R/2 -+ 0.98·sqrt(R), R the reps: the binomial interval; few reps give
- * the min and max). CUDA: each pass is captured once as a
- * graph and replayed when the backend supports capture. */
+ * the min and max). CUDA: each pass is captured once as a graph and
+ * replayed when the backend supports capture. */
 static zmlx_status time_passes(bench *b, layer *Ls, int nl, int64_t M, int reps, double st[2][3],
                                double pr[3]) {
     zmlx_graph *graph[2] = {NULL, NULL};
