@@ -8,9 +8,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#ifndef ZMLX_GIT_COMMIT
-#define ZMLX_GIT_COMMIT "unknown"
-#endif
+#include "zmlx_git_commit.h" /* ZMLX_GIT_COMMIT, generated at build time */
 
 void *zc_alloc_aligned(size_t size, size_t alignment) {
     if (size == 0 || alignment < sizeof(void *) || (alignment & (alignment - 1))) return NULL;
