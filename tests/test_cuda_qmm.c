@@ -214,7 +214,7 @@ static void moe_case(uint64_t seed, fmt f, int transpose, zmlx_dtype T, int64_t 
     qmat_free(&g); qmat_free(&u); qmat_free(&dn);
 }
 
-static const fmt AFF4 = {ZMLX_QMODE_AFFINE, 4, 64};
+static const fmt AFF4 = {ZMLX_QMODE_AFFINE, 4, 64}, MX4 = {ZMLX_QMODE_MXFP4, 4, 32};
 
 /* bf16 / 4-bit on both paths (M = 1, 3 small; 20, 70 large), odd N */
 static void test_paths_bf16(void) {
@@ -249,6 +249,13 @@ static void test_fp_formats(void) {
     }
     moe_case(230, fs[2], 1, ZMLX_BF16, 16, 2, 3, 48, 48, ZMLX_ACT_SWIGLU);
     moe_case(231, fs[2], 1, ZMLX_F16, 1, 2, 3, 48, 16, ZMLX_ACT_SWIGLU);
+    /* mxfp4 on the MMV path (K % 64 == 0): GPT-OSS's K = 2880 at one token
+       (the one-kernel combine), unsorted pairs in f16, sorted tiles through
+       k_mmv (K = 2880) and k_mmv_warp (K = 512 and 192: <= 4 steps per range) */
+    moe_case(240, fs[0], 1, ZMLX_BF16, 1, 4, 8, 2880, 192, ZMLX_ACT_SWIGLU_OAI);
+    moe_case(241, fs[0], 1, ZMLX_F16, 5, 4, 8, 1024, 128, ZMLX_ACT_SWIGLU);
+    moe_case(242, fs[0], 1, ZMLX_BF16, 12, 4, 8, 2880, 64, ZMLX_ACT_SWIGLU);
+    moe_case(243, fs[0], 1, ZMLX_BF16, 40, 4, 8, 512, 192, ZMLX_ACT_SWIGLU_OAI);
 }
 
 /* transpose = 0 (stored [E, K, N]): N multiple of the group, K any */
@@ -340,9 +347,10 @@ static void test_embed(void) {
 /* The kernel family the dispatch picks for (format, T, M) — restated here from
  * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV, 2 MMA.
  * Within one family every output row must have the same bits whatever M is. */
-static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N) {
+static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
-    if (f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) return M < 128 ? 1 : 2;
+    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (f.mode == ZMLX_QMODE_MXFP4 && K % 64 == 0))
+        return M < 128 ? 1 : 2;
     if (E == 1 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_MIN_TILES */
     return M < 8 ? 0 : 2;
 }
@@ -390,7 +398,7 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
     int64_t rm_y[3], rm_h[3], rm_o[3];
     for (int i = 0; i < N_SWEEP; i++) {
         const int64_t M = SWEEP_M[i];
-        const int fam = family(f, T, M, E, N);
+        const int fam = family(f, T, M, E, N, K);
         const size_t yb = (size_t)(M * k * N) * 2;
         void *y = ct_dev_poison(yb);
         CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, M, 0, &m.w, idx, k, y), ZMLX_OK);
@@ -420,7 +428,7 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
         CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, hfix, M, &dn.w, idx, k, w, o), ZMLX_OK);
         void *O = ct_host(o, ob);
         snprintf(what, sizeof what, "%s down+combine M %lld", name, (long long)M);
-        same_bits(what, M, family(f, T, M, E, K), ref_o, rm_o, O, ob);
+        same_bits(what, M, family(f, T, M, E, K, N), ref_o, rm_o, O, ob);
         if (i == 0 || M == 1) { /* against the oracle of the down matmul and the combine */
             void *Hh = ct_host(hfix, (size_t)(P * N) * 2);
             double *dy = h_alloc(sizeof(double) * (size_t)(M * k * K)), *da = h_alloc(sizeof(double) * (size_t)(M * k * K));
@@ -511,7 +519,9 @@ static void test_sort_and_dense_mma(void) {
  * E > 1. Aligned at M = 12, the sorted tiles of at most 4 steps per K range
  * (the down projections, K = 256 and 192; the gs-128 experts' K = 1024,
  * fused and plain) run as k_mmv_warp, so it is compared with the generic
- * k_mmv bit for bit. */
+ * k_mmv bit for bit. mxfp4 likewise (mmv_fast_mx, aligned against ANY):
+ * K = 2880 (ranges of 12 steps), K = 1024 with a down of K = 192 (sorted:
+ * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps). */
 static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);
@@ -526,7 +536,8 @@ static void test_mmv_variants(void) {
     const zmlx_dtype T = ZMLX_BF16;
     const struct { fmt f; int64_t E, F, D; int k; } cs[] = {
         {AFF4, 8, 256, 3072, 2}, {{ZMLX_QMODE_AFFINE, 4, 128}, 6, 256, 1024, 3}, {AFF4, 1, 40, 2048, 1},
-        {AFF4, 8, 192, 2048, 2}, {AFF4, 1, 65552, 2048, 1}};
+        {AFF4, 8, 192, 2048, 2}, {AFF4, 1, 65552, 2048, 1}, {MX4, 8, 256, 2880, 2}, {MX4, 8, 192, 1024, 2},
+        {MX4, 1, 40, 4096, 1}};
     const int64_t Ms[] = {1, 3, 12};
     char what[160];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {

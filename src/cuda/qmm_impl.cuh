@@ -6,9 +6,9 @@
  * Four kernel families, chosen by one rule (qmm_path) that depends only on
  * (T, n_tok, format), so a fused call and its unfused chain always take the
  * same family and round at the same points:
- *  MMV   transpose=1, affine 4-bit, groups of 64/128, T=bf16/f16, n_tok below
- *        a threshold: tensor-core GEMV, 16 weight rows x 8 pairs per warp
- *        (see the MMV section).
+ *  MMV   transpose=1, affine 4-bit with groups of 64/128 or mxfp4, K % 64 == 0,
+ *        T=bf16/f16, n_tok below a threshold: tensor-core GEMV, 16 weight rows
+ *        x 8 pairs per warp (see the MMV section).
  *  GEMV  transpose=1, small M, formats MMV does not serve (or T=f32): a warp per (token×slot, rows); every
  *        lane owns chunks c = lane + 32i of the row, accumulates
  *        s·Σ(x·q) + b·Σx per chunk in f32, then a fixed xor-butterfly shuffle
@@ -90,10 +90,13 @@ enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
  * at M >= 16"). ~One tile per SM of an H100/H200 (132). */
 enum { MMA_MIN_TILES = 128 };
 
-/* MMV serves affine 4-bit with groups of a multiple of 64 (every 64-column
- * step lies inside one group) and bf16/f16 activations. */
+/* MMV serves bf16/f16 activations and affine 4-bit with groups of a multiple
+ * of 64 (every 64-column step lies inside one group) or mxfp4 (a step holds
+ * two groups of 32) with K % 64 == 0. */
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
-    return T != ZMLX_F32 && W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->group_size % 64 == 0;
+    if (T == ZMLX_F32) return false;
+    if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0;
+    return W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->group_size % 64 == 0;
 }
 
 static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
@@ -606,7 +609,7 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 /* ------------------------------------------------------------ MMV path */
 
 /* Tensor-core GEMV for affine 4-bit, groups % 64 == 0, bf16/f16 (small and
- * mid M). A warp computes a tile of 16 weight rows x 8 pairs (the pairs of
+ * mid M; mxfp4 has its own step, mmv_step_mx, below). A warp computes a tile of 16 weight rows x 8 pairs (the pairs of
  * one expert; at small M one pair) with mma.m16n8k16: the rows are A, the
  * activations B. K is walked in steps of 64 columns; lane (gq, tq) loads 8
  * bytes (16 codes) of rows gq and gq+8 at column 64s + 16tq, so every mma
@@ -847,6 +850,153 @@ struct mmv_fast {
         }
     }
 };
+/* mxfp4 on the MMV path (groups of 32, so a 64-column step holds two). Lane
+ * (gq, tq) takes, of rows gq and gq + 8, the 4-byte word at byte 4tq of each
+ * group's 16 (columns 8tq..8tq+7 of the group), so that every mma (which
+ * takes 4 columns from each of the 4 lanes tq) stays inside one group: per
+ * step and group, two mmas from zero give D = Σ e2m1·x (E2M1 values are
+ * exact in bf16 and f16, their products with x exact in f32), then
+ *     acc = fma(2^(e - 127), D, acc)
+ * with the row's E8M0 scale of that group, group 0 before group 1. The codes
+ * become T by byte lookups (prmt) in two 8-entry tables, the low and the high
+ * byte of T's value of each magnitude; a code's sign comes from prmt's
+ * sign-replicate mode on the byte holding its bit 3 as the top bit. An A
+ * register holds columns (2j, 2j + 1), as x's own pairs: no permutation. */
+template <typename TT> struct mx_lut;
+template <> struct mx_lut<__nv_bfloat16> { /* 0, .5, 1, 1.5, 2, 3, 4, 6 = 0x0000 0x3f00 0x3f80 .. 0x40c0 */
+    static constexpr uint32_t L0 = 0xc0800000u, L1 = 0xc0804000u, H0 = 0x3f3f3f00u, H1 = 0x40404040u;
+};
+template <> struct mx_lut<__half> { /* 0x0000 0x3800 0x3c00 0x3e00 0x4000 0x4200 0x4400 0x4600 */
+    static constexpr uint32_t L0 = 0u, L1 = 0u, H0 = 0x3e3c3800u, H1 = 0x46444240u;
+};
+/* bytes of {b, a} (a: 0..3, b: 4..7) by the 4 selector nibbles of c */
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+/* The 8 E2M1 codes of w (columns 0..7, code j in bits 4j..4j+3) as four
+ * pairs of T: r[j] = (column 2j, column 2j + 1). */
+template <typename TT>
+__device__ __forceinline__ void mx_word(uint32_t w, uint32_t (&r)[4]) {
+    typedef mx_lut<TT> L;
+    const uint32_t mag = w & 0x77777777u, w4 = w << 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) { /* codes 4h..4h+3 */
+        const uint32_t sel = h ? mag >> 16 : mag;
+        const uint32_t lo = prmt(L::L0, L::L1, sel);
+        /* 0xff where the code's bit 3 is set: selector nibbles 8-15 replicate
+           the top bit of byte 0-7 of {w, w << 4} */
+        const uint32_t neg = prmt(w4, w, h ? 0xfbeau : 0xd9c8u);
+        const uint32_t hi = prmt(L::H0, L::H1, sel) | (neg & 0x80808080u);
+        r[2 * h] = prmt(lo, hi, 0x5140u);
+        r[2 * h + 1] = prmt(lo, hi, 0x7362u);
+    }
+}
+/* E8M0 byte b: 2^(b - 127) as zq_e8m0_value (b = 0 the subnormal 2^-127,
+ * which b << 23 would make 0; 255 infinity) */
+__device__ __forceinline__ float mx_scale(uint32_t b) { return __uint_as_float(max(b << 23, 0x00400000u)); }
+
+/* One 64-column step: words wa (row gq) and wb (row gq + 8) of groups 0
+ * (.x) and 1 (.y), activations x0 / x1 (columns 8tq..8tq+7 of group 0 / 1),
+ * scale bytes sa / sb (group 0 in bits 0..7, group 1 in 8..15). */
+template <typename TT>
+__device__ __forceinline__ void mmv_step_mx(const uint2 &wa, const uint2 &wb, const uint4 &x0, const uint4 &x1,
+                                            uint32_t sa, uint32_t sb, float (&acc)[4]) {
+#pragma unroll
+    for (int g = 0; g < 2; g++) {
+        uint32_t a[4], b[4];
+        mx_word<TT>(g ? wa.y : wa.x, a);
+        mx_word<TT>(g ? wb.y : wb.x, b);
+        const uint4 &X = g ? x1 : x0;
+        const uint32_t A0[4] = {a[0], b[0], a[1], b[1]}, A1[4] = {a[2], b[2], a[3], b[3]};
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_op<TT>::run(d, A0, X.x, X.y);
+        mma_op<TT>::run(d, A1, X.z, X.w);
+        const float s[2] = {mx_scale(sa >> 8 * g & 0xffu), mx_scale(sb >> 8 * g & 0xffu)};
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(s[c >> 1], d[c], acc[c]);
+    }
+}
+
+/* mmv_fast's interface for mxfp4: batches of U steps, weights and scales of
+ * a batch loaded before its first mma. ANY: any alignment of the codes, the
+ * scales and x (byte and 2-byte loads; the fallback, mmv_fast_lg says
+ * which); else 4-byte codes, 2-byte scale pairs, 16-byte activations. */
+template <typename TT, bool ANY, int U>
+struct mmv_fast_mx {
+    const uint8_t *pa, *pb, *sa, *sb;
+    int s, se; /* K < 2^24 */
+    uint2 wa[U], wb[U];
+    uint32_t r[U][2]; /* the step's two scale bytes of each row */
+
+    static __device__ __forceinline__ uint32_t ld16(const uint8_t *p) {
+        if constexpr (!ANY) return __ldg((const unsigned short *)p);
+        else return __ldg(p) | (uint32_t)__ldg(p + 1) << 8;
+    }
+    static __device__ __forceinline__ uint32_t ld32(const uint8_t *p) {
+        if constexpr (!ANY) return __ldg((const uint32_t *)p);
+        else return ld16(p) | ld16(p + 2) << 16;
+    }
+    static __device__ __forceinline__ uint4 ldx(const TT *p) {
+        if constexpr (!ANY) {
+            return __ldg((const uint4 *)p);
+        } else {
+            const unsigned short *q = (const unsigned short *)p;
+            uint32_t v[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) v[i] = __ldg(q + 2 * i) | (uint32_t)__ldg(q + 2 * i + 1) << 16;
+            return make_uint4(v[0], v[1], v[2], v[3]);
+        }
+    }
+    __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
+                                          int64_t s1, int tq) {
+        s = (int)s0, se = (int)s1;
+        pa = qa.w + ra * qa.row_bytes + tq * 4 + s * 32;
+        pb = qb.w + rb * qb.row_bytes + tq * 4 + s * 32;
+        sa = (const uint8_t *)qa.scales + ra * qa.gpr + s * 2;
+        sb = (const uint8_t *)qb.scales + rb * qb.gpr + s * 2;
+        load();
+    }
+    __device__ __forceinline__ void load() {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (s + u >= se) break;
+            wa[u] = make_uint2(ld32(pa + u * 32), ld32(pa + u * 32 + 16));
+            wb[u] = make_uint2(ld32(pb + u * 32), ld32(pb + u * 32 + 16));
+            r[u][0] = ld16(sa + u * 2);
+            r[u][1] = ld16(sb + u * 2);
+        }
+    }
+    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
+        const TT *px = xc + tq * 8 + s * 64;
+        for (;;) {
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                if (s + u >= se) break;
+                mmv_step_mx<TT>(wa[u], wb[u], ldx(px + 64 * u), ldx(px + 64 * u + 32), r[u][0], r[u][1], acc);
+            }
+            s += U;
+            if (s >= se) return;
+            pa += U * 32;
+            pb += U * 32;
+            sa += U * 2;
+            sb += U * 2;
+            px += U * 64;
+            load();
+        }
+    }
+};
+
+/* The MMV variants, the kernels' LG parameter: -1 mmv_steps_any (affine,
+ * any scale dtype and alignment); 0 / 1 mmv_fast (affine, groups of 64 <<
+ * LG); MMV_MX / MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any). Every
+ * variant >= 0 has mmv_fast's begin / run. */
+enum { MMV_MX = 2, MMV_MX_ANY = 3 };
+template <typename TT, int LG, int U>
+using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
+                                              mmv_fast<TT, LG == 1 ? 1 : 0, U>>::type;
+
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
  * LM head (~9500 16-row tiles at one token), and the experts' matmuls in
@@ -949,12 +1099,12 @@ __device__ __forceinline__ void slab_run(mmv_slab &S, uint32_t parity, const TT 
     }
 }
 
-/* The variant of k_mmv / k_mmv_combine: LG >= 0 the fast one. */
+/* The variant LG of k_mmv_combine (mmv_fast_of) */
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
     if (LG >= 0) {
-        mmv_fast<TT, LG < 0 ? 0 : LG, MMV_U> f;
+        mmv_fast_of<TT, LG, MMV_U> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -962,14 +1112,20 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
     }
 }
 
-/* The fast variant's LG for weight q with activation rows from base x
- * (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every row
- * keeps the base's alignment), or -1 for the generic one: groups of 64 or
+/* The variant (LG, see mmv_fast_of) for weight q with activation rows from
+ * base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every
+ * row keeps the base's alignment). Affine: the fast one for groups of 64 or
  * 128 columns, and for 128 K ranges of an even number of steps (a batch then
- * never starts mid-group). Decided on the host: each variant is its own
- * kernel, so its registers are not the other's. */
+ * never starts mid-group), else -1 (generic). mxfp4: MMV_MX where the codes,
+ * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
+ * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
 static int mmv_fast_lg(const zcu_qw &q, const void *x) {
+    if (q.mode == ZMLX_QMODE_MXFP4)
+        return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 &&
+                       q.cols < ((int64_t)1 << 24)
+                   ? MMV_MX
+                   : MMV_MX_ANY;
     if (q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
         ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
         return -1;
@@ -1194,7 +1350,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
-    mmv_fast<TT, LG < 0 ? 0 : LG, U> f;
+    mmv_fast_of<TT, LG, U> f;
     if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
         mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
@@ -1230,7 +1386,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * instead of per range. Measured (NOTES.md v12): the Qwen3 MoE layer 5-9%
  * faster at M = 8..64; over unsorted pairs (a few thousand
  * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
- * those stay on k_mmv. The fast variant only; 5 blocks per SM (at 6 the
+ * those stay on k_mmv. The fast variants only (0, 1, MMV_MX); 5 blocks per SM (at 6 the
  * 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16 lost 3.5 / 2
  * us). */
 enum { MMV_WARP_ROWS = 4 }; /* row blocks (warps) per block */
@@ -1260,7 +1416,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
         int64_t s0, s1;
         mmv_range<KS>(qa.cols, ks, s0, s1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mmv_fast<TT, LG, U> f;
+        mmv_fast_of<TT, LG, U> f;
         f.begin(qa, ra, FUSED ? qb : qa, rb, s0, s1, tq);
         f.run(xc, tq, acc);
 #pragma unroll
@@ -1479,10 +1635,23 @@ static bool slab_fits(const zcu_qw &q, int rpt) {
            ((uintptr_t)q.biases & 15) == 0;
 }
 
-/* MMV launchers (affine 4-bit only, so no format dispatch; none for f32).
- * The stream serves the fast variant's fitting weights in the many-wave
- * calls: a dense matrix of >= 65536 rows (the LM head: the only E = 1
- * weight with SLAB_KS ranges), the experts from mmv_stream_tokens(). */
+/* f(std::integral_constant<int, LG>) for a variant of mmv_fast_lg */
+template <typename F> static void with_variant(int lg, F &&f) {
+    switch (lg) {
+    case 0: f(std::integral_constant<int, 0>{}); break;
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case MMV_MX: f(std::integral_constant<int, MMV_MX>{}); break;
+    case MMV_MX_ANY: f(std::integral_constant<int, MMV_MX_ANY>{}); break;
+    default: f(std::integral_constant<int, -1>{});
+    }
+}
+
+/* MMV launchers (the variant of mmv_fast_lg is the format dispatch; none for
+ * f32). The stream serves the affine fast variant's fitting weights in the
+ * many-wave calls: a dense matrix of >= 65536 rows (the LM head: the only
+ * E = 1 weight with SLAB_KS ranges), the experts from mmv_stream_tokens().
+ * The generic variants (-1, MMV_MX_ANY), fallbacks for odd alignments, run
+ * as k_mmv with batches of MMV_U steps only. */
 template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
@@ -1499,23 +1668,30 @@ template <typename TT> struct mmv_launch {
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
-        if (a.perm && lg >= 0 && mmv_ks(a.qa) == 4 && mmv_range_steps(a.qa) <= mmv_warp_steps() &&
-            a.qa.rows < INT32_MAX) {
-            constexpr int H = MMV_U / 2;
-            zcu_launch(ZCU_PDL_QMM, lg == 0 ? k_mmv_warp<TT, FUSED, 0, 4, H> : k_mmv_warp<TT, FUSED, 1, 4, H>,
-                       (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0, a.st,
-                       a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.k, a.perm, a.n_tiles, a.tiles, a.act,
-                       (TT *)a.y);
+        if (a.perm && (lg == 0 || lg == 1 || lg == MMV_MX) && mmv_ks(a.qa) == 4 &&
+            mmv_range_steps(a.qa) <= mmv_warp_steps() && a.qa.rows < INT32_MAX) {
+            with_variant(lg, [&](auto lgc) {
+                constexpr int LG = decltype(lgc)::value;
+                if constexpr (LG == 0 || LG == 1 || LG == MMV_MX)
+                    zcu_launch(ZCU_PDL_QMM, k_mmv_warp<TT, FUSED, LG, 4, MMV_U / 2>,
+                               (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0,
+                               a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.k, a.perm, a.n_tiles, a.tiles,
+                               a.act, (TT *)a.y);
+            });
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
         with_ks(a.qa, [&](auto ksc) {
-            constexpr int KS = decltype(ksc)::value, H = MMV_U / 2;
-            auto kern = lg == 0   ? (half ? k_mmv<TT, FUSED, 0, KS, H> : k_mmv<TT, FUSED, 0, KS, MMV_U>)
-                        : lg == 1 ? (half ? k_mmv<TT, FUSED, 1, KS, H> : k_mmv<TT, FUSED, 1, KS, MMV_U>)
-                                  : k_mmv<TT, FUSED, -1, KS, MMV_U>;
-            zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x,
-                       a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax, a.amax_idx);
+            with_variant(lg, [&](auto lgc) {
+                constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
+                auto go = [&](auto kern) {
+                    zcu_launch(ZCU_PDL_QMM, kern, (unsigned)(nt * nrb), KS * 32, 0, a.st, a.qa, a.qb, (const TT *)a.x,
+                               a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax,
+                               a.amax_idx);
+                };
+                if constexpr (LG == -1 || LG == MMV_MX_ANY) go(k_mmv<TT, FUSED, LG, KS, MMV_U>);
+                else go(half ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2> : k_mmv<TT, FUSED, LG, KS, MMV_U>);
+            });
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
@@ -1523,14 +1699,14 @@ template <typename TT> struct mmv_launch {
     static zmlx_status combine(const qargs &a) {
         const int lg = mmv_fast_lg<TT>(a.qa, a.x);
         with_ks(a.qa, [&](auto ksc) {
-            constexpr int KS = decltype(ksc)::value;
-            const int ns = a.k < 16 / KS ? a.k : 16 / KS; /* <= 512 threads */
-            const size_t shm = (size_t)a.k * KS * 16 * sizeof(float);
-            const int64_t nrb = (a.qa.rows + 15) / 16;
-            zcu_launch(ZCU_PDL_QMM,
-                       lg == 0 ? k_mmv_combine<TT, 0, KS> : lg == 1 ? k_mmv_combine<TT, 1, KS> : k_mmv_combine<TT, -1, KS>,
-                       (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st, a.qa, (const TT *)a.x, a.idx, a.k, a.w,
-                       (TT *)a.y);
+            with_variant(lg, [&](auto lgc) {
+                constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
+                const int ns = a.k < 16 / KS ? a.k : 16 / KS; /* <= 512 threads */
+                const size_t shm = (size_t)a.k * KS * 16 * sizeof(float);
+                const int64_t nrb = (a.qa.rows + 15) / 16;
+                zcu_launch(ZCU_PDL_QMM, k_mmv_combine<TT, LG, KS>, (unsigned)(a.n_tok * nrb), 32 * KS * ns, shm, a.st,
+                           a.qa, (const TT *)a.x, a.idx, a.k, a.w, (TT *)a.y);
+            });
         });
         ZCU_LAUNCHED();
         return ZMLX_OK;
