@@ -609,9 +609,9 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 /* ------------------------------------------------------------ MMV path */
 
 /* Tensor-core GEMV for affine 4-bit, groups % 64 == 0, bf16/f16 (small and
- * mid M; mxfp4 has its own step, mmv_step_mx, below). A warp computes a tile of 16 weight rows x 8 pairs (the pairs of
- * one expert; at small M one pair) with mma.m16n8k16: the rows are A, the
- * activations B. K is walked in steps of 64 columns; lane (gq, tq) loads 8
+ * mid M; mxfp4 has its own step, mmv_step_mx, below). A warp computes a
+ * tile of 16 weight rows x 8 pairs (the pairs of one expert; at small M one
+ * pair) with mma.m16n8k16: the rows are A, the activations B. K is walked in steps of 64 columns; lane (gq, tq) loads 8
  * bytes (16 codes) of rows gq and gq+8 at column 64s + 16tq, so every mma
  * sees 16 columns of one group. Codes become T as 0x4300|q (bf16 128+q) or
  * 0x6400|q (f16 1024+q), two per lop3: the pairs of a word come out as
@@ -850,6 +850,7 @@ struct mmv_fast {
         }
     }
 };
+
 /* mxfp4 on the MMV path (groups of 32, so a 64-column step holds two). Lane
  * (gq, tq) takes, of rows gq and gq + 8, the 4-byte word at byte 4tq of each
  * group's 16 (columns 8tq..8tq+7 of the group), so that every mma (which
@@ -1386,9 +1387,9 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * instead of per range. Measured (NOTES.md v12): the Qwen3 MoE layer 5-9%
  * faster at M = 8..64; over unsorted pairs (a few thousand
  * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
- * those stay on k_mmv. The fast variants only (0, 1, MMV_MX); 5 blocks per SM (at 6 the
- * 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16 lost 3.5 / 2
- * us). */
+ * those stay on k_mmv. The fast variants only (0, 1, MMV_MX); 5 blocks per
+ * SM (at 6 the 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16
+ * lost 3.5 / 2 us). */
 enum { MMV_WARP_ROWS = 4 }; /* row blocks (warps) per block */
 template <typename TT, bool FUSED, int LG, int KS, int U>
 __global__ void __launch_bounds__(MMV_WARP_ROWS * 32, MMV_MINB - 1)
