@@ -185,22 +185,35 @@ AI void pf_rows(int R, const uint8_t *const *row, int64_t off, int64_t pf) {
         for (int r = 0; r < R; r++) _mm_prefetch((const char *)row[r] + off + pf, _MM_HINT_T0);
 }
 
+/* Every 64-byte line of the n bytes at p (prefetches never fault). */
+AI void pf_lines(const char *p, int64_t n) {
+    const uintptr_t b = (uintptr_t)p;
+    for (uintptr_t q = b & ~(uintptr_t)63; q < b + (uintptr_t)n; q += 64) _mm_prefetch((const char *)q, _MM_HINT_T0);
+}
+
 /* Rows r0..r0+R-1 of expert e: the codes row[r], the scales sp[r] and biases
  * bp[r] (NULL unless affine) of ss bytes an element, and lim[r] = the scale /
  * bias elements readable from there (to the arrays' end); prefetches the
- * next 4-row block's scales and biases (pfs bytes on). */
+ * next 4-row block's scales and biases (pfs bytes on): every line of the R
+ * rows' there (consecutive rows' scales are contiguous). One line per row
+ * missed some where a row's scales span more than a line: K = 2880 (gpt-oss)
+ * has 90 bytes a row (mxfp4; affine gs64 also 90 of biases), so 2-3 of a
+ * block's 6-7 lines were left to the hardware prefetchers, which kept up
+ * less well in the fused SwiGLU (gate and up rows alternate every task) than
+ * in gate + up: fused measured 1-5% slower there (src/cpu/NOTES.md). */
 AI void rows_at(const zmlx_qweight *W, int64_t e, int64_t r0, int R, int affine, size_t ss, int64_t pfs,
                 const uint8_t **row, const char **sp, const char **bp, int64_t *lim) {
+    const int64_t G = W->K / W->group_size;
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         row[r] = zq_row_ptr(W, e, r0 + r);
         const int64_t si = zq_scale_index(W, e, r0 + r);
-        lim[r] = W->E * W->N * (W->K / W->group_size) - si;
+        lim[r] = W->E * W->N * G - si;
         sp[r] = (const char *)W->scales + (size_t)si * ss;
         bp[r] = affine ? (const char *)W->biases + (size_t)si * ss : NULL;
-        _mm_prefetch(sp[r] + pfs, _MM_HINT_T0);
-        if (affine) _mm_prefetch(bp[r] + pfs, _MM_HINT_T0);
     }
+    pf_lines(sp[0] + pfs, R * G * (int64_t)ss);
+    if (affine) pf_lines(bp[0] + pfs, R * G * (int64_t)ss);
 }
 
 AI float hsum(__m256 v) {
