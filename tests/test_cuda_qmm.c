@@ -349,8 +349,12 @@ static void test_embed(void) {
  * Within one family every output row must have the same bits whatever M is. */
 static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
-    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (f.mode == ZMLX_QMODE_MXFP4 && K % 64 == 0))
-        return M < 128 ? 1 : 2;
+    const int mx = f.mode == ZMLX_QMODE_MXFP4;
+    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0)) {
+        const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
+        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : 1024;
+        return M < lim ? 1 : 2;
+    }
     if (E == 1 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_MIN_TILES */
     return M < 8 ? 0 : 2;
 }
@@ -485,15 +489,16 @@ static void test_mmv_stream(void) {
 
 /* The device sort's segment counts other than 32 (qmm_impl.cuh
  * sort_segments: 4096 / E for E > 128) with more pairs than segments x 32
- * (MMV tiles of 8 at 100 tokens, MMA tiles of 64 at 150), and a dense 8-bit
- * matmul with enough tiles for the MMA path (>= MMA_MIN_TILES). */
+ * (MMV tiles of 8 at 100 tokens; MMA tiles of 64 at 150, 8-bit: a format
+ * MMV does not serve), and a dense 8-bit matmul with enough tiles for the
+ * MMA path (>= MMA_MIN_TILES). */
 static void test_sort_and_dense_mma(void) {
+    const fmt r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     moe_case(10, AFF4, 1, ZMLX_BF16, 100, 8, 300, 64, 64, ZMLX_ACT_SWIGLU);
-    moe_case(11, AFF4, 1, ZMLX_BF16, 150, 4, 1000, 64, 64, ZMLX_ACT_SWIGLU);
+    moe_case(11, r8, 1, ZMLX_BF16, 150, 4, 1000, 64, 64, ZMLX_ACT_SWIGLU);
     moe_case(12, AFF4, 1, ZMLX_BF16, 40, 4, 4096, 64, 64, ZMLX_ACT_SWIGLU);
     h_rng r = {13};
     qmat m;
-    const fmt r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const int64_t M = 1030, N = 1024, K = 64; /* 17 x 16 tiles */
     qmat_make(&r, r8, 1, 1, N, K, ZMLX_BF16, &m);
     void *hx = ct_rand(&r, ZMLX_BF16, M * K, -1, 1);

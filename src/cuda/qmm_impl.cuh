@@ -41,7 +41,8 @@
  * environment overrides them so the benchmark can sweep them:
  * ZMLX_CUDA_MMA_MIN_TOKENS  n_tok from which transpose=1 bf16/f16 matmuls of
  *                           the formats MMV does not serve use the MMA path;
- * ZMLX_CUDA_MMV_MAX_TOKENS  n_tok from which the MMV formats use it too;
+ * ZMLX_CUDA_MMV_MAX_TOKENS  n_tok from which the MMV formats use it too
+ *                           (default per format: mmv_max_tokens);
  * ZMLX_CUDA_MMV_SORT_TOKENS n_tok from which the MMV path groups the pairs by
  *                           expert (8 per tile) instead of one pair per tile;
  * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
@@ -73,7 +74,7 @@ static int env_tokens(int *v, const char *name, int dflt) {
         return env_tokens(&v, name, dflt); \
     }
 ENV_TOKENS_KNOB(mma_min_tokens, "ZMLX_CUDA_MMA_MIN_TOKENS", 8)
-ENV_TOKENS_KNOB(mmv_max_tokens, "ZMLX_CUDA_MMV_MAX_TOKENS", 128)
+ENV_TOKENS_KNOB(mmv_max_tokens_env, "ZMLX_CUDA_MMV_MAX_TOKENS", 0)
 ENV_TOKENS_KNOB(mmv_sort_tokens, "ZMLX_CUDA_MMV_SORT_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_combine_tokens, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2)
 ENV_TOKENS_KNOB(mmv_stream_tokens, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8)
@@ -99,10 +100,21 @@ static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
     return W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->group_size % 64 == 0;
 }
 
+/* n_tok from which an MMV format takes the MMA path. Measured on the H200
+ * (NOTES.md v21, MoE layer us, MMV against MMA): Qwen3 (affine) 279 / 459 /
+ * 814 / 1547 / 3003 against 840 / 890 / 1010 / 1572 / 2686 at 128 / 256 /
+ * 512 / 1024 / 2048 tokens; GPT-OSS (mxfp4) 468 / 818 / 1189 / 1527 against
+ * 814 / 866 / 932 / 1260 at 128 / 256 / 384 / 512. */
+static int64_t mmv_max_tokens(const zmlx_qweight *W) {
+    const int env = mmv_max_tokens_env();
+    if (env > 0) return env;
+    return W->mode == ZMLX_QMODE_MXFP4 ? 320 : 1024;
+}
+
 static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
     if (!W->transpose) return PATH_COLS;
     if (T == ZMLX_F32 || W->K % 32 != 0 || W->E > SORT_MAX_E) return PATH_GEMV;
-    if (mmv_ok(W, T)) return n_tok < mmv_max_tokens() ? PATH_MMV : PATH_MMA;
+    if (mmv_ok(W, T)) return n_tok < mmv_max_tokens(W) ? PATH_MMV : PATH_MMA;
     if (W->E == 1 && (n_tok + TILE_M - 1) / TILE_M * ((W->N + TILE_N - 1) / TILE_N) < MMA_MIN_TILES) return PATH_GEMV;
     return n_tok < mma_min_tokens() ? PATH_GEMV : PATH_MMA;
 }
@@ -486,15 +498,18 @@ enum { SROW = TILE_K + 8 }; /* padded shared row (elements): conflict-free fragm
  * (A·hi, then A·lo) into the same f32 accumulators: the weights are then
  * ~2^-16 relative from the f32 dequantization, as on the GEMV/MMV paths and
  * the CPU, instead of 2^-9 (bf16) — which shifted prefill logits enough to
- * flip near-tie expert choices against the other backends. */
+ * flip near-tie expert choices against the other backends. An mxfp4 weight,
+ * e2m1 · 2^(e - 127), is exact in bf16 (f32's exponent range, subnormals
+ * down to 2^-133): with T = bf16 its lo is 0 and is left out (NL = 1). */
 template <typename TT, int MODE, int BITS, bool FUSED>
 __global__ void __launch_bounds__(128)
 k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
       const int *n_tiles, const int4 *tiles, int act, TT *y) {
     zcu_pdl_entry();
     constexpr int NB = FUSED ? 2 : 1;
+    constexpr int NL = MODE == ZMLX_QMODE_MXFP4 && std::is_same<TT, __nv_bfloat16>::value ? 1 : 2;
     __shared__ __align__(16) TT As[TILE_M * SROW];
-    __shared__ __align__(16) TT Bs[NB][2][TILE_N * SROW]; /* [matrix][hi, lo]: 46 KB when FUSED */
+    __shared__ __align__(16) TT Bs[NB][NL][TILE_N * SROW]; /* [matrix][hi, lo]: 46 KB when FUSED */
     if ((int)blockIdx.x >= *n_tiles) return;
     const int4 tile = tiles[blockIdx.x];
     const int64_t e = tile.x, N = qa.rows, K = qa.cols;
@@ -536,11 +551,11 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 #pragma unroll
             for (int i = 0; i < 4; i++) ((uint4 *)ad)[i] = make_uint4(0, 0, 0, 0);
         }
-        /* B: 32 dequantized weights of output row n0+lr as hi + lo in T */
+        /* B: 32 dequantized weights of output row n0+lr as hi (+ lo) in T */
 #pragma unroll
         for (int b = 0; b < NB; b++) {
             uint32_t *bh = (uint32_t *)(Bs[b][0] + lr * SROW + lh * 32);
-            uint32_t *bl = (uint32_t *)(Bs[b][1] + lr * SROW + lh * 32);
+            uint32_t *bl = (uint32_t *)(Bs[b][NL - 1] + lr * SROW + lh * 32);
             if (n0 + lr < N && colok) {
                 float v[32];
                 zcu_dequant_chunk<MODE, BITS, 32>(qq[b], e * N + n0 + lr, col, v);
@@ -548,7 +563,7 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
                 for (int i = 0; i < 16; i++) {
                     const float h0 = zcu_round((const TT *)0, v[2 * i]), h1 = zcu_round((const TT *)0, v[2 * i + 1]);
                     bh[i] = pack2((TT *)0, h0, h1);
-                    bl[i] = pack2((TT *)0, __fsub_rn(v[2 * i], h0), __fsub_rn(v[2 * i + 1], h1));
+                    if (NL == 2) bl[i] = pack2((TT *)0, __fsub_rn(v[2 * i], h0), __fsub_rn(v[2 * i + 1], h1));
                 }
             } else {
 #pragma unroll
@@ -572,7 +587,7 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 #pragma unroll
                 for (int j = 0; j < 4; j++)
 #pragma unroll
-                    for (int hl = 0; hl < 2; hl++) { /* hi, then lo */
+                    for (int hl = 0; hl < NL; hl++) { /* hi, then lo */
                         const TT *b0 = Bs[b][hl] + (wn * 32 + j * 8 + gq) * SROW + kk + 2 * tq;
                         const uint32_t r0 = *(const uint32_t *)b0, r1 = *(const uint32_t *)(b0 + 8);
 #pragma unroll
