@@ -350,7 +350,7 @@ static void test_embed(void) {
 static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
     const int mx = f.mode == ZMLX_QMODE_MXFP4;
-    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0)) {
+    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0 && K < (1 << 24))) {
         const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
         const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : 1024;
         return M < lim ? 1 : 2;

@@ -93,10 +93,11 @@ enum { MMA_MIN_TILES = 128 };
 
 /* MMV serves bf16/f16 activations and affine 4-bit with groups of a multiple
  * of 64 (every 64-column step lies inside one group) or mxfp4 (a step holds
- * two groups of 32) with K % 64 == 0. */
+ * two groups of 32) with K % 64 == 0 and K < 2^24 (mmv_fast_mx's 32-bit
+ * offsets; affine's generic variant has none). */
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
     if (T == ZMLX_F32) return false;
-    if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0;
+    if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0 && W->K < ((int64_t)1 << 24);
     return W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->group_size % 64 == 0;
 }
 
@@ -1137,11 +1138,9 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
 static int mmv_fast_lg(const zcu_qw &q, const void *x) {
-    if (q.mode == ZMLX_QMODE_MXFP4)
-        return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 &&
-                       q.cols < ((int64_t)1 << 24)
-                   ? MMV_MX
-                   : MMV_MX_ANY;
+    if (q.mode == ZMLX_QMODE_MXFP4) /* K < 2^24: mmv_ok */
+        return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 ? MMV_MX
+                                                                                                         : MMV_MX_ANY;
     if (q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
         ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
         return -1;
