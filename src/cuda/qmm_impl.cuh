@@ -1013,6 +1013,9 @@ enum { MMV_MX = 2, MMV_MX_ANY = 3 };
 template <typename TT, int LG, int U>
 using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
                                               mmv_fast<TT, LG == 1 ? 1 : 0, U>>::type;
+/* the aligned variants (0, 1, MMV_MX): the ones with shallow batches and
+   k_mmv_warp; the generic ones (-1, MMV_MX_ANY) are fallbacks */
+static constexpr bool mmv_aligned(int lg) { return lg == 0 || lg == 1 || lg == MMV_MX; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -1401,7 +1404,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * instead of per range. Measured (NOTES.md v12): the Qwen3 MoE layer 5-9%
  * faster at M = 8..64; over unsorted pairs (a few thousand
  * warps) and at 6-7 steps per range (GLM, LFM2) no faster or slower, so
- * those stay on k_mmv. The fast variants only (0, 1, MMV_MX); 5 blocks per
+ * those stay on k_mmv. The aligned variants only (mmv_aligned); 5 blocks per
  * SM (at 6 the 80-register cap spilled 16-28 bytes and Qwen3's M = 8 / 16
  * lost 3.5 / 2 us). */
 enum { MMV_WARP_ROWS = 4 }; /* row blocks (warps) per block */
@@ -1409,7 +1412,7 @@ template <typename TT, bool FUSED, int LG, int KS, int U>
 __global__ void __launch_bounds__(MMV_WARP_ROWS * 32, MMV_MINB - 1)
 k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm, const int *n_tiles,
            const int4 *tiles, int act, TT *y) {
-    static_assert(LG >= 0, "the fast variant");
+    static_assert(mmv_aligned(LG), "an aligned variant");
     /* row numbers within an expert in 32 bits (the launcher checks) */
     const int N = (int)qa.rows, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int bpt = (nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS, ti = blockIdx.x / bpt;
@@ -1683,11 +1686,11 @@ template <typename TT> struct mmv_launch {
             ZCU_LAUNCHED();
             return ZMLX_OK;
         }
-        if (a.perm && (lg == 0 || lg == 1 || lg == MMV_MX) && mmv_ks(a.qa) == 4 &&
+        if (a.perm && mmv_aligned(lg) && mmv_ks(a.qa) == 4 &&
             mmv_range_steps(a.qa) <= mmv_warp_steps() && a.qa.rows < INT32_MAX) {
             with_variant(lg, [&](auto lgc) {
                 constexpr int LG = decltype(lgc)::value;
-                if constexpr (LG == 0 || LG == 1 || LG == MMV_MX)
+                if constexpr (mmv_aligned(LG))
                     zcu_launch(ZCU_PDL_QMM, k_mmv_warp<TT, FUSED, LG, 4, MMV_U / 2>,
                                (unsigned)(nt * ((nrb + MMV_WARP_ROWS - 1) / MMV_WARP_ROWS)), MMV_WARP_ROWS * 32, 0,
                                a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.k, a.perm, a.n_tiles, a.tiles,
@@ -1704,8 +1707,10 @@ template <typename TT> struct mmv_launch {
                                a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax,
                                a.amax_idx);
                 };
-                if constexpr (LG == -1 || LG == MMV_MX_ANY) go(k_mmv<TT, FUSED, LG, KS, MMV_U>);
-                else go(half ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2> : k_mmv<TT, FUSED, LG, KS, MMV_U>);
+                if constexpr (mmv_aligned(LG))
+                    go(half ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2> : k_mmv<TT, FUSED, LG, KS, MMV_U>);
+                else
+                    go(k_mmv<TT, FUSED, LG, KS, MMV_U>);
             });
         });
         ZCU_LAUNCHED();
