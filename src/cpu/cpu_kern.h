@@ -63,7 +63,9 @@ typedef enum cq_xform {
     CQ_X_I16_8,   /* int16 [K] + per-group scale, natural order               */
     CQ_X_I16_4W,  /* as CQ_X_I16_4 per 64 elements: the 32 even, the 32 odd
                      (32 bytes of 4-bit codes in one 512-bit unpack)          */
-    CQ_X_BF16_4W, /* bf16 [K], x's own bits (T = bf16), CQ_X_I16_4W's order */
+    CQ_X_BF16_4Q, /* bf16 [K], x's own bits (T = bf16); per 128 elements
+                     (a row's last 64 when K % 128 = 64) every fourth from
+                     0, then from 1, 2, 3 (the 4-bit words' unpack order)   */
     CQ_X_BF16_8   /* bf16 [K], x's own bits, natural order                  */
 } cq_xform;
 
@@ -125,7 +127,7 @@ const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T, int shared)
 static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8 || f == CQ_X_I16_4W; }
 
 /* Whether activation form f is x's own bf16 values (the bf16 dots). */
-static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4W || f == CQ_X_BF16_8; }
+static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4Q || f == CQ_X_BF16_8; }
 
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
  * affine bias term: the integer, bf16 and portable dots; the x86 f32 dots

@@ -271,20 +271,21 @@ static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
 }
 
 /* Reorder a row of K 16-bit values (int16 or bf16, natural order) in place
- * into the form's order: natural (8-bit codes), or per B elements the B/2
- * even then the B/2 odd ones (B/2 bytes of 4-bit codes unpack into low
- * nibbles, then high nibbles): B = 32 (CQ_X_I16_4), 64 (CQ_X_I16_4W,
- * CQ_X_BF16_4W: K a multiple of 64; a block may span two groups). */
+ * into the form's order: natural (8-bit codes); per B elements the B/2 even
+ * then the B/2 odd ones (B/2 bytes of 4-bit codes unpack into low nibbles,
+ * then high nibbles): B = 32 (CQ_X_I16_4), 64 (CQ_X_I16_4W: K a multiple of
+ * 64; a block may span two groups); or per 128 elements (the last 64 when
+ * K % 128 = 64) elements 4k + m at m·B/4 + k (CQ_X_BF16_4Q). */
 static void order_16(cq_xform xform, int16_t *row, int64_t K) {
     if (xform == CQ_X_I16_8 || xform == CQ_X_BF16_8) return;
-    const int B = xform == CQ_X_I16_4 ? 32 : 64;
-    int16_t q[64];
+    const int quad = xform == CQ_X_BF16_4Q, B = xform == CQ_X_I16_4 ? 32 : quad ? 128 : 64;
+    int16_t q[128];
     for (int64_t c = 0; c < K; c += B) {
-        memcpy(q, row + c, (size_t)B * sizeof *q);
-        for (int i = 0; i < B / 2; i++) {
-            row[c + i] = q[2 * i];
-            row[c + B / 2 + i] = q[2 * i + 1];
-        }
+        const int n = K - c < B ? (int)(K - c) : B; /* < B: CQ_X_BF16_4Q's last 64 */
+        memcpy(q, row + c, (size_t)n * sizeof *q);
+        const int ways = quad ? 4 : 2;
+        for (int m = 0; m < ways; m++)
+            for (int k = 0; k < n / ways; k++) row[c + m * (n / ways) + k] = q[ways * k + m];
     }
 }
 
@@ -324,7 +325,7 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
         case CQ_X_I16_8:
             xsc[g] = quant_group(f, gs, xi + g0, kern->pieces == 2 ? xi + K + g0 : NULL);
             break;
-        case CQ_X_BF16_4W:
+        case CQ_X_BF16_4Q:
         case CQ_X_BF16_8: memcpy(xi + g0, (const uint16_t *)x + g0, (size_t)n * 2); break;
         }
     }

@@ -67,7 +67,8 @@
  * affine 4-bit and mxfp4 with K % 64 == 0, shared runs of 8-bit). x is its
  * own bf16 values and each code's value is exact in bf16, so vdpbf16ps
  * multiplies exactly, 32 products per instruction, summed in f32
- * (bdot_rows); the group scale is applied once per group. Zen 5, hot, one
+ * (bdot_rows); the group scale is applied once per step (4-bit: 128
+ * elements, 1-4 groups; 8-bit: once per group). Zen 5, hot, one
  * core, 4-bit: 1.36x the integer dots' rate at one slot, 1.7x the f32 dots'
  * at 4; on a Sapphire Rapids slower than both (three 512-bit shuffles per
  * step: cq_isa_active keeps the level to AMD CPUs; src/cpu/NOTES.md).
@@ -747,32 +748,95 @@ void cq_act_avx2(zmlx_act act, const float *g, const float *u, int64_t n, float 
  * code). Exact: every value used has at most 4 significant bits. */
 AI BF16_FN __m512i bf16_table(__m512 v) { return (__m512i)_mm512_cvtne2ps_pbh(v, v); }
 
+/* One step of one row × NT tokens into the group sums a[t] (first: start
+ * them from zero). 4-bit and mxfp4: 64 code bytes (128 elements) read as 32
+ * 16-bit words, word k holding elements 4k..4k+3 in its nibbles; vector m =
+ * vpermw of the words shifted right 4m holds element 4k + m in word k (the
+ * table repeats, so the bits above the nibble pick the same value), and
+ * CQ_X_BF16_4Q stores x that way (x vector m at xp + 32m). Lane j of every
+ * vector then holds elements 8j..8j+7: lanes 0-7 the step's first 64
+ * elements, 8-15 its last 64. half: a row's last 64 elements (K % 128 = 64),
+ * in lanes 0-7 the same way (masked loads: lanes 8-15 sum zeros). 8-bit:
+ * 32 code bytes, q = lo + 16·hi, two vectors against the same x (natural
+ * order). */
+AI BF16_FN void bstep(int four, int half, int NT, int first, const uint8_t *codes, const uint16_t *const *xb,
+                      int64_t xo, __m512i tlo, __m512i thi, __m512 *a) {
+    const int NV = four ? 4 : 2; /* code vectors per step */
+    __m512bh w[4];
+    if (four) {
+        const __m512i v = half ? _mm512_maskz_loadu_epi8(0xFFFFFFFFull, codes) : _mm512_loadu_si512(codes);
+#pragma GCC unroll 4
+        for (int m = 0; m < NV; m++) w[m] = (__m512bh)_mm512_permutexvar_epi16(m ? _mm512_srli_epi16(v, 4 * m) : v, tlo);
+    } else {
+        const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)codes));
+        w[0] = (__m512bh)_mm512_permutexvar_epi16(v, tlo);
+        w[1] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), thi);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        const uint16_t *xp = xb[t] + xo;
+        /* From 2 tokens x is loaded here for each row, as memory operands: GCC otherwise keeps the NT·NV x
+           vectors of a step in registers across the 4 rows and spills (4-bit 256 x 2048, one core, L2:
+           2 / 4 tokens 104 / 113 -> 109 / 117 G MAC/s); at one token holding them is faster (80 against 66). */
+        if (NT > 1) __asm__("" : "+r"(xp));
+#pragma GCC unroll 4
+        for (int m = 0; m < NV; m++) {
+            const __m512bh xv = (__m512bh)(!four  ? _mm512_loadu_si512(xp)
+                                           : half ? _mm512_maskz_loadu_epi16(0xFFFF, xp + 16 * m)
+                                                  : _mm512_loadu_si512(xp + 32 * m));
+            a[t] = _mm512_dpbf16_ps(first && !m ? _mm512_setzero_ps() : a[t], w[m], xv);
+        }
+    }
+}
+
+/* The steps of R rows × NT tokens that make the groups gi.. of this 8-group
+ * chunk (one step of 128 / gs groups, or gs / 32 steps of one; half: the
+ * row's last 64 elements), each row's sums scaled into tot at once. */
+AI BF16_FN void bgroups(int four, int half, int R, int NT, int spg, int gps, const uint8_t *const *row, int64_t off,
+                        const uint16_t *const *xb, int64_t xo, __m512i tlo, __m512i thi, const float (*S)[8], int gi,
+                        __m512 tot[4][CQ_MAXT]) {
+    const int SB = four ? 64 : 32, EZ = four ? 128 : 32; /* code bytes, elements per step */
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        __m512 a[CQ_MAXT];
+#pragma GCC unroll 4
+        for (int s = 0; s < spg; s++) bstep(four, half, NT, !s, row[r] + off + SB * s, xb, xo + EZ * s, tlo, thi, a);
+        /* lane j's group scale: gi + j / (16 / gps), by masked broadcasts (loads; a vpermps of the 8
+           scales cost ~15% at one slot) */
+        __m512 sc = _mm512_set1_ps(S[r][gi]);
+#pragma GCC unroll 4
+        for (int q = 1; q < gps; q++)
+            sc = _mm512_mask_broadcastss_ps(sc, (__mmask16)(0xFFFFu << (16 / gps * q)), _mm_load_ss(&S[r][gi + q]));
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+            tot[r][t] = half ? _mm512_mask3_fmadd_ps(a[t], sc, tot[r][t], 0x00FF) : _mm512_fmadd_ps(a[t], sc, tot[r][t]);
+    }
+}
+
 /* R rows from r0 × NT bf16 activation rows (R = 4 at up to CQ_MAXT tokens;
  * fmt, sdt, gs, R, NT compile-time). T = bf16 only: x is its own values, so
- * nothing is quantized. Per 32 code bytes of a row (a step): one 512-bit
- * unpack (vpmovzxbw), then the codes' values as bf16 by vpermw (4-bit: the
- * low nibbles are the even elements, the high nibbles the odd ones, x in
- * CQ_X_BF16_4W order; 8-bit: q = lo + 16·hi, lo and 16·hi against the same
- * x, natural order) and per token two vdpbf16ps: each of 16 f32 lanes adds
- * two exact products (a code value has <= 4 significant bits, x 8). Per
- * (row, token), whatever R and NT:
- *   a = Σ over a group's steps (4-bit gs32 and mxfp4: a step holds two
- *       groups, lanes 0-7 the first, 8-15 the second)
- *   tot = fma(a, s, tot) per group, s the group's scale (mxfp4: 2^(e-127),
- *       possibly subnormal, applied in one rounding) or the step's two
+ * nothing is quantized. A step (bstep) turns a row's codes into bf16 words
+ * by vpermw and takes per token one vdpbf16ps per 32 elements: each of 16
+ * f32 lanes adds two exact products (a code value has <= 4 significant
+ * bits, x 8). Per (row, token), whatever R and NT:
+ *   a = Σ over a group's steps (8-bit gs 64 / 128: 2 / 4 steps; 4-bit a step
+ *       holds 128 / gs groups, lane j's group the (8j / gs)-th)
+ *   tot = fma(a, s, tot) per step, s each lane's group scale (mxfp4:
+ *       2^(e-127), possibly subnormal, applied in one rounding); a half
+ *       step's lanes 8-15 are left as they are
  *   out = hsum(low half + high half of tot + bias lanes), bias lane l =
  *       Σ b_g·Σx_g over g ≡ l (mod 8) in order (affine, Σx of the row).
  * vdpbf16ps ignores MXCSR: it reads subnormal inputs (|x| < 2^-126) as zero
  * and flushes subnormal sums to zero, rounding to nearest-even otherwise;
  * those are its only departures from exact products summed in f32, each
- * below 2^-126 absolute. */
+ * below 2^-126 absolute. One scale FMA per 128 elements (4-bit gs <= 64:
+ * half or a quarter of one per group) keeps the FMA pipes for the dots. */
 AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const zmlx_qweight *W, int64_t e,
                           int64_t r0, const cq_xrow *x, int ostride, float *out) {
     const int four = fmt != F_A8, affine = fmt != F_MX4;
-    const int gb = gs * (four ? 4 : 8) / 8; /* code bytes per group */
-    const int spg = gb > 32 ? gb / 32 : 1;  /* 32-byte steps per group */
-    const int gps = gb < 32 ? 2 : 1;        /* groups per step */
-    const int EZ = four ? 64 : 32;          /* elements per step */
+    const int SB = four ? 64 : 32, EZ = four ? 128 : 32; /* code bytes, elements per step */
+    const int gps = EZ > gs ? EZ / gs : 1;               /* groups per step */
+    const int spg = gs > EZ ? gs / EZ : 1;               /* steps per group */
     const int64_t G = W->K / gs;
     const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
     /* prefetch distance: whole 4-row blocks, at least 8 KB (streamed, one
@@ -799,7 +863,7 @@ AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const 
     float S[4][8] __attribute__((aligned(32))); /* the 8 groups' scales of each row, f32 */
     int64_t off = 0, xo = 0;                    /* code byte offset in a row, element offset in x */
     for (int64_t g8 = 0; g8 < G; g8 += 8) {
-        const int ng = G - g8 < 8 ? (int)(G - g8) : 8; /* even when gps = 2 (K % 64 == 0) */
+        const int ng = G - g8 < 8 ? (int)(G - g8) : 8;
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             _mm256_store_ps(S[r], ld8_part(affine ? sdt : ZMLX_U8, sp[r], g8, ng, lim[r]));
@@ -808,30 +872,13 @@ AI BF16_FN void bdot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, const 
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
         }
-        for (int gi = 0; gi < ng; gi += gps, off += 32 * spg, xo += EZ * spg) {
-            for (int s = 0; s < spg; s++) pf_rows(R, row, off + 32 * s, pfw);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                __m512 a[CQ_MAXT];
-#pragma GCC unroll 4
-                for (int s = 0; s < spg; s++) {
-                    const __m256i c = _mm256_loadu_si256((const __m256i *)(row[r] + off + 32 * s));
-                    const __m512i v = _mm512_cvtepu8_epi16(c);
-                    const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(v, tlo);
-                    const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), thi);
-#pragma GCC unroll 4
-                    for (int t = 0; t < NT; t++) {
-                        const uint16_t *xp = xb[t] + xo + EZ * s;
-                        a[t] = _mm512_dpbf16_ps(s ? a[t] : _mm512_setzero_ps(), lo, (__m512bh)_mm512_loadu_si512(xp));
-                        a[t] = _mm512_dpbf16_ps(a[t], hi, (__m512bh)_mm512_loadu_si512(four ? xp + 32 : xp));
-                    }
-                }
-                const __m512 s0 = _mm512_set1_ps(S[r][gi]);
-                const __m512 sc = gps == 2 ? _mm512_insertf32x8(s0, _mm256_set1_ps(S[r][gi + 1]), 1) : s0;
-#pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) tot[r][t] = _mm512_fmadd_ps(a[t], sc, tot[r][t]);
-            }
+        int gi = 0;
+        for (; gi + gps <= ng; gi += gps, off += SB * spg, xo += EZ * spg) {
+            for (int s = 0; s < spg; s++) pf_rows(R, row, off + SB * s, pfw);
+            bgroups(four, 0, R, NT, spg, gps, row, off, xb, xo, tlo, thi, S, gi, tot);
         }
+        /* a 4-bit row's last 64 elements when K % 128 = 64 (fewer groups than a step holds) */
+        if (gi < ng) bgroups(four, 1, R, NT, 1, gps, row, off, xb, xo, tlo, thi, S, gi, tot);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
@@ -899,9 +946,9 @@ static const cq_kernel k_imx4[2][2] = {{{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p
 
 #if CQ_AVX512
 /* bf16 dots: affine 4-bit, 8-bit, mxfp4 */
-static const cq_kernel k_ba4 = {bdot_a4, 4, CQ_X_BF16_4W, 0};
+static const cq_kernel k_ba4 = {bdot_a4, 4, CQ_X_BF16_4Q, 0};
 static const cq_kernel k_ba8 = {bdot_a8, 4, CQ_X_BF16_8, 0};
-static const cq_kernel k_bmx4 = {bdot_mx4, 4, CQ_X_BF16_4W, 0};
+static const cq_kernel k_bmx4 = {bdot_mx4, 4, CQ_X_BF16_4Q, 0};
 #endif
 
 const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
