@@ -608,7 +608,7 @@ typedef struct zmlx_session zmlx_session;
 
 typedef struct zmlx_session_opts {
     int64_t max_ctx;       /* KV cache positions; 0 = min(max_position_embeddings, 4096) */
-    int64_t max_batch;     /* tokens per prefill chunk (scratch rows); 0 = 128           */
+    int64_t max_batch;     /* tokens per prefill chunk (scratch rows); 0 = 2048          */
     zmlx_patch_plan patch; /* default ZMLX_PATCH_NONE                                     */
 } zmlx_session_opts;
 
@@ -654,9 +654,11 @@ const float *zmlx_session_logits(zmlx_session *s);
 /* argmax of those logits (zmlx_argmax: ties to the lower id, NaN ignored),
  * computed on the backend; -1 when there are none. */
 int32_t zmlx_session_argmax(const zmlx_session *s);
-/* Positions cached so far, and the capacity. */
+/* Positions cached so far, the capacity, and the prefill chunk (max_batch
+ * as the session took it: its default, at most the capacity). */
 int64_t zmlx_session_pos(const zmlx_session *s);
 int64_t zmlx_session_capacity(const zmlx_session *s);
+int64_t zmlx_session_max_batch(const zmlx_session *s);
 /* Bytes of backend memory the session holds (weights copies, cache, scratch). */
 size_t zmlx_session_mem_bytes(const zmlx_session *s);
 /* 1 when zmlx_session_step runs as one replayed CUDA graph (a CUDA context

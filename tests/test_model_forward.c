@@ -368,6 +368,7 @@ static void prefill_vs_steps(zmlx_ctx *c) {
     zmlx_session *a = new_session(m, c, 64, 4, ZMLX_PATCH_EXACT), *b = new_session(m, c, 64, 1, ZMLX_PATCH_EXACT);
     char err[512] = "";
     if (a && b) {
+        CHECK_EQ_INT(zmlx_session_max_batch(a), 4);
         CHECK(zmlx_session_prefill(a, g_prompt, PROMPT_N, err, sizeof err) == ZMLX_OK);
         for (int64_t i = 0; i < PROMPT_N; i++) CHECK(zmlx_session_step(b, g_prompt[i], err, sizeof err) == ZMLX_OK);
         CHECK_EQ_INT(zmlx_session_pos(a), PROMPT_N);
@@ -409,6 +410,7 @@ static void prefill_one_chunk_cuda(zmlx_ctx *c, const char *dir) {
     zmlx_session *a = new_session(m, c, 64, 0, ZMLX_PATCH_EXACT), *b = new_session(m, c, 64, 1, ZMLX_PATCH_EXACT);
     char err[512] = "";
     if (a && b) {
+        CHECK_EQ_INT(zmlx_session_max_batch(a), 64); /* the whole prompt in one chunk */
         CHECK(zmlx_session_prefill(a, g_prompt, PROMPT_N, err, sizeof err) == ZMLX_OK);
         for (int64_t i = 0; i < PROMPT_N; i++) CHECK(zmlx_session_step(b, g_prompt[i], err, sizeof err) == ZMLX_OK);
         double worst = 0;
@@ -480,6 +482,7 @@ static void test_errors(void) {
     zmlx_session *s = new_session(m, c, 8, 0, ZMLX_PATCH_NONE);
     if (s) {
         CHECK_EQ_INT(zmlx_session_capacity(s), 8);
+        CHECK_EQ_INT(zmlx_session_max_batch(s), 8); /* the default chunk, held to the capacity */
         err[0] = 0;
         CHECK_EQ_INT(zmlx_session_prefill(s, g_prompt, 9, err, sizeof err), ZMLX_ERR_RANGE);
         CHECKF(strstr(err, "do not fit") != NULL, "message: %s", err);

@@ -32,6 +32,8 @@ static void usage(FILE *f) {
             "  --patch P          the patched plan (default exact); the baseline is none\n"
             "  --no-baseline      time the patched plan only\n"
             "  --reps R           profile replays (default 20)\n"
+            "  --batch B          prompt tokens per prefill chunk (the session's max_batch,\n"
+            "                     default 2048)\n"
             "  --ctx C            KV-cache capacity in positions (default: what the run needs,\n"
             "                     P + N + R + 2); a larger one times what a long generation sees\n"
             "  --threads N        CPU threads (default: all cores)\n"
@@ -94,7 +96,7 @@ int bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *json = NULL, *patch_s = "exact";
     zmlx_backend_kind bk = ZMLX_BACKEND_CPU;
     int bk_auto = 1, baseline = 1;
-    long long np = 512, n = 256, reps = 20, threads = 0, ctx = 0;
+    long long np = 512, n = 256, reps = 20, threads = 0, ctx = 0, batch = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -116,6 +118,7 @@ int bench_decode(int argc, char **argv) {
         else if (!strcmp(a, "--tokens")) ok = cli_parse_int(v, &n) && n >= 1;
         else if (!strcmp(a, "--reps")) ok = cli_parse_int(v, &reps) && reps >= 1;
         else if (!strcmp(a, "--ctx")) ok = cli_parse_int(v, &ctx) && ctx >= 1;
+        else if (!strcmp(a, "--batch")) ok = cli_parse_int(v, &batch) && batch >= 1;
         else if (!strcmp(a, "--threads")) ok = cli_parse_int(v, &threads) && threads >= 0;
         else ok = 0;
         if (!ok) {
@@ -175,6 +178,7 @@ int bench_decode(int argc, char **argv) {
     zmlx_session_opts so;
     zmlx_session_opts_default(&so);
     so.max_ctx = ctx ? ctx : need;
+    so.max_batch = batch;
     so.patch = plan;
     cli_run r;
     int rc = 1;
@@ -218,8 +222,8 @@ int bench_decode(int argc, char **argv) {
     rc = 0;
 
     char ps[128];
-    printf("%s, backend %s, prompt %lld tokens, %lld decoded, bandwidth %.1f GB/s\n", preset ? preset : model,
-           cli_backend_name(r.backend), np, n, bw);
+    printf("%s, backend %s, prompt %lld tokens (prefill chunks of %lld), %lld decoded, bandwidth %.1f GB/s\n",
+           preset ? preset : model, cli_backend_name(r.backend), np, (long long)zmlx_session_max_batch(r.sess), n, bw);
     printf("%-40s %8s %12s %12s %10s\n", "plan", "graph", "prefill t/s", "decode t/s", "ms/token");
     for (int k = 0; k < nplans; k++)
         printf("%-40s %8s %12.1f %12.1f %10.3f\n", zmlx_patch_to_string(res[k].plan, ps, sizeof ps),
@@ -249,8 +253,8 @@ int bench_decode(int argc, char **argv) {
         fprintf(jf, "  \"model\": ");
         cli_json_str(jf, preset ? preset : model);
         fprintf(jf, ",\n  \"backend\": \"%s\",\n  \"prompt_tokens\": %lld,\n  \"tokens\": %lld,\n"
-                "  \"kv_capacity\": %lld,\n  \"bandwidth_gbps\": %.3f,\n  \"plans\": [\n", cli_backend_name(r.backend), np,
-                n, (long long)so.max_ctx, bw);
+                "  \"kv_capacity\": %lld,\n  \"prefill_chunk\": %lld,\n  \"bandwidth_gbps\": %.3f,\n  \"plans\": [\n",
+                cli_backend_name(r.backend), np, n, (long long)so.max_ctx, (long long)zmlx_session_max_batch(r.sess), bw);
         for (int k = 0; k < nplans; k++)
             fprintf(jf, "    {\"patch\": \"%s\", \"graph\": %s, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, "
                     "\"ms_per_token\": %.4f}%s\n", zmlx_patch_to_string(res[k].plan, ps, sizeof ps),
