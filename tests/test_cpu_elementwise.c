@@ -4,7 +4,7 @@
  * against an f64 oracle written here (routers: exact indices), fused ==
  * unfused with memcmp (add_rms_norm vs add + rms_norm), the same bits for 1,
  * 2 and 3 threads, and the router's error path (non-finite logits: RANGE,
- * nothing written).
+ * nothing written); attention_decode against the reference by memcmp.
  */
 #include "harness.h"
 #include "zmlx.h"
@@ -258,6 +258,49 @@ static void test_router(void) {
     }
 }
 
+/* attention_decode: the CPU kernel gives the reference's bits (ref_attn.c's
+ * operations in its order) for every thread count: GQA groups, sinks, a
+ * sliding window, hd_v != hd, position counts around the kernel's blocks of
+ * 8 and its 64-element passes over v. */
+static void test_attention(void) {
+    h_rng r = {7};
+    static const struct {
+        int Hq, Hkv, hd, hd_v;
+        int64_t cap, n_ctx, window;
+        int sinks;
+    } cs[] = {
+        {4, 2, 16, 16, 40, 1, 0, 0},    {4, 2, 16, 16, 40, 9, 0, 1},      {8, 1, 64, 64, 600, 513, 0, 0},
+        {6, 3, 72, 136, 100, 37, 16, 1}, {2, 2, 128, 128, 300, 300, 100, 0}, {3, 1, 8, 8, 20, 16, 0, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++)
+        for (int ti = 0; ti < 3; ti++) {
+            const zmlx_dtype T = Ts[ti];
+            const zmlx_attn_params p = {cs[ci].Hq, cs[ci].Hkv, cs[ci].hd, cs[ci].hd_v, cs[ci].cap,
+                                        1.0f / sqrtf((float)cs[ci].hd), cs[ci].window, NULL};
+            float sinks[8];
+            for (int h = 0; h < p.Hq; h++) sinks[h] = h_uniform(&r, -2, 2);
+            zmlx_attn_params ps = p;
+            if (cs[ci].sinks) ps.sinks = sinks;
+            void *q = rand_T(&r, T, (int64_t)p.Hq * p.hd, -2, 2);
+            void *kc = rand_T(&r, T, p.Hkv * p.cap * p.hd, -2, 2), *vc = rand_T(&r, T, p.Hkv * p.cap * p.hd_v, -2, 2);
+            const size_t ob = (size_t)p.Hq * (size_t)p.hd_v * zmlx_dtype_size(T);
+            void *want = h_alloc(ob), *got = h_alloc(ob);
+            h_poison(want, ob);
+            CHECK(zr_attention_decode(NULL, &ps, T, q, kc, vc, cs[ci].n_ctx, want) == ZMLX_OK);
+            for (int n = 1; n <= 3; n++) {
+                h_poison(got, ob);
+                CHECK(zmlx_attention_decode(g_ctx[n], &ps, T, q, kc, vc, cs[ci].n_ctx, got) == ZMLX_OK);
+                CHECKF(memcmp(want, got, ob) == 0, "case %zu T=%s threads %d: attention differs from the reference",
+                       ci, zmlx_dtype_name(T), n);
+            }
+            free(q);
+            free(kc);
+            free(vc);
+            free(want);
+            free(got);
+        }
+}
+
 int main(void) {
     for (int n = 1; n <= 3; n++) g_ctx[n] = ctx_n(n);
     RUN(test_norms);
@@ -265,6 +308,7 @@ int main(void) {
     RUN(test_act_vector);
     RUN(test_moe_combine);
     RUN(test_router);
+    RUN(test_attention);
     for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);
     return harness_done();
 }

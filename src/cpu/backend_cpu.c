@@ -1,8 +1,9 @@
 /*
  * backend_cpu.c — the CPU backend table. The MoE-path entries are the
  * optimised kernels (cpu_qmm.c, cpu_elementwise.c), which pick their ISA
- * (AVX2 or portable) at run time per weight format; the rest are the scalar
- * reference kernels.
+ * (AVX2 or portable) at run time per weight format, and the attention step
+ * (cpu_attn.c, the reference's bits); the rest are the scalar reference
+ * kernels.
  */
 #include "cpu/cpu_kern.h"
 #include "cpu/ref.h"
@@ -20,7 +21,7 @@ const zmlx_backend zmlx_backend_cpu = {
     .softmax = zr_softmax,
     .moe_route = zcpu_moe_route,
     .rope = zr_rope,
-    .attention_decode = zr_attention_decode,
+    .attention_decode = zcpu_attention_decode,
     .embed_lookup = zr_embed_lookup,
     .kv_append = zr_kv_append,
     .attention_step = zr_attention_step,

@@ -149,7 +149,7 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
 void zcpu_act_f32(zmlx_act act, const float *g, const float *u, int64_t n, float *h);
 void cq_act_avx2(zmlx_act act, const float *g, const float *u, int64_t n, float *h);
 
-/* The CPU kernels (cpu_qmm.c, cpu_elementwise.c) named in the table. */
+/* The CPU kernels (cpu_qmm.c, cpu_elementwise.c, cpu_attn.c) named in the table. */
 zmlx_status zcpu_gather_qmm(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
                             int x_per_slot, const zmlx_qweight *W, const int32_t *idx, int k,
                             void *y);
@@ -170,6 +170,8 @@ zmlx_status zcpu_add(zmlx_ctx *, zmlx_dtype T, const void *a, const void *b, int
                      void *out);
 zmlx_status zcpu_rms_norm(zmlx_ctx *, zmlx_dtype T, const void *x, const void *weight,
                           int64_t n_rows, int64_t D, float eps, void *y);
+zmlx_status zcpu_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                  const void *k_cache, const void *v_cache, int64_t n_ctx, void *out);
 zmlx_status zcpu_moe_route(zmlx_ctx *, const zmlx_router_params *p, zmlx_dtype T,
                            const void *logits, int64_t n_tok, int32_t *idx_out, float *w_out);
 
