@@ -355,7 +355,7 @@ static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t 
         const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : 1024;
         return M < lim ? 1 : 2;
     }
-    if (E == 1 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_MIN_TILES */
+    if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
     return M < 8 ? 0 : 2;
 }
 
@@ -504,6 +504,10 @@ static void test_sort_and_dense_mma(void) {
     void *hx = ct_rand(&r, ZMLX_BF16, M * K, -1, 1);
     void *x = ct_dev(hx, (size_t)(M * K) * 2);
     plain_vs_oracle("dense 8-bit qmm, MMA path", &m, hx, x, M, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
+    qmat_free(&m);
+    /* few rows (a router's 64) at 1030 tokens: 17 tiles, MMA by the token count (MMA_DENSE_TOKENS) */
+    qmat_make(&r, r8, 1, 1, 64, K, ZMLX_BF16, &m);
+    plain_vs_oracle("dense 8-bit qmm of 64 rows, MMA path", &m, hx, x, M, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
     free(hx);
     zmlx_mem_free(g_ctx, x);
     qmat_free(&m);

@@ -664,6 +664,52 @@ k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, z
     for (int d = threadIdx.x; d < p.hd_v; d += blockDim.x) vc[at * p.hd_v + d] = v[d];
 }
 
+/* The same per (head, token) by a warp each, 8 per block, for more than one
+ * token and heads of <= 256 features (rms_row_warp gives rms_row's bits):
+ * blocks of RMS_T per (head, token) and their three barriers made a
+ * 2048-token chunk's prep 636 us (ncu, H200; 60 us this way), ~9% of the
+ * chunk. The decode step's single token keeps k_attn_prep exactly as it
+ * was: one kernel of both forms, and then the two sharing their last loops
+ * as a helper, each made the step 15-20 us slower (same-run A/B, H200), so
+ * those loops are written out in both. */
+template <typename TT>
+__global__ void __launch_bounds__(RMS_T)
+k_attn_prep_warps(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, zmlx_rope_params rp,
+                  int has_rope, TT *qkv, int64_t n_tok, const int32_t *pos, TT *kc, TT *vc, int *err) {
+    zcu_pdl_entry();
+    extern __shared__ __align__(16) unsigned char prep_shm[];
+    const int64_t base = pos[0];
+    if (base < 0 || base > p.cap - n_tok) {
+        if (blockIdx.x == 0 && threadIdx.x == 0) *err = 1;
+        return;
+    }
+    const unsigned nh = p.Hq + p.Hkv, unit = blockIdx.x * (RMS_T / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (unit >= nh * n_tok) return;
+    TT *xs = (TT *)prep_shm + (threadIdx.x / 32) * p.hd; /* this warp's head row */
+    const int hb = (int)(unit % nh);
+    const int64_t t = unit / nh, nq = (int64_t)p.Hq * p.hd, nk = (int64_t)p.Hkv * p.hd;
+    TT *row = qkv + t * (nq + nk + (int64_t)p.Hkv * p.hd_v);
+    const bool is_k = hb >= p.Hq;
+    const int kv = hb - p.Hq;
+    TT *x = is_k ? row + nq + (int64_t)kv * p.hd : row + (int64_t)hb * p.hd;
+    const TT *w = is_k ? k_norm : q_norm;
+    if (w)
+        rms_row_warp(x, w, p.hd, eps, xs);
+    else
+        for (int d = lane; d < p.hd; d += 32) xs[d] = x[d];
+    __syncwarp();
+    if (has_rope) {
+        for (int i = lane; i < rp.rot_dims / 2; i += 32) rope_pair(rp, xs, i, base + t);
+        __syncwarp();
+    }
+    for (int d = lane; d < p.hd; d += 32) x[d] = xs[d];
+    if (!is_k) return;
+    const TT *v = row + nq + nk + (int64_t)kv * p.hd_v;
+    const int64_t at = (int64_t)kv * p.cap + base + t;
+    for (int d = lane; d < p.hd; d += 32) kc[at * p.hd + d] = xs[d];
+    for (int d = lane; d < p.hd_v; d += 32) vc[at * p.hd_v + d] = v[d];
+}
+
 template <typename TT>
 static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qkv, int64_t n_tok,
                           const int32_t *pos, void *kc, void *vc, void *out) {
@@ -672,12 +718,19 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     zmlx_rope_params rp;
     memset(&rp, 0, sizeof rp);
     if (sp->rope) rp = *sp->rope;
-    const int64_t blocks = (int64_t)(p->Hq + p->Hkv) * n_tok;
+    const int64_t units = (int64_t)(p->Hq + p->Hkv) * n_tok; /* (head, token) pairs */
     att_geom g; /* split before the prep writes the caches (it also bounds prep's hd-element row) */
-    if (blocks > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
-    zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)blocks, RMS_T, (size_t)p->hd * sizeof(TT), s->stream, *p, (const TT *)sp->q_norm,
-               (const TT *)sp->k_norm, sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv, n_tok, pos, (TT *)kc,
-               (TT *)vc, s->err_flag);
+    if (units > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
+    if (n_tok > 1 && p->hd <= 256) {
+        const int upb = RMS_T / 32;
+        zcu_launch(ZCU_PDL_ATTN, k_attn_prep_warps<TT>, (unsigned)((units + upb - 1) / upb), RMS_T,
+                   (size_t)(upb * p->hd) * sizeof(TT), s->stream, *p, (const TT *)sp->q_norm, (const TT *)sp->k_norm,
+                   sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv, n_tok, pos, (TT *)kc, (TT *)vc, s->err_flag);
+    } else {
+        zcu_launch(ZCU_PDL_ATTN, k_attn_prep<TT>, (unsigned)units, RMS_T, (size_t)p->hd * sizeof(TT), s->stream, *p,
+                   (const TT *)sp->q_norm, (const TT *)sp->k_norm, sp->eps, rp, (int)(sp->rope != NULL), (TT *)qkv,
+                   n_tok, pos, (TT *)kc, (TT *)vc, s->err_flag);
+    }
     ZCU_LAUNCHED();
     const int64_t row = (int64_t)(p->Hq + p->Hkv) * p->hd + (int64_t)p->Hkv * p->hd_v;
     return attn_run<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, 0, zcu_pdl_enabled(ZCU_PDL_ATTN), out);

@@ -86,10 +86,14 @@ enum { PATH_GEMV, PATH_MMA, PATH_COLS, PATH_MMV };
  * MMA tiles; MMV tiles: 8 pairs (the n8 of mma.m16n8k16) */
 enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
 /* A dense (E = 1) matmul whose MMA grid would have fewer tiles than this
- * stays on the GEMV path: the 8-bit router (N = 128) at 16 tokens was 2 MMA
- * blocks taking 65 us on an H200, its GEMV ~6 us (NOTES.md "Router and sort
- * at M >= 16"). ~One tile per SM of an H100/H200 (132). */
-enum { MMA_MIN_TILES = 128 };
+ * stays on the GEMV path below MMA_DENSE_TOKENS tokens: the 8-bit router
+ * (N = 128) at 16 tokens was 2 MMA blocks taking 65 us on an H200, its GEMV
+ * ~6 us (NOTES.md "Router and sort at M >= 16"). ~One tile per SM of an
+ * H100/H200 (132). The GEMV grows with the tokens (the router at 2048: 378
+ * us alone, ncu) while a grid of under one wave does not, so from 1024
+ * tokens (the affine MMV/MMA threshold, so prefill chunks below it keep
+ * every matrix in its one-token family) the MMA path takes them all. */
+enum { MMA_MIN_TILES = 128, MMA_DENSE_TOKENS = 1024 };
 
 /* MMV serves bf16/f16 activations and affine 4-bit with groups of a multiple
  * of 64 (every 64-column step lies inside one group) or mxfp4 (a step holds
@@ -116,7 +120,9 @@ static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
     if (!W->transpose) return PATH_COLS;
     if (T == ZMLX_F32 || W->K % 32 != 0 || W->E > SORT_MAX_E) return PATH_GEMV;
     if (mmv_ok(W, T)) return n_tok < mmv_max_tokens(W) ? PATH_MMV : PATH_MMA;
-    if (W->E == 1 && (n_tok + TILE_M - 1) / TILE_M * ((W->N + TILE_N - 1) / TILE_N) < MMA_MIN_TILES) return PATH_GEMV;
+    if (W->E == 1 && n_tok < MMA_DENSE_TOKENS &&
+        (n_tok + TILE_M - 1) / TILE_M * ((W->N + TILE_N - 1) / TILE_N) < MMA_MIN_TILES)
+        return PATH_GEMV;
     return n_tok < mma_min_tokens() ? PATH_GEMV : PATH_MMA;
 }
 

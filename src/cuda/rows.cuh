@@ -130,6 +130,11 @@ __device__ __forceinline__ void rms_out(const float (&v)[8], float inv, bool has
     st_run<8>(y, i0, D, o);
 }
 
+/* 1 / sqrt(mean square + eps) from the row's sum of squares */
+__device__ __forceinline__ float rms_inv(float ss, int64_t D, float eps) {
+    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, (float)D), eps)));
+}
+
 /* One row by a block of RMS_T threads (sh: >= 33 floats); the body of every
  * CUDA RMS norm (rows, q/k heads of the attention step).
  * The weights of the register-held chunks are loaded in the first pass, with
@@ -157,7 +162,7 @@ __device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *wei
     }
     zcu_trace_mark(5); /* rms_row: thread 0's elements in */
     ss = block_reduce<false>(ss, sh);
-    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, (float)D), eps)));
+    const float inv = rms_inv(ss, D, eps);
     zcu_trace_mark(6); /* rms_row: reduced */
     /* y may alias the source (rms_norm): every read of it is done */
 #pragma unroll
@@ -172,6 +177,22 @@ __device__ __forceinline__ void rms_row(const TT *x, const TT *x2, const TT *wei
         if (has_w) ld_run<8>(weight, i0, D, tw);
         rms_out(t, inv, has_w, tw, y, i0, D);
     }
+}
+
+/* rms_row by one warp, for rows of at most 32 chunks (256 elements): lane i
+ * owns chunk i as rms_row's thread i does, and at that size rms_row's
+ * block_reduce only adds zeros to warp 0's sum (the other warps own nothing;
+ * the sum of squares is never -0), so wsum gives its bits. For the
+ * attention step's per-head norms over many tokens: no block barriers. */
+template <typename TT>
+__device__ __forceinline__ void rms_row_warp(const TT *x, const TT *weight, int64_t D, float eps, TT *y) {
+    const int64_t i0 = (int64_t)(threadIdx.x & 31) * 8;
+    const bool mine = i0 < D, has_w = weight != NULL;
+    float v[8], wv[8], ss = 0.0f;
+    if (mine && has_w) ld_run<8>(weight, i0, D, wv);
+    if (mine) rms_in(x, (const TT *)NULL, (TT *)NULL, i0, D, v, ss);
+    ss = wsum(ss);
+    if (mine) rms_out(v, rms_inv(ss, D, eps), has_w, wv, y, i0, D);
 }
 
 #endif
