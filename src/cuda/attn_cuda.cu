@@ -671,7 +671,9 @@ k_attn_prep(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, z
  * chunk. The decode step's single token keeps k_attn_prep exactly as it
  * was: one kernel of both forms, and then the two sharing their last loops
  * as a helper, each made the step 15-20 us slower (same-run A/B, H200), so
- * those loops are written out in both. */
+ * those loops are written out in both (a helper written to match them
+ * still changed k_attn_prep's PTX, hoisting loads, so it was not tried on
+ * the device). */
 template <typename TT>
 __global__ void __launch_bounds__(RMS_T)
 k_attn_prep_warps(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float eps, zmlx_rope_params rp,
