@@ -42,6 +42,17 @@ static inline __attribute__((always_inline)) void attn_pv(zmlx_dtype T, const at
     for (int e = 0; e < nd; e++) zc_store(T, j->out, o + e, acc[e]);
 }
 
+/* sc[i + l] = Σ_d qs[d]·k[kb + (i + l)·hd + d] for l < np, each in d order
+ * (np independent chains: a constant ATT_POS in the full blocks) */
+static inline __attribute__((always_inline)) void attn_scores(zmlx_dtype T, const attn_job *j, const float *qs,
+                                                              int64_t kb, int64_t i, int np, float *sc) {
+    const int64_t hd = j->p->hd;
+    float s[ATT_POS] = {0};
+    for (int64_t d = 0; d < hd; d++)
+        for (int l = 0; l < np; l++) s[l] += qs[d] * zc_load(T, j->k, kb + (i + l) * hd + d);
+    for (int l = 0; l < np; l++) sc[i + l] = s[l];
+}
+
 /* Head h, as ref_attn.c: qs = scale·q; s_j = Σ_d qs[d]·k[j, d] in d order;
  * p = softmax([sink, s]); out[d] = round_T(Σ_j p_j·v[j, d]) in j order. */
 static inline __attribute__((always_inline)) void attn_head(zmlx_dtype T, const attn_job *j, int h, float *sc) {
@@ -53,17 +64,8 @@ static inline __attribute__((always_inline)) void attn_head(zmlx_dtype T, const 
     if (p->sinks) sc[0] = p->sinks[h];
     const int64_t kb = (g * p->cap + j->lo) * hd;
     int64_t i = 0;
-    for (; i + ATT_POS <= n; i += ATT_POS) {
-        float s[ATT_POS] = {0};
-        for (int64_t d = 0; d < hd; d++)
-            for (int l = 0; l < ATT_POS; l++) s[l] += qs[d] * zc_load(T, j->k, kb + (i + l) * hd + d);
-        for (int l = 0; l < ATT_POS; l++) sc[off + i + l] = s[l];
-    }
-    for (; i < n; i++) {
-        float s = 0.0f;
-        for (int64_t d = 0; d < hd; d++) s += qs[d] * zc_load(T, j->k, kb + i * hd + d);
-        sc[off + i] = s;
-    }
+    for (; i + ATT_POS <= n; i += ATT_POS) attn_scores(T, j, qs, kb, i, ATT_POS, sc + off);
+    for (; i < n; i++) attn_scores(T, j, qs, kb, i, 1, sc + off);
     zr_softmax_f32(sc, n + off);
     /* ATT_DV output elements per pass: each takes the positions in order over
        one contiguous piece of every v row */
@@ -90,7 +92,7 @@ static void attn_task(void *arg, int64_t b, int64_t e, int t) {
 zmlx_status zcpu_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
                                   const void *k_cache, const void *v_cache, int64_t n_ctx, void *out) {
     zc_pool *pool = c ? c->pool : NULL;
-    const int64_t lo = p->window > 0 && n_ctx > p->window ? n_ctx - p->window : 0;
+    const int64_t lo = zr_attn_first(p, n_ctx);
     attn_job j = {p, T, q, k_cache, v_cache, lo, n_ctx - lo, NULL, (size_t)(n_ctx - lo + 1 + p->hd), out};
     j.scratch = malloc(sizeof(float) * j.per_thread * (size_t)zc_pool_size(pool));
     if (!j.scratch) return ZMLX_ERR_OOM;

@@ -55,6 +55,11 @@ zmlx_status zr_rope(zmlx_ctx *, const zmlx_rope_params *p, zmlx_dtype T, void *x
                     int64_t n_tok, int n_heads, const int32_t *pos, int64_t pos0);
 
 /* ref_attn.c */
+/* The first attended position of a context of n_ctx: n_ctx - window under a
+ * sliding window shorter than the context, else 0. */
+static inline int64_t zr_attn_first(const zmlx_attn_params *p, int64_t n_ctx) {
+    return p->window > 0 && n_ctx > p->window ? n_ctx - p->window : 0;
+}
 zmlx_status zr_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T,
                                 const void *q, const void *k_cache, const void *v_cache,
                                 int64_t n_ctx, void *out);

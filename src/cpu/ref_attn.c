@@ -20,7 +20,7 @@ zmlx_status zr_attention_decode(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx_d
                                 const void *q, const void *k_cache, const void *v_cache,
                                 int64_t n_ctx, void *out) {
     (void)ctx;
-    const int64_t lo = p->window > 0 && n_ctx > p->window ? n_ctx - p->window : 0;
+    const int64_t lo = zr_attn_first(p, n_ctx);
     const int64_t n = n_ctx - lo, off = p->sinks ? 1 : 0;
     float *sc = malloc(sizeof(float) * (size_t)(n + off + p->hd));
     if (!sc) return ZMLX_ERR_OOM;
