@@ -416,6 +416,25 @@ zmlx_status zmlx_attention_decode(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx
                                   int64_t n_ctx, void *out);
 
 /*
+ * Attention of n_tok consecutive query tokens (a prefill chunk) over the
+ * cache, which already holds their k and v:
+ *   q   : [n_tok, Hq, hd] in T; token t sits at position pos + t and attends
+ *         positions up to pos + t (the last `window` of them if window > 0)
+ *   out : [n_tok, Hq, hd_v] in T, not overlapping q
+ * pos < 0 or pos + n_tok > cap -> ZMLX_ERR_RANGE. The bits: per token those
+ * of attention_decode with n_ctx = pos + t + 1, except where a backend
+ * computes the tokens together: CUDA from 64 tokens (ZMLX_CUDA_FLASH_TOKENS
+ * overrides the count) for 16-bit T with head dims 64 or 128 (hd == hd_v;
+ * 16-byte aligned q and caches), one pass over
+ * each row's positions with a running softmax (the same math, rounded
+ * elsewhere, within the same tolerance of the exact result). Either way a
+ * call repeats bit for bit, and attention_step gives the same bits.
+ */
+zmlx_status zmlx_attention_prefill(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx_dtype T,
+                                   const void *q, int64_t n_tok, int64_t pos, const void *k_cache,
+                                   const void *v_cache, void *out);
+
+/*
  * Append n_tok tokens to one layer's K or V cache:
  *   rows  : [n_tok, H, hd] in T (the layout a k/v projection produces)
  *   cache : [H, cap, hd] in T (the layout zmlx_attention_decode reads)
@@ -440,8 +459,9 @@ zmlx_status zmlx_kv_append(zmlx_ctx *ctx, zmlx_dtype T, const void *rows, int64_
  *            at pos[0] + t.
  *   out    : [n_tok, Hq·hd_v] in T.
  * The result is the same bits as, per token, rms_norm of its q heads and k
- * heads, rope at its position, kv_append of k and v, and attention_decode
- * with n_ctx = its position + 1, run one after another on the same ctx.
+ * heads, rope at its position and kv_append of k and v, then
+ * attention_prefill of the n_tok tokens at pos[0] (for one token:
+ * attention_decode with n_ctx = pos[0] + 1), on the same ctx.
  * A position outside [0, cap - n_tok] gives ZMLX_ERR_RANGE (on CUDA at the
  * next zmlx_ctx_sync, with the caches untouched).
  */
@@ -562,7 +582,7 @@ void zmlx_model_quant_summary(const zmlx_model *m, zmlx_wcat c, char *buf, size_
  *   attention    one packed q/k/v projection and attention_step (a single
  *                CUDA graph per decode step on CUDA)
  *                                         vs q, k, v projections, rms_norm, rope,
- *                                            kv_append, attention_decode
+ *                                            kv_append, attention_prefill
  *   lm_head      qmm_argmax              vs gather_qmm, argmax
  * swiglu, combine, add_rms_norm, attention and lm_head are bit-identical to their counterparts by
  * construction (DESIGN.md §4). router is equal in exact arithmetic (when the

@@ -53,7 +53,11 @@ typedef struct zmlx_backend {
     zmlx_status (*argmax)(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                           int32_t *idx);
     zmlx_status (*i32_add)(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
-    /* fused ops a backend may leave NULL: ops.c then runs their unfused chain */
+    /* ops a backend may leave NULL: ops.c then runs their unfused chain
+       (attention_prefill: attention_decode per token) */
+    zmlx_status (*attention_prefill)(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                     int64_t n_tok, int64_t pos, const void *k_cache, const void *v_cache,
+                                     void *out);
     zmlx_status (*qmm_argmax)(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok,
                               const zmlx_qweight *W, void *y, int32_t *idx);
     /* memory (see zmlx_mem_* in zmlx.h) */

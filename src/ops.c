@@ -283,6 +283,17 @@ zmlx_status zmlx_attention_decode(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_d
     return backend_of(c)->attention_decode(c, p, T, q, k_cache, v_cache, n_ctx, out);
 }
 
+zmlx_status zmlx_attention_prefill(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                   int64_t n_tok, int64_t pos, const void *k_cache, const void *v_cache,
+                                   void *out) {
+    CHECK(p && valid_T(T) && q && k_cache && v_cache && out && valid_attn(p) && n_tok >= 0);
+    if (pos < 0 || pos > p->cap || n_tok > p->cap - pos) return ZMLX_ERR_RANGE;
+    if (n_tok == 0) return ZMLX_OK;
+    const zmlx_backend *be = backend_of(c);
+    if (be->attention_prefill) return be->attention_prefill(c, p, T, q, n_tok, pos, k_cache, v_cache, out);
+    return zr_attention_tokens(c, p, T, q, (int64_t)p->Hq * p->hd, n_tok, pos, k_cache, v_cache, out);
+}
+
 zmlx_status zmlx_embed_lookup(zmlx_ctx *c, zmlx_dtype T, const zmlx_qweight *table,
                               const int32_t *ids, int64_t n, void *out) {
     CHECK(valid_T(T) && ids && out && n >= 0);

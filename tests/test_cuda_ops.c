@@ -3,7 +3,8 @@
  * through the public API: add, rms_norm, add_rms_norm (== add + rms_norm,
  * memcmp), softmax, the four routers (indices exact, weights within rounding,
  * NaN logits -> ZMLX_ERR_RANGE at the next sync), rope, attention_decode
- * (GQA, window, sinks), attention_step (== the unfused ops, bit for bit; graph
+ * (GQA, window, sinks), attention_prefill (the flash kernel and the chunked
+ * one), attention_step (== the unfused ops, bit for bit; graph
  * replays with a device position), argmax, i32_add, kv_append, memory round trips, measure_bandwidth and graph
  * capture/replay; the forward's per-token ops at the tiny models' shapes
  * (n-token call == one-token calls, bit for bit). f64 oracles written here.
@@ -267,6 +268,39 @@ static void test_rope(void) {
     }
 }
 
+/* The exact attention of one token (host copies: q [Hq, hd], the caches)
+ * over n_ctx positions: ref [Hq, hd_v], mag = Σ |p_j·v_jd| (the scale of
+ * the rounding a sum of those terms may carry). */
+static void attn_oracle(zmlx_dtype T, const zmlx_attn_params *pp, const void *hq, const void *hk, const void *hv,
+                        int64_t n_ctx, const float *hs, double *ref, double *mag) {
+    const zmlx_attn_params p = *pp;
+    const int64_t lo = p.window && n_ctx > p.window ? n_ctx - p.window : 0;
+    double *s = h_alloc(sizeof(double) * (size_t)n_ctx);
+    for (int h = 0; h < p.Hq; h++) {
+        const int64_t g = h / (p.Hq / p.Hkv);
+        double m = hs ? hs[h] : -INFINITY, den = 0;
+        for (int64_t j = lo; j < n_ctx; j++) {
+            double d = 0;
+            for (int i = 0; i < p.hd; i++) d += ct_get(T, hq, h * p.hd + i) * ct_get(T, hk, (g * p.cap + j) * p.hd + i);
+            s[j] = d * p.scale;
+            m = fmax(m, s[j]);
+        }
+        if (hs) den += exp(hs[h] - m);
+        for (int64_t j = lo; j < n_ctx; j++) den += exp(s[j] - m);
+        for (int d = 0; d < p.hd_v; d++) {
+            double acc = 0, acc_abs = 0;
+            for (int64_t j = lo; j < n_ctx; j++) {
+                double t = exp(s[j] - m) / den * ct_get(T, hv, (g * p.cap + j) * p.hd_v + d);
+                acc += t;
+                acc_abs += fabs(t);
+            }
+            ref[h * p.hd_v + d] = acc;
+            mag[h * p.hd_v + d] = acc_abs;
+        }
+    }
+    free(s);
+}
+
 /* Five geometries, each in every dtype (the second with sinks, the third
  * with a window): a short context (a few chunks); head dims of 512 over 3000
  * positions, whose chunks (<= 32 positions in shared memory on any path)
@@ -304,36 +338,80 @@ static void test_attention(void) {
         CHECK_EQ_INT(zmlx_attention_decode(g_ctx, &p, T, q, kc, vc, n_ctx, o), ZMLX_OK);
         void *O = ct_host(o, (size_t)(p.Hq * p.hd_v) * es);
         double *ref = h_alloc(sizeof(double) * (size_t)(p.Hq * p.hd_v)), *mag = h_alloc(sizeof(double) * (size_t)(p.Hq * p.hd_v));
-        const int64_t lo = p.window && n_ctx > p.window ? n_ctx - p.window : 0;
-        for (int h = 0; h < p.Hq; h++) {
-            const int64_t g = h / (p.Hq / p.Hkv);
-            double *s = h_alloc(sizeof(double) * (size_t)n_ctx), m = sinks ? hs[h] : -INFINITY, den = 0;
-            for (int64_t j = lo; j < n_ctx; j++) {
-                double d = 0;
-                for (int i = 0; i < p.hd; i++) d += ct_get(T, hq, h * p.hd + i) * ct_get(T, hk, (g * p.cap + j) * p.hd + i);
-                s[j] = d * p.scale;
-                m = fmax(m, s[j]);
-            }
-            if (sinks) den += exp(hs[h] - m);
-            for (int64_t j = lo; j < n_ctx; j++) den += exp(s[j] - m);
-            for (int d = 0; d < p.hd_v; d++) {
-                double acc = 0, acc_abs = 0;
-                for (int64_t j = lo; j < n_ctx; j++) {
-                    double t = exp(s[j] - m) / den * ct_get(T, hv, (g * p.cap + j) * p.hd_v + d);
-                    acc += t;
-                    acc_abs += fabs(t);
-                }
-                ref[h * p.hd_v + d] = acc;
-                mag[h * p.hd_v + d] = acc_abs;
-            }
-            free(s);
-        }
+        attn_oracle(T, &p, hq, hk, hv, n_ctx, sinks ? hs : NULL, ref, mag);
         ct_close("attention", T, O, ref, mag, p.Hq * p.hd_v, ct_eps(T), 1e-5);
         free(mag);
         free(hq); free(hk); free(hv); free(O); free(ref);
         void *dev[] = {q, kc, vc, o, sinks};
         for (int i = 0; i < 5; i++) zmlx_mem_free(g_ctx, dev[i]);
     }
+}
+
+/* attention_prefill of n_tok tokens at pos against the exact attention of
+ * each token, in every dtype, sinks on every other case: Qwen3's group of 8
+ * over head dims of 128, a group of 3 (a block's 64 rows split tokens) under a
+ * window from position 0, heads of their own (G = 1) at exactly 64 tokens,
+ * all of which take the flash kernel in 16-bit T; and 20 tokens and head dims
+ * 40 / 24, which keep the chunked kernel and so equal attention_decode per
+ * token bit for bit. A second call repeats the first bit for bit. */
+static void test_attention_prefill(void) {
+    static const struct {
+        int Hq, Hkv, hd, hd_v;
+        int64_t cap, pos, n_tok, window;
+        float scale;
+        int chunked; /* fewer tokens or head dims the flash kernel does not take */
+    } geo[] = {
+        {32, 4, 128, 128, 600, 300, 200, 0, 0.088f, 0}, {12, 4, 64, 64, 400, 0, 150, 40, 0.125f, 0},
+        {8, 8, 64, 64, 200, 5, 64, 0, 0.125f, 0},      {8, 2, 128, 128, 300, 100, 20, 0, 0.088f, 1},
+        {4, 2, 40, 24, 300, 50, 70, 0, 0.15f, 1},
+    };
+    h_rng r = {16};
+    const int quick = getenv("ZMLX_TEST_QUICK") != NULL; /* under compute-sanitizer: one flash case, 16-bit T */
+    float hs[32];
+    for (int h = 0; h < 32; h++) hs[h] = 0.5f - 0.25f * (float)(h % 7);
+    float *sinks = ct_dev(hs, sizeof hs);
+    for (size_t gi = quick ? 1 : 0; gi < (quick ? 2 : sizeof geo / sizeof geo[0]); gi++)
+        for (int ti = quick ? 1 : 0; ti < 3; ti++) {
+            const zmlx_dtype T = TS[ti];
+            const int with_sinks = (int)(gi + (size_t)ti) % 2;
+            const zmlx_attn_params p = {geo[gi].Hq, geo[gi].Hkv, geo[gi].hd, geo[gi].hd_v, geo[gi].cap,
+                                        geo[gi].scale, geo[gi].window, with_sinks ? sinks : NULL};
+            const int64_t nt = geo[gi].n_tok, pos = geo[gi].pos;
+            const size_t es = zmlx_dtype_size(T), qrow = (size_t)p.Hq * p.hd, orow = (size_t)p.Hq * p.hd_v;
+            const size_t kb = (size_t)(p.Hkv * p.cap * p.hd) * es, vb = (size_t)(p.Hkv * p.cap * p.hd_v) * es;
+            void *hq = ct_rand(&r, T, nt * (int64_t)qrow, -1, 1);
+            void *hk = ct_rand(&r, T, p.Hkv * p.cap * p.hd, -1, 1), *hv = ct_rand(&r, T, p.Hkv * p.cap * p.hd_v, -1, 1);
+            void *q = ct_dev(hq, nt * qrow * es), *kc = ct_dev(hk, kb), *vc = ct_dev(hv, vb);
+            void *o = ct_dev_poison(nt * orow * es), *o2 = ct_dev_poison(nt * orow * es);
+            CHECK_EQ_INT(zmlx_attention_prefill(g_ctx, &p, T, q, nt, pos, kc, vc, o), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_attention_prefill(g_ctx, &p, T, q, nt, pos, kc, vc, o2), ZMLX_OK);
+            void *O = ct_host(o, nt * orow * es), *O2 = ct_host(o2, nt * orow * es);
+            CHECKF(!memcmp(O, O2, nt * orow * es), "geo %zu T%d: attention_prefill does not repeat", gi, ti);
+            if (geo[gi].chunked || T == ZMLX_F32) {
+                void *od = ct_dev_poison(orow * es);
+                int differ = 0;
+                for (int64_t t = 0; t < nt; t++) {
+                    const char *qt = (const char *)q + t * qrow * es;
+                    CHECK_EQ_INT(zmlx_attention_decode(g_ctx, &p, T, qt, kc, vc, pos + t + 1, od), ZMLX_OK);
+                    void *D = ct_host(od, orow * es);
+                    differ += memcmp(D, (char *)O + t * orow * es, orow * es) != 0;
+                    free(D);
+                }
+                CHECKF(differ == 0, "geo %zu T%d: %d tokens != attention_decode", gi, ti, differ);
+                zmlx_mem_free(g_ctx, od);
+            }
+            double *ref = h_alloc(sizeof(double) * orow), *mag = h_alloc(sizeof(double) * orow);
+            for (int64_t t = 0; t < nt; t++) {
+                attn_oracle(T, &p, (char *)hq + t * qrow * es, hk, hv, pos + t + 1, with_sinks ? hs : NULL, ref, mag);
+                char what[64];
+                snprintf(what, sizeof what, "prefill geo %zu token %lld", gi, (long long)t);
+                ct_close(what, T, (char *)O + t * orow * es, ref, mag, (int64_t)orow, ct_eps(T), 1e-5);
+            }
+            free(ref); free(mag); free(hq); free(hk); free(hv); free(O); free(O2);
+            void *dev[] = {q, kc, vc, o, o2};
+            for (int i = 0; i < 5; i++) zmlx_mem_free(g_ctx, dev[i]);
+        }
+    zmlx_mem_free(g_ctx, sinks);
 }
 
 /* memory round trip, bandwidth probe, graph capture == direct, bad device */
@@ -579,8 +657,9 @@ static void test_model_shapes(void) {
 }
 
 /* attention_step (device position) == rms_norm, rope, kv_append and
- * attention_decode on the same GPU, bit for bit (outputs, rewritten qkv,
- * caches), for 5 tokens and for one, multi-chunk and single-chunk contexts,
+ * attention_prefill on the same GPU, bit for bit (outputs, rewritten qkv,
+ * caches), for 5 tokens, for one and for 80 (the flash kernel), multi-chunk
+ * and single-chunk contexts,
  * a window and sinks, and a context of more chunks than k_attn's grid holds
  * (head dim 512: short chunks, 3000 positions: blocks loop over chunks);
  * head dim 128 with a traditional rope over 96 of the features; given
@@ -590,15 +669,17 @@ static void test_model_shapes(void) {
  * ZMLX_ERR_RANGE at the sync and leaves the caches alone. */
 static void test_attention_step(void) {
     h_rng r = {31};
-    enum { HQ = 8, HKV = 2, NT = 5, NV = 4 };
+    enum { HQ = 8, HKV = 2, NT = 5, NL = 80, NV = 4 };
     float hsinks[HQ];
     for (int h = 0; h < HQ; h++) hsinks[h] = -1.0f + 0.3f * (float)h;
     float *sinks = ct_dev(hsinks, sizeof hsinks);
     for (int ti = 0; ti < 3; ti++)
-        for (int vi = 0; vi < 2 * NV; vi++) {
-            /* variants v with NT tokens, then with one */
+        for (int vi = 0; vi < 3 * NV; vi++) {
+            /* variants v with NT tokens, with one, then with NL (the flash kernel in 16-bit T) */
             const int v = vi % NV;
-            const int64_t nt = vi < NV ? NT : 1, HD = v == 3 ? 512 : v == 1 ? 128 : 64, CAP = v == 3 ? 3200 : 300;
+            if (vi >= 2 * NV && v == 3) continue; /* head dim 512 keeps the chunked kernel: covered at NT */
+            const int64_t nt = vi < NV ? NT : vi < 2 * NV ? 1 : NL;
+            const int64_t HD = v == 3 ? 512 : v == 1 ? 128 : 64, CAP = v == 3 ? 3200 : 300;
             const int64_t row = (HQ + 2 * HKV) * HD, nq = HQ * HD, nk = HKV * HD;
             const zmlx_dtype T = TS[ti];
             const size_t es = zmlx_dtype_size(T), cb = (size_t)(HKV * CAP * HD) * es, qb = (size_t)(nt * row) * es;
@@ -627,8 +708,16 @@ static void test_attention_step(void) {
                 CHECK_EQ_INT(zmlx_rope(g_ctx, &rp, T, k, 1, HKV, NULL, pos0 + t), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_kv_append(g_ctx, T, k, 1, HKV, HD, k2, CAP, pos0 + t), ZMLX_OK);
                 CHECK_EQ_INT(zmlx_kv_append(g_ctx, T, vv, 1, HKV, HD, v2, CAP, pos0 + t), ZMLX_OK);
-                CHECK_EQ_INT(zmlx_attention_decode(g_ctx, &ap, T, q, k2, v2, pos0 + t + 1,
-                                                   (char *)o2 + (size_t)(t * nq) * es), ZMLX_OK);
+            }
+            { /* attention_prefill over the normed, rotated q heads, gathered into rows of their own */
+                char *Qp = ct_host(qkv2, qb), *qh = h_alloc((size_t)(nt * nq) * es);
+                for (int64_t t = 0; t < nt; t++)
+                    memcpy(qh + (size_t)(t * nq) * es, Qp + (size_t)(t * row) * es, (size_t)nq * es);
+                void *qc = ct_dev(qh, (size_t)(nt * nq) * es);
+                CHECK_EQ_INT(zmlx_attention_prefill(g_ctx, &ap, T, qc, nt, pos0, k2, v2, o2), ZMLX_OK);
+                CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+                zmlx_mem_free(g_ctx, qc);
+                free(Qp); free(qh);
             }
             CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
             void *O1 = ct_host(o1, ob), *O2 = ct_host(o2, ob), *Q1 = ct_host(qkv1, qb), *Q2 = ct_host(qkv2, qb);
@@ -755,6 +844,7 @@ int main(void) {
     RUN(test_router_ties);
     RUN(test_rope);
     RUN(test_attention);
+    RUN(test_attention_prefill);
     RUN(test_attention_step);
     RUN(test_argmax);
     RUN(test_plumbing);

@@ -307,6 +307,28 @@ static void test_rope_attn(zmlx_ctx *c) {
     CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, qv, kc, vc, 4, o), RNG);
     CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, qv, kc, vc, 3, o), ZMLX_OK);
 
+    /* attention_prefill: tokens at pos.. over the same cache; per token attention_decode's bits here */
+    float q2[2 * 16], op[2 * 16], od[16];
+    for (int i = 0; i < 32; i++) q2[i] = 0.1f * (float)(i % 7) - 0.3f;
+    for (int i = 0; i < 24; i++) kc[i] = 0.05f * (float)(i % 5), vc[i] = 0.2f - 0.03f * (float)i;
+    CHECK_EQ_INT(zmlx_attention_prefill(c, NULL, ZMLX_F32, q2, 2, 1, kc, vc, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_U8, q2, 2, 1, kc, vc, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, NULL, 2, 1, kc, vc, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 2, 1, NULL, vc, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 2, 1, kc, NULL, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 2, 1, kc, vc, NULL), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, -1, 1, kc, vc, op), INV);
+    b = a, b.Hkv = 3;
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &b, ZMLX_F32, q2, 2, 1, kc, vc, op), INV);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 2, 2, kc, vc, op), RNG); /* 2 + 2 > cap 3 */
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 1, -1, kc, vc, op), RNG);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 0, 3, kc, vc, op), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_attention_prefill(c, &a, ZMLX_F32, q2, 2, 1, kc, vc, op), ZMLX_OK);
+    for (int t = 0; t < 2; t++) {
+        CHECK_EQ_INT(zmlx_attention_decode(c, &a, ZMLX_F32, q2 + 16 * t, kc, vc, 2 + t, od), ZMLX_OK);
+        CHECKF(!memcmp(od, op + 16 * t, sizeof od), "attention_prefill token %d != attention_decode", t);
+    }
+
     /* attention_step: packed rows of (4 + 2 + 2) heads of 4; position from memory */
     float qkv[2 * 32] = {0}, o2[2 * 16];
     int32_t pos = 1;

@@ -64,9 +64,17 @@ zmlx_status zr_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtyp
                                 const void *q, const void *k_cache, const void *v_cache,
                                 int64_t n_ctx, void *out);
 
+/* attention_prefill as its per-token composition: the ctx's attention_decode
+ * (the reference's without a ctx) for token t (q row t at q + t·q_stride
+ * elements) with n_ctx = pos + t + 1; out rows Hq·hd_v apart. */
+zmlx_status zr_attention_tokens(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                int64_t q_stride, int64_t n_tok, int64_t pos, const void *k_cache,
+                                const void *v_cache, void *out);
+
 /* The fused attention step as the composition its contract names: per token,
- * the ctx's own rms_norm, rope, kv_append and attention_decode entries (so it
- * is the unfused path's bits on every host backend). Position from pos[0]. */
+ * the ctx's own rms_norm, rope and kv_append entries, then zr_attention_tokens
+ * (the unfused path's bits on every backend without an attention_prefill
+ * entry, which the host backends are). Position from pos[0]. */
 zmlx_status zr_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
                               int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
                               void *out);

@@ -69,9 +69,20 @@ zmlx_status zr_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_
         if (st == ZMLX_OK && p->rope) st = be->rope(c, p->rope, T, k, 1, a->Hkv, NULL, at);
         if (st == ZMLX_OK) st = be->kv_append(c, T, k, 1, a->Hkv, a->hd, k_cache, a->cap, at);
         if (st == ZMLX_OK) st = be->kv_append(c, T, v, 1, a->Hkv, a->hd_v, v_cache, a->cap, at);
-        if (st == ZMLX_OK)
-            st = be->attention_decode(c, a, T, q, k_cache, v_cache, at + 1,
-                                      (char *)out + (size_t)(t * a->Hq * a->hd_v) * es);
+        if (st != ZMLX_OK) return st;
+    }
+    return zr_attention_tokens(c, a, T, qkv, row, n_tok, pos0, k_cache, v_cache, out);
+}
+
+zmlx_status zr_attention_tokens(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                int64_t q_stride, int64_t n_tok, int64_t pos, const void *k_cache,
+                                const void *v_cache, void *out) {
+    const zmlx_backend *be = c ? c->be : &zmlx_backend_ref;
+    const size_t es = zmlx_dtype_size(T);
+    for (int64_t t = 0; t < n_tok; t++) {
+        const zmlx_status st = be->attention_decode(c, p, T, (const char *)q + (size_t)(t * q_stride) * es, k_cache,
+                                                    v_cache, pos + t + 1,
+                                                    (char *)out + (size_t)(t * p->Hq * p->hd_v) * es);
         if (st != ZMLX_OK) return st;
     }
     return ZMLX_OK;

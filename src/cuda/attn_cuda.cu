@@ -1,6 +1,8 @@
 /*
- * attn_cuda.cu — rope, the single-token attention (attention_decode) and the
- * fused attention step of a decode (attention_step) on the GPU.
+ * attn_cuda.cu — rope, the single-token attention (attention_decode), the
+ * attention of many tokens (attention_prefill: k_attn_flash from
+ * flash_min_tokens() tokens, else the chunks below) and the fused attention step
+ * (attention_step) on the GPU.
  *
  * Attention splits each (token, query head)'s attended positions into chunks
  * of C positions (C a function of the attended length alone, att_chunk, so
@@ -563,8 +565,9 @@ static const size_t ATT_PART_BYTES = (size_t)64 << 20;
 
 /* Attention of n_tok tokens whose q rows are q_stride apart, in geometry g
  * (att_split of p); base position pos[0] (device; 0 without pos) + pos0.
- * n_ctx0: the first token's context when the host knows it (launch only its
- * chunks: same bits), else 0. */
+ * n_ctx0: the last token's context when the host knows it (launch only the
+ * chunk blocks it needs; blocks loop over chunks, so any count gives the same
+ * bits), else 0. */
 template <typename TT>
 static zmlx_status attn_run(zmlx_ctx *c, const zmlx_attn_params *p, const att_geom &g, const void *q,
                             int64_t q_stride, const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
@@ -614,6 +617,287 @@ extern "C" zmlx_status zcu_attention_decode(zmlx_ctx *c, const zmlx_attn_params 
                                             const void *q, const void *k_cache,
                                             const void *v_cache, int64_t n_ctx, void *out) {
     return ZCU_DISPATCH_T(T, decode_t, c, p, q, k_cache, v_cache, n_ctx, out);
+}
+
+/* ------------------------------------------- attention of many tokens */
+
+/*
+ * Prefill attention (FA2's scheme): a block takes FL_ROWS (token, query
+ * head) rows of one kv head's group, row f = t·G + hh of the group (token t,
+ * head g·G + hh; G = Hq/Hkv, so a tile mixes tokens and heads and any G
+ * fills it), a warp 16 of them, and walks the K/V rows its rows attend in
+ * tiles of FL_KT positions (staged by cp.async, two buffers), keeping per
+ * row the running max m, sum l and output o in registers:
+ *   S = scale·(Q·Kᵀ)     (mma, f32 sums; positions outside [lo_t, n_t) -> -inf)
+ *   m' = max(m, max_j S), a = exp(m - m'), p_j = exp(S_j - m'),
+ *   l = a·l + Σ p_j,     o = a·o + P_hi·V + P_lo·V
+ * with P split in two T pieces as att_chunk_mma does (~16 more bits than one
+ * T value; the S accumulators are P's A fragments, no shared memory), a sink
+ * starting the row at m = sink, l = 1, and out = round_T(o · (1/l)). The
+ * tiles and sums are fixed by the call's shape, so a call repeats bit for
+ * bit; the rounding differs from the chunked kernel's (another split of the
+ * same sums), which is why attention_prefill names the bits it gives.
+ * Grid (row blocks of the group, Hkv), the last rows (the longest contexts)
+ * first. base = pos[0] (device, or 0 without pos) + pos0 as k_attn's.
+ */
+enum {
+    FL_ROWS = 64, /* (token, head) rows per block: FL_W warps x 16 */
+    FL_W = 4,
+    FL_KT = 64,   /* positions per K/V tile                        */
+};
+/* ZMLX_CUDA_FLASH_TOKENS: n_tok from which attention_prefill and
+ * attention_step take k_attn_flash */
+ENV_TOKENS_KNOB(flash_min_tokens, "ZMLX_CUDA_FLASH_TOKENS", 64)
+
+template <int HD, int HDV> struct fl_shape {
+    static constexpr int KLD = HD + 8, VLD = HDV + 8; /* rows of an odd number of 16-byte runs */
+    static constexpr size_t Q_EL = (size_t)FL_ROWS * KLD, K_EL = (size_t)FL_KT * KLD, V_EL = (size_t)FL_KT * VLD;
+    static constexpr size_t bytes(size_t tsz) { return (Q_EL + 2 * (K_EL + V_EL)) * tsz; }
+};
+
+/* ldmatrix x4 (no transpose) at a lane's row address: four 8x8 b16 tiles */
+__device__ __forceinline__ void ldsm_x4(const void *a, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(a)));
+}
+
+template <typename TT, int HD, int HDV>
+__global__ void __launch_bounds__(FL_W * 32)
+k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
+             const int32_t *pos, int64_t pos0, TT *out) {
+    using S = fl_shape<HD, HDV>;
+    zcu_pdl_entry();
+    extern __shared__ __align__(16) unsigned char att_shm[];
+    TT *qs = (TT *)att_shm, *ks0 = qs + S::Q_EL, *vs0 = ks0 + 2 * S::K_EL;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int G = p.Hq / p.Hkv, g = blockIdx.y;
+    const int64_t base = (pos ? (int64_t)pos[0] : 0) + pos0;
+    if (base < 0 || base > p.cap - n_tok) return; /* attention_step's prep flagged it */
+    const int64_t nrows = n_tok * G, f0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FL_ROWS;
+    /* the block's positions: from the first row's window start to the last row's context */
+    const int64_t t_first = f0 / G, t_last = (min(f0 + FL_ROWS, nrows) - 1) / G;
+    const auto lo_of = [&](int64_t n) { return p.window > 0 && n > p.window ? n - p.window : (int64_t)0; };
+    const int64_t j_end = base + t_last + 1, j_beg = lo_of(base + t_first + 1) / FL_KT * FL_KT;
+    const int ntile = (int)((j_end - j_beg + FL_KT - 1) / FL_KT);
+
+    /* this lane's two rows (gq, gq + 8 of the warp's 16): context [lo, n), n = 0 past the last row */
+    int64_t rn[2], rlo[2], rt[2];
+    int rh[2];
+    float m[2], l[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int64_t f = f0 + warp * 16 + gq + 8 * i;
+        rt[i] = f / G;
+        rh[i] = g * G + (int)(f % G);
+        rn[i] = f < nrows ? base + rt[i] + 1 : 0;
+        rlo[i] = lo_of(rn[i]);
+        const bool sink = p.sinks && f < nrows;
+        m[i] = sink ? p.sinks[rh[i]] : -INFINITY;
+        l[i] = sink && tq == 0 ? 1.0f : 0.0f; /* l is summed over the row's 4 lanes at the end */
+    }
+    /* the q rows by 16-byte copies (zero past the last row), then the first K/V tile */
+    constexpr int RUNS = HD * (int)sizeof(TT) / 16;
+    for (int i = threadIdx.x; i < FL_ROWS * RUNS; i += blockDim.x) {
+        const int r = i / RUNS, o = i - r * RUNS;
+        const int64_t f = f0 + r;
+        TT *dst = qs + r * S::KLD + o * (16 / (int)sizeof(TT));
+        if (f < nrows)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)),
+                         "l"(q + (f / G) * q_stride + (int64_t)(g * G + f % G) * HD + o * (16 / (int)sizeof(TT)))
+                         : "memory");
+        else
+            *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+    const auto stage_tile = [&](int it) {
+        const int64_t j0 = j_beg + (int64_t)it * FL_KT;
+        const int nr = (int)min((int64_t)FL_KT, j_end - j0);
+        TT *ks = ks0 + (it & 1) * S::K_EL, *vs = vs0 + (it & 1) * S::V_EL;
+        att_stage(ks, S::KLD, kc + ((int64_t)g * p.cap + j0) * HD, HD, nr);
+        att_stage(vs, S::VLD, vc + ((int64_t)g * p.cap + j0) * HDV, HDV, nr);
+        /* V rows past the context are zero: p = 0 must not meet a stale NaN (K's are masked) */
+        for (int i = nr * S::VLD + threadIdx.x; i < FL_KT * S::VLD; i += blockDim.x) zcu_st(vs, i, 0.0f);
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+    stage_tile(0);
+
+    float o[HDV / 8][4];
+#pragma unroll
+    for (int i = 0; i < HDV / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    const TT *qw = qs + (warp * 16 + (lane & 15)) * S::KLD + (lane >> 4) * 8;
+    for (int it = 0; it < ntile; it++) {
+        if (it + 1 < ntile) {
+            stage_tile(it + 1);
+            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        }
+        __syncthreads();
+        const TT *ks = ks0 + (it & 1) * S::K_EL, *vs = vs0 + (it & 1) * S::V_EL;
+        const int64_t j0 = j_beg + (int64_t)it * FL_KT;
+        /* S = Q·Kᵀ for the warp's 16 rows x FL_KT positions: n-tile u = positions 8u.. */
+        float s[FL_KT / 8][4];
+#pragma unroll
+        for (int u = 0; u < FL_KT / 8; u++) s[u][0] = s[u][1] = s[u][2] = s[u][3] = 0.0f;
+#pragma unroll
+        for (int k0 = 0; k0 < HD; k0 += 16) {
+            uint32_t a[4];
+            ldsm_x4(qw + k0, a);
+#pragma unroll
+            for (int u = 0; u < FL_KT / 8; u += 2) {
+                uint32_t b[4]; /* b[0], b[1]: positions 8u..; b[2], b[3]: 8u + 8.. */
+                ldsm_x4(ks + (8 * u + (lane & 7) + ((lane >> 4) << 3)) * S::KLD + k0 + ((lane >> 3) & 1) * 8, b);
+                mma_op<TT>::run(s[u], a, b[0], b[1]);
+                mma_op<TT>::run(s[u + 1], a, b[2], b[3]);
+            }
+        }
+        /* scale, mask (the rows' [lo, n) as tile columns), and the rows' running max */
+        float mt[2] = {m[0], m[1]};
+        int c_lo[2], c_hi[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            c_lo[i] = (int)max(min(rlo[i] - j0, (int64_t)FL_KT), (int64_t)0);
+            c_hi[i] = (int)max(min(rn[i] - j0, (int64_t)FL_KT), (int64_t)0);
+        }
+#pragma unroll
+        for (int u = 0; u < FL_KT / 8; u++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = e >> 1, cj = 8 * u + 2 * tq + (e & 1);
+                s[u][e] = cj >= c_lo[i] && cj < c_hi[i] ? __fmul_rn(p.scale, s[u][e]) : -INFINITY;
+                mt[i] = nmax(mt[i], s[u][e]);
+            }
+        float alpha[2], mu[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mt[i] = nmax(mt[i], __shfl_xor_sync(0xffffffffu, mt[i], 1));
+            mt[i] = nmax(mt[i], __shfl_xor_sync(0xffffffffu, mt[i], 2));
+            mu[i] = mt[i] == -INFINITY ? 0.0f : mt[i]; /* a row with nothing yet: p = 0, alpha = 0 */
+            alpha[i] = expf(__fsub_rn(m[i], mu[i]));
+            m[i] = mt[i];
+            l[i] = __fmul_rn(l[i], alpha[i]);
+        }
+#pragma unroll
+        for (int c = 0; c < HDV / 8; c++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[c][e] = __fmul_rn(o[c][e], alpha[e >> 1]);
+        /* p = exp(S - m'), summed into l, and P·V by 16-position k-steps */
+#pragma unroll
+        for (int u = 0; u < FL_KT / 8; u++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[u][e] = expf(__fsub_rn(s[u][e], mu[e >> 1]));
+                l[e >> 1] = __fadd_rn(l[e >> 1], s[u][e]);
+            }
+#pragma unroll
+        for (int kk = 0; kk < FL_KT / 16; kk++) {
+            const float *s0 = s[2 * kk], *s1 = s[2 * kk + 1];
+            TT *tag = nullptr; /* for the T of pack2 / zcu_round */
+            float h[8];
+            const float pv[8] = {s0[0], s0[1], s0[2], s0[3], s1[0], s1[1], s1[2], s1[3]};
+#pragma unroll
+            for (int i = 0; i < 8; i++) h[i] = zcu_round(tag, pv[i]);
+            const uint32_t ah[4] = {pack2(tag, h[0], h[1]), pack2(tag, h[2], h[3]), pack2(tag, h[4], h[5]),
+                                    pack2(tag, h[6], h[7])};
+            const uint32_t al[4] = {pack2(tag, __fsub_rn(pv[0], h[0]), __fsub_rn(pv[1], h[1])),
+                                    pack2(tag, __fsub_rn(pv[2], h[2]), __fsub_rn(pv[3], h[3])),
+                                    pack2(tag, __fsub_rn(pv[4], h[4]), __fsub_rn(pv[5], h[5])),
+                                    pack2(tag, __fsub_rn(pv[6], h[6]), __fsub_rn(pv[7], h[7]))};
+#pragma unroll
+            for (int c0 = 0; c0 < HDV; c0 += 16) {
+                uint32_t b[4];
+                ld_b_trans(vs, S::VLD, 16 * kk, c0, b);
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    mma_op<TT>::run(o[c0 / 8 + nt], ah, b[2 * nt], b[2 * nt + 1]);
+                    mma_op<TT>::run(o[c0 / 8 + nt], al, b[2 * nt], b[2 * nt + 1]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with this buffer before it is staged again */
+    }
+    /* l over the row's 4 lanes, then out = round_T(o / l) as T pairs */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] = __fadd_rn(l[i], __shfl_xor_sync(0xffffffffu, l[i], 1));
+        l[i] = __fadd_rn(l[i], __shfl_xor_sync(0xffffffffu, l[i], 2));
+        if (rn[i] == 0) continue;
+        const float inv = __fdiv_rn(1.0f, l[i]);
+        TT *orow = out + (rt[i] * p.Hq + rh[i]) * (int64_t)HDV;
+#pragma unroll
+        for (int c = 0; c < HDV / 8; c++)
+            *(uint32_t *)(orow + 8 * c + 2 * tq) =
+                pack2(orow, __fmul_rn(o[c][2 * i], inv), __fmul_rn(o[c][2 * i + 1], inv));
+    }
+}
+
+template <typename TT>
+using flash_fn = void (*)(zmlx_attn_params, const TT *, int64_t, const TT *, const TT *, int64_t, const int32_t *,
+                          int64_t, TT *);
+
+/* The flash kernel for n_tok tokens of p and its shared memory, or NULL where
+ * the chunked kernel runs them (fewer than flash_min_tokens(); f32; head dims
+ * other than 64 = 64 and 128 = 128; q rows, caches or out not aligned for
+ * its 16-byte copies and 4-byte stores). attention_prefill and
+ * attention_step both ask it, so they take the same kernel. */
+template <typename TT>
+static flash_fn<TT> flash_kernel(const zmlx_attn_params *p, int64_t n_tok, const void *q, int64_t q_stride,
+                                 const void *kc, const void *vc, const void *out, size_t *shm) {
+    if constexpr (sizeof(TT) == 2) {
+        const uintptr_t al = (uintptr_t)q | (uintptr_t)kc | (uintptr_t)vc | (uintptr_t)(q_stride * 2);
+        if (n_tok < flash_min_tokens() || p->hd != p->hd_v || (al & 15) != 0 || ((uintptr_t)out & 3) != 0)
+            return nullptr;
+        if (p->hd == 64) {
+            *shm = fl_shape<64, 64>::bytes(2);
+            return k_attn_flash<TT, 64, 64>;
+        }
+        if (p->hd == 128) {
+            *shm = fl_shape<128, 128>::bytes(2);
+            return k_attn_flash<TT, 128, 128>;
+        }
+    }
+    return nullptr;
+}
+
+template <typename TT>
+static zmlx_status flash_run(zmlx_ctx *c, const zmlx_attn_params *p, flash_fn<TT> k, size_t shm, const void *q,
+                             int64_t q_stride, const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
+                             int64_t pos0, void *out) {
+    const int64_t blocks = (n_tok * (p->Hq / p->Hkv) + FL_ROWS - 1) / FL_ROWS;
+    if (blocks > INT32_MAX || p->Hkv > 65535) return ZMLX_ERR_UNSUPPORTED;
+    ZCU_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+    zcu_launch(ZCU_PDL_ATTN, k, dim3((unsigned)blocks, (unsigned)p->Hkv), FL_W * 32, shm, zcu_state_of(c)->stream, *p,
+               (const TT *)q, q_stride, (const TT *)kc, (const TT *)vc, n_tok, pos, pos0, (TT *)out);
+    ZCU_LAUNCHED();
+    return ZMLX_OK;
+}
+
+/* Attention of n_tok tokens (q rows q_stride apart) at base pos[0] + pos0:
+ * the flash kernel where it applies, else k_attn's chunks (the bits of one
+ * attention_decode per token). */
+template <typename TT>
+static zmlx_status attn_tokens(zmlx_ctx *c, const zmlx_attn_params *p, const att_geom &g, const void *q,
+                               int64_t q_stride, const void *kc, const void *vc, int64_t n_tok, const int32_t *pos,
+                               int64_t pos0, int early, void *out) {
+    size_t shm = 0;
+    const flash_fn<TT> k = flash_kernel<TT>(p, n_tok, q, q_stride, kc, vc, out, &shm);
+    if (k) return flash_run<TT>(c, p, k, shm, q, q_stride, kc, vc, n_tok, pos, pos0, out);
+    return attn_run<TT>(c, p, g, q, q_stride, kc, vc, n_tok, pos, pos0, pos ? 0 : pos0 + n_tok, early, out);
+}
+
+template <typename TT>
+static zmlx_status prefill_t(zmlx_ctx *c, const zmlx_attn_params *p, const void *q, int64_t n_tok, int64_t pos,
+                             const void *kc, const void *vc, void *out) {
+    att_geom g;
+    const zmlx_status st = att_split(p, sizeof(TT), &g);
+    if (st != ZMLX_OK) return st;
+    return attn_tokens<TT>(c, p, g, q, (int64_t)p->Hq * p->hd, kc, vc, n_tok, NULL, pos, 0, out);
+}
+
+extern "C" zmlx_status zcu_attention_prefill(zmlx_ctx *c, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                             int64_t n_tok, int64_t pos, const void *k_cache, const void *v_cache,
+                                             void *out) {
+    return ZCU_DISPATCH_T(T, prefill_t, c, p, q, n_tok, pos, k_cache, v_cache, out);
 }
 
 /* ----------------------------------------------------- attention step */
@@ -735,7 +1019,7 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     }
     ZCU_LAUNCHED();
     const int64_t row = (int64_t)(p->Hq + p->Hkv) * p->hd + (int64_t)p->Hkv * p->hd_v;
-    return attn_run<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, 0, zcu_pdl_enabled(ZCU_PDL_ATTN), out);
+    return attn_tokens<TT>(c, p, g, qkv, row, kc, vc, n_tok, pos, 0, zcu_pdl_enabled(ZCU_PDL_ATTN), out);
 }
 
 extern "C" zmlx_status zcu_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T,

@@ -367,6 +367,7 @@ static zmlx_backend make_table(void) {
     t.embed_lookup = zcu_embed_lookup;
     t.kv_append = cu_kv_append;
     t.attention_step = zcu_attention_step;
+    t.attention_prefill = zcu_attention_prefill;
     t.argmax = zcu_argmax;
     t.i32_add = zcu_i32_add;
     t.qmm_argmax = zcu_qmm_argmax;

@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 extern "C" {
 #include "backend.h"
@@ -146,6 +147,26 @@ __device__ __forceinline__ void zcu_pdl_entry() {
 #endif
 #endif
 }
+
+/* Token-count thresholds set by measurement (src/cuda/NOTES.md) that the
+ * environment may override, so a benchmark can sweep them (the knobs are
+ * listed where they are used: qmm_impl.cuh, attn_cuda.cu). name's value (a
+ * positive integer, else dflt), read into *v on the first call (-1: not read
+ * yet). */
+static inline int env_tokens(int *v, const char *name, int dflt) {
+    if (*v < 0) {
+        const char *s = getenv(name);
+        const int x = s ? atoi(s) : 0;
+        *v = x > 0 ? x : dflt;
+    }
+    return *v;
+}
+/* fn(): the threshold in environment variable name, read on the first call */
+#define ENV_TOKENS_KNOB(fn, name, dflt) \
+    static int fn(void) { \
+        static int v = -1; \
+        return env_tokens(&v, name, dflt); \
+    }
 
 enum { ZCU_PDL_QMM = 1, ZCU_PDL_OPS = 2, ZCU_PDL_ATTN = 4 }; /* kernel families */
 
@@ -522,6 +543,9 @@ zmlx_status zcu_rope(zmlx_ctx *, const zmlx_rope_params *p, zmlx_dtype T, void *
 zmlx_status zcu_attention_decode(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T,
                                  const void *q, const void *k_cache, const void *v_cache,
                                  int64_t n_ctx, void *out);
+zmlx_status zcu_attention_prefill(zmlx_ctx *, const zmlx_attn_params *p, zmlx_dtype T, const void *q,
+                                  int64_t n_tok, int64_t pos, const void *k_cache, const void *v_cache,
+                                  void *out);
 zmlx_status zcu_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
                                int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
                                void *out);

@@ -37,8 +37,7 @@
 #include <stdlib.h>
 #include <type_traits>
 
-/* Token-count thresholds, set by measurement (src/cuda/NOTES.md); the
- * environment overrides them so the benchmark can sweep them:
+/* Token-count thresholds (ENV_TOKENS_KNOB, cuda_internal.cuh):
  * ZMLX_CUDA_MMA_MIN_TOKENS  n_tok from which transpose=1 bf16/f16 matmuls of
  *                           the formats MMV does not serve use the MMA path;
  * ZMLX_CUDA_MMV_MAX_TOKENS  n_tok from which the MMV formats use it too
@@ -57,22 +56,6 @@
  * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
  *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
  *                           (experts always; same arithmetic). */
-/* name's value (a positive integer, else dflt), read into *v on the first
- * call (-1: not read yet) */
-static int env_tokens(int *v, const char *name, int dflt) {
-    if (*v < 0) {
-        const char *s = getenv(name);
-        const int x = s ? atoi(s) : 0;
-        *v = x > 0 ? x : dflt;
-    }
-    return *v;
-}
-/* fn(): the threshold in environment variable name, read on the first call */
-#define ENV_TOKENS_KNOB(fn, name, dflt) \
-    static int fn(void) { \
-        static int v = -1; \
-        return env_tokens(&v, name, dflt); \
-    }
 ENV_TOKENS_KNOB(mma_min_tokens, "ZMLX_CUDA_MMA_MIN_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_max_tokens_env, "ZMLX_CUDA_MMV_MAX_TOKENS", 0)
 ENV_TOKENS_KNOB(mmv_sort_tokens, "ZMLX_CUDA_MMV_SORT_TOKENS", 8)

@@ -3,13 +3,13 @@
  * written only with the public primitives of include/zmlx.h. n tokens (one
  * decode step, or a prefill chunk) go through every layer together: the
  * projections and experts see n_tok = n (the multi-token kernel paths);
- * attention runs per token over the cache in order (causal).
+ * attention_prefill takes the n query tokens over the cache (causal).
  *
  * Per layer, with x the residual stream [n, D] and the patch plan choosing
  * fused or unfused primitives:
  *   a = rms_norm(x (+ pending MLP output), input_layernorm)
  *   q,k,v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ ; q,k normed per head ; RoPE(q,k) at pos.. ;
- *   k,v appended to the cache ; att = attention(q, cache) ; o = att·Woᵀ
+ *   k,v appended to the cache ; att = attention_prefill(q, cache) ; o = att·Woᵀ
  *     (attention switch: one packed projection and zmlx_attention_step, the
  *     same bits, with the position read from sc.pos)
  *   m = rms_norm(x += o, post_attention_layernorm)
@@ -73,10 +73,7 @@ static zmlx_status attention(zmlx_session *s, const zr_layer *L, int64_t n, int6
         RUN("rope(k)", zmlx_rope(ctx, &rp, T, c->k, n, (int)d->Hkv, NULL, s->pos));
         RUN("k cache", zmlx_kv_append(ctx, T, c->k, n, (int)d->Hkv, (int)d->hd, L->kc, s->cap, s->pos));
         RUN("v cache", zmlx_kv_append(ctx, T, c->v, n, (int)d->Hkv, (int)d->hd, L->vc, s->cap, s->pos));
-        const size_t row = (size_t)(d->H * d->hd) * zmlx_dtype_size(T);
-        for (int64_t t = 0; t < n; t++)
-            RUN("attention", zmlx_attention_decode(ctx, &ap, T, (const char *)c->q + (size_t)t * row, L->kc,
-                                                   L->vc, s->pos + t + 1, (char *)c->att + (size_t)t * row));
+        RUN("attention", zmlx_attention_prefill(ctx, &ap, T, c->q, n, s->pos, L->kc, L->vc, c->att));
     }
     RUN("o_proj", zmlx_gather_qmm(ctx, T, c->att, n, 0, &L->o, NULL, 1, c->o));
     return ZMLX_OK;
