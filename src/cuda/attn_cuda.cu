@@ -196,6 +196,11 @@ __device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, 
     for (int u = 0; u < ATT_JU; u++) ld_run<4, V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]); /* V4: 4 | n, aligned rows, d < n */
 }
 
+/* 16 bytes from global src to the shared-memory address dst, in flight until a wait */
+__device__ __forceinline__ void cp_async16(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
 /* rows consecutive rows of n elements from global src to shared dst, whose
  * rows are ld elements apart, by the block's threads: 16-byte cp.async copies
  * when both ends and the row sizes allow, else element by element. The caller
@@ -207,9 +212,7 @@ __device__ __forceinline__ void att_stage(TT *dst, int64_t ld, const TT *src, in
         const unsigned d0 = smem_u32(dst), runs = row_b / 16;
         for (unsigned i = threadIdx.x; i < (unsigned)rows * runs; i += blockDim.x) {
             const unsigned r = i / runs, o = (i - r * runs) * 16;
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + r * ld_b + o),
-                         "l"((const char *)src + (size_t)r * row_b + o)
-                         : "memory");
+            cp_async16(d0 + r * ld_b + o, (const char *)src + (size_t)r * row_b + o);
         }
     } else {
         for (int64_t i = threadIdx.x; i < (int64_t)rows * n; i += blockDim.x) dst[i / n * ld + i % n] = src[i];
@@ -300,16 +303,26 @@ __device__ __forceinline__ void att_chunk_fma(const zmlx_attn_params &p, const a
 
 __device__ __forceinline__ uint32_t ld_pair(const void *p) { return *(const uint32_t *)p; }
 
+/* ldmatrix x4 at a lane's row address a: four 8x8 b16 tiles (TRANS: each
+ * transposed) */
+template <bool TRANS> __device__ __forceinline__ void ldsm_x4(const void *a, uint32_t (&r)[4]) {
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_u32(a)));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_u32(a)));
+}
+
 /* The B fragments of two 8-column tiles (columns c, c + 8) over rows r..r+15
  * of a row-major [rows, ld] T block in shared memory, by ldmatrix.trans:
  * b[0], b[1] of the first tile, b[2], b[3] of the second. */
 template <typename TT>
 __device__ __forceinline__ void ld_b_trans(const TT *m, int ld, int r, int c, uint32_t (&b)[4]) {
     const int lane = threadIdx.x & 31;
-    const TT *a = m + (r + (lane & 7) + (lane & 8)) * ld + c + (lane >> 4) * 8;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(smem_u32(a)));
+    ldsm_x4<true>(m + (r + (lane & 7) + (lane & 8)) * ld + c + (lane >> 4) * 8, b);
 }
 
 /* One chunk of len positions on the tensor cores (ATT_MMA): the block's gb
@@ -655,13 +668,6 @@ template <int HD, int HDV> struct fl_shape {
     static constexpr size_t bytes(size_t tsz) { return (Q_EL + 2 * (K_EL + V_EL)) * tsz; }
 };
 
-/* ldmatrix x4 (no transpose) at a lane's row address: four 8x8 b16 tiles */
-__device__ __forceinline__ void ldsm_x4(const void *a, uint32_t (&r)[4]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(a)));
-}
-
 template <typename TT, int HD, int HDV>
 __global__ void __launch_bounds__(FL_W * 32)
 k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, const TT *vc, int64_t n_tok,
@@ -697,15 +703,13 @@ k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, co
         l[i] = sink && tq == 0 ? 1.0f : 0.0f; /* l is summed over the row's 4 lanes at the end */
     }
     /* the q rows by 16-byte copies (zero past the last row), then the first K/V tile */
-    constexpr int RUNS = HD * (int)sizeof(TT) / 16;
+    constexpr int RUN = 16 / (int)sizeof(TT), RUNS = HD / RUN; /* elements per copy, copies per row */
     for (int i = threadIdx.x; i < FL_ROWS * RUNS; i += blockDim.x) {
-        const int r = i / RUNS, o = i - r * RUNS;
+        const int r = i / RUNS, o = (i - r * RUNS) * RUN;
         const int64_t f = f0 + r;
-        TT *dst = qs + r * S::KLD + o * (16 / (int)sizeof(TT));
+        TT *dst = qs + r * S::KLD + o;
         if (f < nrows)
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)),
-                         "l"(q + (f / G) * q_stride + (int64_t)(g * G + f % G) * HD + o * (16 / (int)sizeof(TT)))
-                         : "memory");
+            cp_async16(smem_u32(dst), q + (f / G) * q_stride + (int64_t)(g * G + f % G) * HD + o);
         else
             *(uint4 *)dst = make_uint4(0, 0, 0, 0);
     }
@@ -742,11 +746,11 @@ k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, co
 #pragma unroll
         for (int k0 = 0; k0 < HD; k0 += 16) {
             uint32_t a[4];
-            ldsm_x4(qw + k0, a);
+            ldsm_x4<false>(qw + k0, a);
 #pragma unroll
             for (int u = 0; u < FL_KT / 8; u += 2) {
                 uint32_t b[4]; /* b[0], b[1]: positions 8u..; b[2], b[3]: 8u + 8.. */
-                ldsm_x4(ks + (8 * u + (lane & 7) + ((lane >> 4) << 3)) * S::KLD + k0 + ((lane >> 3) & 1) * 8, b);
+                ldsm_x4<false>(ks + (8 * u + (lane & 7) + ((lane >> 4) << 3)) * S::KLD + k0 + ((lane >> 3) & 1) * 8, b);
                 mma_op<TT>::run(s[u], a, b[0], b[1]);
                 mma_op<TT>::run(s[u + 1], a, b[2], b[3]);
             }

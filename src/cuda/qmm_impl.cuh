@@ -34,7 +34,6 @@
 #define ZMLX_QMM_IMPL_CUH
 #include "cuda/cuda_internal.cuh"
 
-#include <stdlib.h>
 #include <type_traits>
 
 /* Token-count thresholds (ENV_TOKENS_KNOB, cuda_internal.cuh):
