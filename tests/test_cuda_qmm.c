@@ -345,14 +345,16 @@ static void test_embed(void) {
 /* ------------------------------------------------ the tiny models' shapes */
 
 /* The kernel family the dispatch picks for (format, T, M) — restated here from
- * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV, 2 MMA.
+ * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV (for the
+ * affine MMV formats also their MMA kernel, which gives MMV's bits), 2 MMA.
  * Within one family every output row must have the same bits whatever M is. */
 static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
     const int mx = f.mode == ZMLX_QMODE_MXFP4;
     if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0 && K < (1 << 24))) {
         const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
-        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : 1024;
+        if (!mx) return 1; /* affine: MMV and its MMA kernel (k_mma_mmv) give the same bits */
+        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : 320;
         return M < lim ? 1 : 2;
     }
     if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
@@ -594,6 +596,76 @@ static void test_mmv_variants(void) {
     }
 }
 
+/* The affine MMV formats on the MMA path (qmm_impl.cuh k_mma_mmv, from
+ * mmv_max_tokens() = 384 tokens) give the MMV path's bits: rows of a
+ * 1030-token call against the same tokens alone (one token: k_mmv, and the
+ * one-kernel combine), memcmp, for gather_qmm, the fused gate/up and down +
+ * combine. K ranges of 8 and 3 steps (experts, K = 2048 / 768), 4 (a dense
+ * K = 4096 in 16 ranges, 200 rows: a partial row block), groups of 128 in
+ * f16, activations 2 bytes off (the kernel's plain-load staging). */
+static void test_mma_equals_mmv(void) {
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128};
+    const struct { fmt f; zmlx_dtype T; int64_t E, F, D; int k, off; } cs[] = {
+        {AFF4, ZMLX_BF16, 8, 768, 2048, 2, 0}, {g128, ZMLX_F16, 6, 256, 1024, 3, 0},
+        {AFF4, ZMLX_BF16, 1, 200, 4096, 1, 0}, {AFF4, ZMLX_BF16, 8, 192, 2048, 2, 1}};
+    const int64_t M = 1030, toks[] = {0, 1, 517, 1029};
+    char what[160];
+    for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
+        h_rng r = {800 + (uint64_t)c};
+        const zmlx_dtype T = cs[c].T;
+        const int64_t E = cs[c].E, F = cs[c].F, D = cs[c].D, P = M * cs[c].k;
+        const int k = cs[c].k;
+        const size_t es = zmlx_dtype_size(T), xb = (size_t)(M * D) * es, yb = (size_t)(P * F) * es;
+        qmat g, u, dn;
+        qmat_make(&r, cs[c].f, 1, E, F, D, T, &g);
+        if (E > 1) {
+            qmat_make(&r, cs[c].f, 1, E, F, D, T, &u);
+            qmat_make(&r, cs[c].f, 1, E, D, F, T, &dn);
+        }
+        void *hx = ct_rand(&r, T, M * D, -1, 1), *hh = ct_rand(&r, T, P * F, -1, 1), *xbase = NULL;
+        int32_t *hidx = E > 1 ? rand_idx(&r, M, k, E) : NULL;
+        float *hw = h_alloc(sizeof(float) * (size_t)P);
+        for (int64_t i = 0; i < P; i++) hw[i] = h_uniform(&r, 0.05f, 1.0f);
+        char *x = cs[c].off ? dev_at2(hx, xb, &xbase) : ct_dev(hx, xb);
+        char *h = ct_dev(hh, yb);
+        int32_t *idx = hidx ? ct_dev(hidx, sizeof(int32_t) * (size_t)P) : NULL;
+        float *w = ct_dev(hw, sizeof(float) * (size_t)P);
+        void *y = ct_dev_poison(yb), *sw = ct_dev_poison(yb), *o = ct_dev_poison(xb);
+        void *y1 = ct_dev_poison(yb), *sw1 = ct_dev_poison(yb), *o1 = ct_dev_poison(xb);
+        CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, M, 0, &g.w, idx, k, y), ZMLX_OK);
+        if (E > 1) {
+            CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, T, x, M, &g.w, &u.w, idx, k, ZMLX_ACT_SWIGLU, sw), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, h, M, &dn.w, idx, k, w, o), ZMLX_OK);
+        }
+        char *Y = ct_host(y, yb), *SW = ct_host(sw, yb), *O = ct_host(o, xb);
+        for (int ti = 0; ti < 4; ti++) {
+            const int64_t t = toks[ti];
+            const size_t rb = (size_t)(k * F) * es, ob = (size_t)D * es; /* a token's y rows, its output row */
+            const int32_t *it = idx ? idx + t * k : NULL;
+            snprintf(what, sizeof what, "gs %d %s E %lld F %lld D %lld token %lld", cs[c].f.gs, zmlx_dtype_name(T),
+                     (long long)E, (long long)F, (long long)D, (long long)t);
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x + t * D * es, 1, 0, &g.w, it, k, y1), ZMLX_OK);
+            void *Y1 = ct_host(y1, rb);
+            CHECKF(!memcmp(Y1, Y + t * rb, rb), "%s: gather_qmm's MMA rows differ from MMV's", what);
+            free(Y1);
+            if (E == 1) continue;
+            CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, T, x + t * D * es, 1, &g.w, &u.w, it, k, ZMLX_ACT_SWIGLU, sw1),
+                         ZMLX_OK);
+            CHECK_EQ_INT(zmlx_gather_qmm_combine(g_ctx, T, h + t * rb, 1, &dn.w, it, k, w + t * k, o1), ZMLX_OK);
+            void *S1 = ct_host(sw1, rb), *O1 = ct_host(o1, ob);
+            CHECKF(!memcmp(S1, SW + t * rb, rb), "%s: the fused gate/up's MMA rows differ from MMV's", what);
+            CHECKF(!memcmp(O1, O + t * ob, ob), "%s: down + combine on MMA differs from MMV", what);
+            free(S1); free(O1);
+        }
+        free(Y); free(SW); free(O);
+        void *dev[] = {cs[c].off ? xbase : x, h, idx, w, y, sw, o, y1, sw1, o1};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) zmlx_mem_free(g_ctx, dev[i]);
+        free(hx); free(hh); free(hidx); free(hw);
+        qmat_free(&g);
+        if (E > 1) { qmat_free(&u); qmat_free(&dn); }
+    }
+}
+
 /* qmm_argmax == gather_qmm then argmax (logits and indices, memcmp; the
  * indices also against the host's zr_argmax of those logits), twice in a
  * row: the fused argmax's device words must be back at zero after each
@@ -734,6 +806,7 @@ int main(void) {
     RUN(test_embed);
     RUN(test_model_shapes);
     RUN(test_mmv_variants);
+    RUN(test_mma_equals_mmv);
     RUN(test_qmm_argmax);
     RUN(test_mmv_stream);
     if (!quick) RUN(test_mmv_ranges);

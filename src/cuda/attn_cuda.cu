@@ -196,11 +196,6 @@ __device__ __forceinline__ void ld_rows(const TT *rows, int n, int jb, int len, 
     for (int u = 0; u < ATT_JU; u++) ld_run<4, V4>(rows + min(jb + u, len - 1) * n, d, n, v[u]); /* V4: 4 | n, aligned rows, d < n */
 }
 
-/* 16 bytes from global src to the shared-memory address dst, in flight until a wait */
-__device__ __forceinline__ void cp_async16(unsigned dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-
 /* rows consecutive rows of n elements from global src to shared dst, whose
  * rows are ld elements apart, by the block's threads: 16-byte cp.async copies
  * when both ends and the row sizes allow, else element by element. The caller
@@ -721,7 +716,7 @@ k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, co
         att_stage(vs, S::VLD, vc + ((int64_t)g * p.cap + j0) * HDV, HDV, nr);
         /* V rows past the context are zero: p = 0 must not meet a stale NaN (K's are masked) */
         for (int i = nr * S::VLD + threadIdx.x; i < FL_KT * S::VLD; i += blockDim.x) zcu_st(vs, i, 0.0f);
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
+        cp_async_commit();
     };
     stage_tile(0);
 
@@ -732,9 +727,9 @@ k_attn_flash(zmlx_attn_params p, const TT *q, int64_t q_stride, const TT *kc, co
     for (int it = 0; it < ntile; it++) {
         if (it + 1 < ntile) {
             stage_tile(it + 1);
-            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+            cp_async_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+            cp_async_wait<0>();
         }
         __syncthreads();
         const TT *ks = ks0 + (it & 1) * S::K_EL, *vs = vs0 + (it & 1) * S::V_EL;

@@ -231,6 +231,17 @@ __device__ __forceinline__ float zcu_round(const __nv_bfloat16 *, float v) {
 /* the shared-memory address of p, for the PTX instructions that take one */
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
+/* 16 bytes from global src to the shared-memory address dst, in flight until
+ * a wait; the copies issued since the last commit as one group; until at
+ * most N of this thread's groups are in flight. */
+__device__ __forceinline__ void cp_async16(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 /* d += a·b on the tensor cores, one m16n8k16 tile of 16-bit T with f32
  * accumulation (a: the row-major 16x16 A fragment, b0/b1: the col-major B
  * fragment), and two f32 values packed as T pairs for such fragments. */

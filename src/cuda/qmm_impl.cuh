@@ -73,8 +73,8 @@ enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
  * ~6 us (NOTES.md "Router and sort at M >= 16"). ~One tile per SM of an
  * H100/H200 (132). The GEMV grows with the tokens (the router at 2048: 378
  * us alone, ncu) while a grid of under one wave does not, so from 1024
- * tokens (the affine MMV/MMA threshold, so prefill chunks below it keep
- * every matrix in its one-token family) the MMA path takes them all. */
+ * tokens (prefill chunks below it keep such a matrix in its one-token
+ * family) the MMA path takes them all. */
 enum { MMA_MIN_TILES = 128, MMA_DENSE_TOKENS = 1024 };
 
 /* MMV serves bf16/f16 activations and affine 4-bit with groups of a multiple
@@ -88,14 +88,15 @@ static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
 }
 
 /* n_tok from which an MMV format takes the MMA path. Measured on the H200
- * (NOTES.md v21, MoE layer us, MMV against MMA): Qwen3 (affine) 279 / 459 /
- * 814 / 1547 / 3003 against 840 / 890 / 1010 / 1572 / 2686 at 128 / 256 /
- * 512 / 1024 / 2048 tokens; GPT-OSS (mxfp4) 468 / 818 / 1189 / 1527 against
- * 814 / 866 / 932 / 1260 at 128 / 256 / 384 / 512. */
+ * (MoE layer us, MMV against MMA): Qwen3 (affine, k_mma_mmv: the same bits
+ * either way, NOTES.md v24) 459 / 638 / 820 / 1186 / 1430 against 556 / 614
+ * / 694 / 877 / 991 at 256 / 384 / 512 / 768 / 1024 tokens; GPT-OSS (mxfp4,
+ * k_mma, v21) 468 / 818 / 1189 / 1527 against 814 / 866 / 932 / 1260 at 128
+ * / 256 / 384 / 512. */
 static int64_t mmv_max_tokens(const zmlx_qweight *W) {
     const int env = mmv_max_tokens_env();
     if (env > 0) return env;
-    return W->mode == ZMLX_QMODE_MXFP4 ? 320 : 1024;
+    return W->mode == ZMLX_QMODE_MXFP4 ? 320 : 384;
 }
 
 static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
@@ -435,6 +436,7 @@ k_sort(const int32_t *idx, int64_t P, int E, int NS, int tm, int *perm, int *n_t
             const int e = p < hi ? (int)zcu_expert(idx, p, E) : -1;
             const unsigned m = __match_any_sync(0xffffffffu, e);
             if (e >= 0 && lane == __ffs(m) - 1) tab[seg * E + e] += __popc(m);
+            __syncwarp(); /* the next round's leader of e may be another lane */
         }
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
@@ -474,6 +476,7 @@ k_sort(const int32_t *idx, int64_t P, int E, int NS, int tm, int *perm, int *n_t
             }
             base = __shfl_sync(0xffffffffu, base, leader);
             if (e >= 0) perm[base + __popc(m & ((1u << lane) - 1))] = (int)p;
+            __syncwarp();
         }
 }
 
@@ -693,24 +696,49 @@ __device__ __forceinline__ void mmv_ldx(const TT *p, uint4 &a, uint4 &b) {
     }
 }
 
-/* Two mmas over one word per row (8 codes, columns c..c+7) and the matching
- * 8 activations X: d += A·x, sx += 1·x. */
+/* One word per row (8 codes, columns c..c+7; row gq: wa, row gq+8: wb) as
+ * the A fragments of two mmas: code pairs (0,4), (1,5) in A0, (2,6), (3,7)
+ * in A1. */
 template <typename TT>
-__device__ __forceinline__ void mmv_word(uint32_t wa, uint32_t wb, const uint4 &X, float (&d)[4],
-                                         float (&sx)[4]) {
-    constexpr uint32_t M = mmv_consts<TT>::MAGIC, O = mmv_consts<TT>::ONE;
+__device__ __forceinline__ void mmv_word_a(uint32_t wa, uint32_t wb, uint32_t (&A0)[4], uint32_t (&A1)[4]) {
+    constexpr uint32_t M = mmv_consts<TT>::MAGIC;
     const uint32_t a0 = lop3_magic(wa, M), a1 = lop3_magic(wa >> 4, M);
     const uint32_t a2 = lop3_magic(wa >> 8, M), a3 = lop3_magic(wa >> 12, M);
     const uint32_t b0 = lop3_magic(wb, M), b1 = lop3_magic(wb >> 4, M);
     const uint32_t b2 = lop3_magic(wb >> 8, M), b3 = lop3_magic(wb >> 12, M);
-    /* activation pairs (0,4), (1,5), (2,6), (3,7) */
-    const uint32_t p0 = __byte_perm(X.x, X.z, 0x5410), p1 = __byte_perm(X.x, X.z, 0x7632);
-    const uint32_t p2 = __byte_perm(X.y, X.w, 0x5410), p3 = __byte_perm(X.y, X.w, 0x7632);
-    const uint32_t A0[4] = {a0, b0, a1, b1}, A1[4] = {a2, b2, a3, b3}, ONES[4] = {O, O, O, O};
-    mma_op<TT>::run(d, A0, p0, p1);
-    mma_op<TT>::run(d, A1, p2, p3);
-    mma_op<TT>::run(sx, ONES, p0, p1);
-    mma_op<TT>::run(sx, ONES, p2, p3);
+    A0[0] = a0, A0[1] = b0, A0[2] = a1, A0[3] = b1;
+    A1[0] = a2, A1[1] = b2, A1[2] = a3, A1[3] = b3;
+}
+/* The matching 8 activations X as B pairs (0,4), (1,5) | (2,6), (3,7) */
+__device__ __forceinline__ void mmv_word_b(const uint4 &X, uint32_t (&p)[4]) {
+    p[0] = __byte_perm(X.x, X.z, 0x5410), p[1] = __byte_perm(X.x, X.z, 0x7632);
+    p[2] = __byte_perm(X.y, X.w, 0x5410), p[3] = __byte_perm(X.y, X.w, 0x7632);
+}
+/* d += A·x over one word (two mmas) */
+template <typename TT>
+__device__ __forceinline__ void mmv_word_d(const uint32_t (&A0)[4], const uint32_t (&A1)[4], const uint32_t (&p)[4],
+                                           float (&d)[4]) {
+    mma_op<TT>::run(d, A0, p[0], p[1]);
+    mma_op<TT>::run(d, A1, p[2], p[3]);
+}
+/* sx += 1·x over one word (two mmas): Σx of the word's pair column in every row */
+template <typename TT>
+__device__ __forceinline__ void mmv_word_sx(const uint32_t (&p)[4], float (&sx)[4]) {
+    constexpr uint32_t O = mmv_consts<TT>::ONE;
+    const uint32_t ONES[4] = {O, O, O, O};
+    mma_op<TT>::run(sx, ONES, p[0], p[1]);
+    mma_op<TT>::run(sx, ONES, p[2], p[3]);
+}
+/* Two mmas over one word per row and the matching 8 activations X: d +=
+ * A·x, sx += 1·x. */
+template <typename TT>
+__device__ __forceinline__ void mmv_word(uint32_t wa, uint32_t wb, const uint4 &X, float (&d)[4],
+                                         float (&sx)[4]) {
+    uint32_t A0[4], A1[4], p[4];
+    mmv_word_a<TT>(wa, wb, A0, A1);
+    mmv_word_b(X, p);
+    mmv_word_d<TT>(A0, A1, p, d);
+    mmv_word_sx<TT>(p, sx);
 }
 
 /* Raw bits of scale/bias element g (f32, or 16-bit f16/bf16) and their
@@ -723,6 +751,22 @@ __device__ __forceinline__ float mmv_cvt(uint32_t v, int t) {
            : t == ZMLX_F16 ? __half2float(__ushort_as_half((unsigned short)v)) : __uint_as_float(v << 16);
 }
 
+/* A step's scales of rows gq and gq+8 from raw bits r = {s_a, b_a, s_b, b_b}
+ * of dtype t, with the code offset folded into the bias: bo = b - OFF·s. */
+template <typename TT>
+__device__ __forceinline__ void mmv_scales(const uint32_t (&r)[4], int t, float (&sc)[2], float (&bo)[2]) {
+    sc[0] = mmv_cvt(r[0], t), sc[1] = mmv_cvt(r[2], t);
+    bo[0] = mmv_cvt(r[1], t), bo[1] = mmv_cvt(r[3], t);
+    bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
+    bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
+}
+/* acc += s·D + bo·Σx for the step's D (d) and Σx (sx) */
+__device__ __forceinline__ void mmv_fold(const float (&d)[4], const float (&sx)[4], const float (&sc)[2],
+                                         const float (&bo)[2], float (&acc)[4]) {
+#pragma unroll
+    for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(sc[c >> 1], d[c], __fmaf_rn(bo[c >> 1], sx[c], acc[c]));
+}
+
 /* One 64-column step of a lane, the same in both variants below: words wa
  * (row gq) and wb (row gq+8), activations xa (columns 16tq..+7) and xb
  * (+8..+15), scale/bias raw bits r = {s_a, b_a, s_b, b_b} of dtype t. */
@@ -732,12 +776,9 @@ __device__ __forceinline__ void mmv_step(const uint2 &wa, const uint2 &wb, const
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     mmv_word<TT>(wa.x, wb.x, xa, d, sx);
     mmv_word<TT>(wa.y, wb.y, xb, d, sx);
-    const float sc[2] = {mmv_cvt(r[0], t), mmv_cvt(r[2], t)};
-    float bo[2] = {mmv_cvt(r[1], t), mmv_cvt(r[3], t)};
-    bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
-    bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
-#pragma unroll
-    for (int c = 0; c < 4; c++) acc[c] = __fmaf_rn(sc[c >> 1], d[c], __fmaf_rn(bo[c >> 1], sx[c], acc[c]));
+    float sc[2], bo[2];
+    mmv_scales<TT>(r, t, sc, bo);
+    mmv_fold(d, sx, sc, bo, acc);
 }
 
 /* Per-lane partial over steps [s0, s1) of the tile: rows ra (of qa) for
@@ -1440,6 +1481,185 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
     }
 }
 
+/* The MMV formats' affine weights (mmv_ok, not mxfp4) at the MMA path's
+ * token counts: k_mma_mmv, the MMV arithmetic in MMA-sized tiles. A block
+ * takes one sorted tile (up to TILE_M pairs of one expert) and MQ_ROWS weight
+ * rows: rows n0.. of the matrix, or (FUSED) 32 rows n0.. of the gate and the
+ * same 32 of the up, as row tiles of 8 gate rows (gq) and the same 8 up rows
+ * (gq + 8), as k_mmv pairs them. Its 4 warps are 2 row halves x 2 pair
+ * halves, each 2 row tiles (m16) x 4 pair tiles (n8). K is walked in
+ * 64-column steps through MQ_STAGES shared-memory stages (the block's code
+ * rows, 32 bytes a step, and its pairs' activations, 128 bytes), filled
+ * MQ_STAGES - 1 steps ahead by 16-byte cp.async (ALIGNED; else by plain loads
+ * and stores). Every (row tile, pair tile) runs mmv_step's arithmetic on the
+ * same operands: per step the same mmas in the same order from 0 (Σx once
+ * per pair tile, the same chain), the same fold (mmv_scales, mmv_fold), and
+ * the steps' sums in the same K ranges (mmv_range: range_steps steps each)
+ * added from 0.0f in range order, as mmv_sum and k_mmv_warp add them. An
+ * mma's output element depends only on its own row and column, so every
+ * result has the bits k_mmv gives it: for these formats the MMV and MMA
+ * paths agree bit for bit at any token count. Rows past N compute on row
+ * N - 1 and are not stored; pairs past the tile's count are not staged,
+ * not stored, and their pair tiles (8 pairs) not computed.
+ * The range sums live in shared memory, each thread its own 32 (not in
+ * registers): 128 registers, 4 blocks per SM instead of 3 at 168 registers,
+ * with 3 stages instead of 4 to fit; measured 7% faster (NOTES.md v24). */
+enum { MQ_ROWS = 64, MQ_STAGES = 3 };
+struct alignas(16) mq_stage {
+    uint8_t codes[MQ_ROWS][32];
+    uint8_t x[TILE_M][128]; /* 16-byte run r of pair row q at run r ^ (q & 1): no bank conflicts */
+};
+template <typename TT, bool FUSED, bool ALIGNED>
+__global__ void __launch_bounds__(128, 4)
+k_mma_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm, const int *n_tiles,
+          const int4 *tiles, int range_steps, int act, TT *y) {
+    __shared__ mq_stage S[MQ_STAGES];
+    __shared__ float sums[32][128]; /* [(row tile, pair tile, c)][thread]: a thread's own, no barrier */
+    const auto sum_of = [&](int i, int j, int c) -> float & { return sums[(i * 4 + j) * 4 + c][threadIdx.x]; };
+    zcu_pdl_entry();
+    if ((int)blockIdx.x >= *n_tiles) return;
+    const int4 tile = tiles[blockIdx.x];
+    const int64_t N = qa.rows, K = qa.cols, e = tile.x;
+    const int start = tile.y, cnt = tile.z, ns = (int)(K / 64), lg = qa.gs_lg - 6, st = qa.scale_t;
+    const int64_t n0 = (int64_t)blockIdx.y * (FUSED ? MQ_ROWS / 2 : MQ_ROWS);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const zcu_qw &qB = FUSED ? qb : qa; /* the matrix of rows gq + 8 */
+    /* block row b -> its absolute row (of qB where b & 8 and FUSED) */
+    const auto row_of = [&](int b) -> int64_t {
+        const int64_t n = FUSED ? n0 + 8 * (b >> 4) + (b & 7) : n0 + b;
+        return e * N + (n < N ? n : N - 1);
+    };
+    /* copies: thread tid takes 16 bytes of code row tid / 2 and 64 bytes of pair tid / 2 */
+    const int cb = tid >> 1, half = tid & 1;
+    const zcu_qw &qc = FUSED && (cb & 8) ? qb : qa;
+    const uint8_t *csrc = qc.w + row_of(cb) * qc.row_bytes + 16 * half;
+    const bool xon = cb < cnt;
+    const TT *xsrc = x;
+    if (xon) {
+        const int64_t pr = perm[start + cb];
+        xsrc = x + (x_per_slot ? pr : pr / k) * K + 32 * half;
+    }
+    const auto stage_in = [&](int s) {
+        if (s < ns) {
+            mq_stage &D = S[s % MQ_STAGES];
+            uint8_t *cd = &D.codes[cb][16 * half], *xd = &D.x[cb][0];
+            const int sw = cb & 1;
+            const uint8_t *cs = csrc + (int64_t)s * 32;
+            const TT *xs = xsrc + (int64_t)s * 64;
+            if (ALIGNED) {
+                cp_async16(smem_u32(cd), cs);
+                if (xon)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) cp_async16(smem_u32(xd + 16 * ((4 * half + i) ^ sw)), xs + 8 * i);
+            } else {
+                for (int i = 0; i < 16; i++) cd[i] = cs[i];
+                if (xon)
+                    for (int i = 0; i < 32; i++) ((TT *)(xd + 16 * ((4 * half + i / 8) ^ sw)))[i % 8] = xs[i];
+            }
+        }
+        if (ALIGNED) cp_async_commit(); /* a group per step, empty past the end: the waits count steps */
+    };
+#pragma unroll
+    for (int s = 0; s < MQ_STAGES - 1; s++) stage_in(s);
+
+    /* this warp: row tiles rt0, rt0 + 1; pair tiles pt0.. of which npt hold
+       pairs (computing all 4 unconditionally, so that their mma chains
+       interleave, measured 2-8% slower up to 1024 tokens: NOTES.md v24) */
+    const int rt0 = 2 * (warp >> 1), pt0 = 4 * (warp & 1);
+    const int npt = min(4, max(0, (cnt - 8 * pt0 + 7) / 8));
+    int64_t ga[2], gb[2]; /* scale index of rows gq and gq + 8 of each row tile, less the group */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        ga[i] = row_of(16 * (rt0 + i) + gq) * qa.gpr;
+        gb[i] = row_of(16 * (rt0 + i) + 8 + gq) * qa.gpr;
+    }
+    const auto ld_scales = [&](int s, uint32_t (&r)[2][4]) {
+        const int64_t g = s >> lg;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            r[i][0] = mmv_ldraw(qa.scales, ga[i] + g, st), r[i][1] = mmv_ldraw(qa.biases, ga[i] + g, st);
+            r[i][2] = mmv_ldraw(qB.scales, gb[i] + g, st), r[i][3] = mmv_ldraw(qB.biases, gb[i] + g, st);
+        }
+    };
+    float acc[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;
+    for (int q = 0; q < 32; q++) sums[q][tid] = 0.0f;
+    uint32_t raw[2][4];
+    ld_scales(0, raw);
+    for (int s = 0; s < ns; s++) {
+        if (ALIGNED) cp_async_wait<MQ_STAGES - 2>(); /* step s landed (this thread's copies) */
+        __syncthreads();                            /* everyone's; and step s - 1's stage is free */
+        stage_in(s + MQ_STAGES - 1);
+        const mq_stage &C = S[s % MQ_STAGES];
+        float sc[2][2], bo[2][2];
+        uint32_t A[2][2][2][4]; /* [row tile][word][mma] */
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mmv_scales<TT>(raw[i], st, sc[i], bo[i]);
+            const uint2 wa = *(const uint2 *)&C.codes[16 * (rt0 + i) + gq][8 * tq];
+            const uint2 wb = *(const uint2 *)&C.codes[16 * (rt0 + i) + 8 + gq][8 * tq];
+            mmv_word_a<TT>(wa.x, wb.x, A[i][0][0], A[i][0][1]);
+            mmv_word_a<TT>(wa.y, wb.y, A[i][1][0], A[i][1][1]);
+        }
+        if (s + 1 < ns) ld_scales(s + 1, raw);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (j >= npt) break;
+            const uint8_t *xr = &C.x[8 * (pt0 + j) + gq][0];
+            const int sw = gq & 1;
+            uint32_t p[2][4];
+            mmv_word_b(*(const uint4 *)(xr + 16 * ((2 * tq) ^ sw)), p[0]);
+            mmv_word_b(*(const uint4 *)(xr + 16 * ((2 * tq + 1) ^ sw)), p[1]);
+            float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mmv_word_sx<TT>(p[0], sx);
+            mmv_word_sx<TT>(p[1], sx);
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                mmv_word_d<TT>(A[i][0][0], A[i][0][1], p[0], d);
+                mmv_word_d<TT>(A[i][1][0], A[i][1][1], p[1], d);
+                mmv_fold(d, sx, sc[i], bo[i], acc[i][j]);
+            }
+        }
+        if ((s + 1) % range_steps == 0 || s + 1 == ns) /* a K range ends */
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        sum_of(i, j, c) = __fadd_rn(sum_of(i, j, c), acc[i][j][c]);
+                        acc[i][j][c] = 0.0f;
+                    }
+    }
+    /* the lane's results: rows gq (c < 2) and gq + 8 of pair column 2tq + (c & 1) */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const int slot = 8 * (pt0 + j) + 2 * tq + c;
+            if (slot >= cnt) continue;
+            const int64_t p = perm[start + slot];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                if (FUSED) {
+                    const int64_t n = n0 + 8 * (rt0 + i) + gq;
+                    if (n < N) mmv_put<TT, true>(y, p * N + n, sum_of(i, j, c), sum_of(i, j, 2 + c), act);
+                } else {
+                    const int64_t na = n0 + 16 * (rt0 + i) + gq, nb = na + 8;
+                    if (na < N) mmv_put<TT, false>(y, p * N + na, sum_of(i, j, c), 0.0f, act);
+                    if (nb < N) mmv_put<TT, false>(y, p * N + nb, sum_of(i, j, 2 + c), 0.0f, act);
+                }
+            }
+        }
+    }
+}
+
 /* Fused down projection + combine, one pair per tile (unsorted): block ->
  * (token t, 16 output rows); warp (ks, j0) computes slots j0, j0+NS, ... over
  * K range ks; then thread r sums each slot's partials (mmv_sum), rounds to T
@@ -1608,6 +1828,25 @@ template <typename TT, bool FUSED> struct fam_mma {
         return ZMLX_OK;
     }
 };
+
+/* k_mma_mmv for the affine MMV formats on the MMA path (after sort_pairs) */
+template <typename TT, bool FUSED>
+static zmlx_status mma_mmv_launch(const qargs &a) {
+    if constexpr (std::is_same<TT, float>::value) {
+        return ZMLX_ERR_UNSUPPORTED; /* mmv_ok excludes f32 */
+    } else {
+        const int64_t rows = FUSED ? MQ_ROWS / 2 : MQ_ROWS;
+        const dim3 grid(a.max_tiles, (unsigned)((a.qa.rows + rows - 1) / rows));
+        const int rs = (int)mmv_range_steps(a.qa);
+        const uintptr_t bits = (uintptr_t)a.qa.w | (uintptr_t)a.qb.w | (uintptr_t)a.x | (uintptr_t)a.qa.row_bytes;
+        const bool aligned = (bits & 15) == 0;
+        auto kern = aligned ? k_mma_mmv<TT, FUSED, true> : k_mma_mmv<TT, FUSED, false>;
+        zcu_launch(ZCU_PDL_QMM, kern, grid, 128, 0, a.st, a.qa, a.qb, (const TT *)a.x, a.x_per_slot, a.k, a.perm,
+                   a.n_tiles, a.tiles, rs, a.act, (TT *)a.y);
+        ZCU_LAUNCHED();
+        return ZMLX_OK;
+    }
+}
 
 template <typename TT> struct fam_embed {
     template <int MODE, int BITS> static zmlx_status go(const qargs &a) {
@@ -1782,6 +2021,8 @@ static zmlx_status run_qmm(zmlx_ctx *c, const zmlx_qweight *Wa, const zmlx_qweig
     case PATH_MMA: {
         zmlx_status s = sort_pairs(c, &a, TILE_M);
         if (s != ZMLX_OK) return s;
+        if (mmv_ok(Wa, T) && Wa->mode == ZMLX_QMODE_AFFINE)
+            return Wb ? mma_mmv_launch<TT, true>(a) : mma_mmv_launch<TT, false>(a);
         return Wb ? ZCU_DISPATCH_FMT(a.qa, FAM(fam_mma, TT, true), a)
                   : ZCU_DISPATCH_FMT(a.qa, FAM(fam_mma, TT, false), a);
     }
