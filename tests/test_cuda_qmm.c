@@ -602,12 +602,14 @@ static void test_mmv_variants(void) {
  * one-kernel combine), memcmp, for gather_qmm, the fused gate/up and down +
  * combine. K ranges of 8 and 3 steps (experts, K = 2048 / 768), 4 (a dense
  * K = 4096 in 16 ranges, 200 rows: a partial row block), groups of 128 in
- * f16, activations 2 bytes off (the kernel's plain-load staging). */
+ * f16, activations 2 bytes off (the kernel's plain-load staging), f32
+ * scales (a dtype the kernel reads at run time). */
 static void test_mma_equals_mmv(void) {
     const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128};
-    const struct { fmt f; zmlx_dtype T; int64_t E, F, D; int k, off; } cs[] = {
-        {AFF4, ZMLX_BF16, 8, 768, 2048, 2, 0}, {g128, ZMLX_F16, 6, 256, 1024, 3, 0},
-        {AFF4, ZMLX_BF16, 1, 200, 4096, 1, 0}, {AFF4, ZMLX_BF16, 8, 192, 2048, 2, 1}};
+    const zmlx_dtype B = ZMLX_BF16, H = ZMLX_F16, F32 = ZMLX_F32;
+    const struct { fmt f; zmlx_dtype T, st; int64_t E, F, D; int k, off; } cs[] = {
+        {AFF4, B, B, 8, 768, 2048, 2, 0}, {g128, H, H, 6, 256, 1024, 3, 0}, {AFF4, B, B, 1, 200, 4096, 1, 0},
+        {AFF4, B, B, 8, 192, 2048, 2, 1}, {AFF4, H, F32, 4, 128, 1024, 2, 0}};
     const int64_t M = 1030, toks[] = {0, 1, 517, 1029};
     char what[160];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
@@ -617,10 +619,10 @@ static void test_mma_equals_mmv(void) {
         const int k = cs[c].k;
         const size_t es = zmlx_dtype_size(T), xb = (size_t)(M * D) * es, yb = (size_t)(P * F) * es;
         qmat g, u, dn;
-        qmat_make(&r, cs[c].f, 1, E, F, D, T, &g);
+        qmat_make(&r, cs[c].f, 1, E, F, D, cs[c].st, &g);
         if (E > 1) {
-            qmat_make(&r, cs[c].f, 1, E, F, D, T, &u);
-            qmat_make(&r, cs[c].f, 1, E, D, F, T, &dn);
+            qmat_make(&r, cs[c].f, 1, E, F, D, cs[c].st, &u);
+            qmat_make(&r, cs[c].f, 1, E, D, F, cs[c].st, &dn);
         }
         void *hx = ct_rand(&r, T, M * D, -1, 1), *hh = ct_rand(&r, T, P * F, -1, 1), *xbase = NULL;
         int32_t *hidx = E > 1 ? rand_idx(&r, M, k, E) : NULL;
@@ -642,8 +644,9 @@ static void test_mma_equals_mmv(void) {
             const int64_t t = toks[ti];
             const size_t rb = (size_t)(k * F) * es, ob = (size_t)D * es; /* a token's y rows, its output row */
             const int32_t *it = idx ? idx + t * k : NULL;
-            snprintf(what, sizeof what, "gs %d %s E %lld F %lld D %lld token %lld", cs[c].f.gs, zmlx_dtype_name(T),
-                     (long long)E, (long long)F, (long long)D, (long long)t);
+            snprintf(what, sizeof what, "gs %d %s scales %s E %lld F %lld D %lld token %lld", cs[c].f.gs,
+                     zmlx_dtype_name(T), zmlx_dtype_name(cs[c].st), (long long)E, (long long)F, (long long)D,
+                     (long long)t);
             CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x + t * D * es, 1, 0, &g.w, it, k, y1), ZMLX_OK);
             void *Y1 = ct_host(y1, rb);
             CHECKF(!memcmp(Y1, Y + t * rb, rb), "%s: gather_qmm's MMA rows differ from MMV's", what);
