@@ -352,8 +352,8 @@ static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t 
     if (T == ZMLX_F32) return 0;
     const int mx = f.mode == ZMLX_QMODE_MXFP4;
     if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0 && K < (1 << 24))) {
-        const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
         if (!mx) return 1; /* affine: MMV and its MMA kernel (k_mma_mmv) give the same bits */
+        const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
         const int64_t lim = env && atoi(env) > 0 ? atoi(env) : 320;
         return M < lim ? 1 : 2;
     }
