@@ -730,15 +730,15 @@ __device__ __forceinline__ void mmv_word_sx(const uint32_t (&p)[4], float (&sx)[
     mma_op<TT>::run(sx, ONES, p[2], p[3]);
 }
 /* Two mmas over one word per row and the matching 8 activations X: d +=
- * A·x, sx += 1·x. */
-template <typename TT>
+ * A·x, and (SX) two more: sx += 1·x. */
+template <typename TT, bool SX>
 __device__ __forceinline__ void mmv_word(uint32_t wa, uint32_t wb, const uint4 &X, float (&d)[4],
                                          float (&sx)[4]) {
     uint32_t A0[4], A1[4], p[4];
     mmv_word_a<TT>(wa, wb, A0, A1);
     mmv_word_b(X, p);
     mmv_word_d<TT>(A0, A1, p, d);
-    mmv_word_sx<TT>(p, sx);
+    if (SX) mmv_word_sx<TT>(p, sx);
 }
 
 /* Raw bits of scale/bias element g (f32, or 16-bit f16/bf16) and their
@@ -769,16 +769,43 @@ __device__ __forceinline__ void mmv_fold(const float (&d)[4], const float (&sx)[
 
 /* One 64-column step of a lane, the same in both variants below: words wa
  * (row gq) and wb (row gq+8), activations xa (columns 16tq..+7) and xb
- * (+8..+15), scale/bias raw bits r = {s_a, b_a, s_b, b_b} of dtype t. */
-template <typename TT>
+ * (+8..+15), scale/bias raw bits r = {s_a, b_a, s_b, b_b} of dtype t. SX:
+ * the step's Σx by its own 4 mmas from sx = 0; else sx comes in holding that
+ * chain's result (mmv_sx8). */
+template <typename TT, bool SX = true>
 __device__ __forceinline__ void mmv_step(const uint2 &wa, const uint2 &wb, const uint4 &xa, const uint4 &xb,
-                                         const uint32_t (&r)[4], int t, float (&acc)[4]) {
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    mmv_word<TT>(wa.x, wb.x, xa, d, sx);
-    mmv_word<TT>(wa.y, wb.y, xb, d, sx);
+                                         const uint32_t (&r)[4], int t, float (&sx)[4], float (&acc)[4]) {
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (SX) sx[0] = sx[1] = sx[2] = sx[3] = 0.0f;
+    mmv_word<TT, SX>(wa.x, wb.x, xa, d, sx);
+    mmv_word<TT, SX>(wa.y, wb.y, xb, d, sx);
     float sc[2], bo[2];
     mmv_scales<TT>(r, t, sc, bo);
     mmv_fold(d, sx, sc, bo, acc);
+}
+
+/* Σx of a tile of one pair (every pair column computes on the same
+ * activation row; mmv_tile_of): instead of each step's 4 Σx mmas, one step's
+ * 4 mmas give 8 steps' Σx, step sb + j in pair column j: lanes gq = j load
+ * step sb + j's activations (px: the lane's uint4 of step sb; steps past
+ * n - 1 load step n - 1, unused). An mma's output element depends only on
+ * its own row and column, so column j has the bits of step sb + j's own
+ * chain (mmv_step with SX), and every row the same bits (A is all ones).
+ * mmv_sx_of: step sb + j's Σx in every accumulator of the lane, from the
+ * lane of its row group holding column j. */
+template <typename TT>
+__device__ __forceinline__ void mmv_sx8(const uint4 *px, int n, float (&sx8)[4]) {
+    const int gq = (threadIdx.x & 31) >> 2, j = gq < n ? gq : n - 1;
+    uint32_t p[4];
+    sx8[0] = sx8[1] = sx8[2] = sx8[3] = 0.0f;
+    mmv_word_b(__ldg(px + 8 * j), p);
+    mmv_word_sx<TT>(p, sx8);
+    mmv_word_b(__ldg(px + 8 * j + 1), p);
+    mmv_word_sx<TT>(p, sx8);
+}
+__device__ __forceinline__ void mmv_sx_of(const float (&sx8)[4], int j, float (&sx)[4]) {
+    const float v = __shfl_sync(0xffffffffu, j & 1 ? sx8[1] : sx8[0], (threadIdx.x & 28) | j >> 1);
+    sx[0] = sx[1] = sx[2] = sx[3] = v;
 }
 
 /* Per-lane partial over steps [s0, s1) of the tile: rows ra (of qa) for
@@ -818,7 +845,8 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
             if (s + u >= s1) break;
-            mmv_step<TT>(wa[u], wb[u], xa[u], xb[u], r[u], qa.scale_t, acc);
+            float sx[4];
+            mmv_step<TT>(wa[u], wb[u], xa[u], xb[u], r[u], qa.scale_t, sx, acc);
         }
     }
 }
@@ -838,8 +866,9 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * begin() loads the first batch of weights, run() computes and loads the
  * rest: a dense matrix's kernel calls begin() before its PDL wait (its
  * weights do not depend on the previous kernel), so the first batch is in
- * registers when the activations become readable. */
-template <typename TT, int LG, int U>
+ * registers when the activations become readable. ONE: a tile of one pair,
+ * Σx of 8 steps at a time by mmv_sx8 (the same bits). */
+template <typename TT, int LG, int U, bool ONE>
 struct mmv_fast {
     typedef unsigned short u16;
     const uint8_t *pa, *pb;
@@ -875,12 +904,19 @@ struct mmv_fast {
     /* xc: the activation row (see mmv_steps_any) */
     __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
         const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8; /* 8 uint4 = one step's 64 activations */
-        for (;;) {
+        float sx8[4];
+        static_assert(8 % U == 0, "a batch never straddles mmv_sx8's 8 steps");
+        for (int j = 0;; j = (j + U) & 7) {
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 if (s + u >= se) break;
-                mmv_step<TT>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG], mmv_consts<TT>::ST,
-                             acc);
+                float sx[4];
+                if (ONE) {
+                    if (j + u == 0) mmv_sx8<TT>(px, se - s, sx8);
+                    mmv_sx_of(sx8, j + u, sx);
+                }
+                mmv_step<TT, !ONE>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG],
+                                   mmv_consts<TT>::ST, sx, acc);
             }
             s += U;
             if (s >= se) return;
@@ -1039,9 +1075,9 @@ struct mmv_fast_mx {
  * LG); MMV_MX / MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any). Every
  * variant >= 0 has mmv_fast's begin / run. */
 enum { MMV_MX = 2, MMV_MX_ANY = 3 };
-template <typename TT, int LG, int U>
+template <typename TT, int LG, int U, bool ONE>
 using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
-                                              mmv_fast<TT, LG == 1 ? 1 : 0, U>>::type;
+                                              mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type;
 /* the aligned variants (0, 1, MMV_MX): the ones with shallow batches and
    k_mmv_warp; the generic ones (-1, MMV_MX_ANY) are fallbacks */
 static constexpr bool mmv_aligned(int lg) { return lg == 0 || lg == 1 || lg == MMV_MX; }
@@ -1131,29 +1167,34 @@ __device__ __forceinline__ void slab_request(mmv_slab &S, const zcu_qw &qa, int6
 }
 /* Warp ks's steps from the slab (its barriers' phase of this parity): rows
  * gq and gq + 8, x row xc. */
-template <typename TT>
+template <typename TT, bool ONE>
 __device__ __forceinline__ void slab_run(mmv_slab &S, uint32_t parity, const TT *xc, int ks, int gq, int tq,
                                          float (&acc)[4]) {
     constexpr int PER = SLAB_STEPS / SLAB_KS;
+    static_assert(PER == 8, "ONE: one mmv_sx8 per K range");
     bar_wait(&S.bar[1], parity);
     bar_wait(&S.bar[0], parity);
     const int s0 = ks * PER;
     const uint4 *px = (const uint4 *)(xc + tq * 16) + s0 * 8;
+    float sx8[4];
+    if (ONE) mmv_sx8<TT>(px, PER, sx8);
 #pragma unroll 4
     for (int u = 0; u < PER; u++) {
         const uint2 wa = *(const uint2 *)&S.codes[gq][(s0 + u) * 32 + tq * 8];
         const uint2 wb = *(const uint2 *)&S.codes[gq + 8][(s0 + u) * 32 + tq * 8];
         const uint32_t r[4] = {S.sc[gq][s0 + u], S.bi[gq][s0 + u], S.sc[gq + 8][s0 + u], S.bi[gq + 8][s0 + u]};
-        mmv_step<TT>(wa, wb, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r, mmv_consts<TT>::ST, acc);
+        float sx[4];
+        if (ONE) mmv_sx_of(sx8, u, sx);
+        mmv_step<TT, !ONE>(wa, wb, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r, mmv_consts<TT>::ST, sx, acc);
     }
 }
 
-/* The variant LG of k_mmv_combine (mmv_fast_of) */
+/* The variant LG of k_mmv_combine (mmv_fast_of; one pair per tile: ONE) */
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
     if (LG >= 0) {
-        mmv_fast_of<TT, LG, MMV_U> f;
+        mmv_fast_of<TT, LG, MMV_U, true> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -1363,8 +1404,8 @@ k_mmv_stream(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *i
             best = 0, tok = ti;
         }
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        slab_run<TT>(St, (uint32_t)(turn / STREAM_STAGES) & 1, mmv_xrow(T, gq, perm, x, x_per_slot, k, K), ks, gq, tq,
-                     acc);
+        slab_run<TT, C == 1>(St, (uint32_t)(turn / STREAM_STAGES) & 1, mmv_xrow(T, gq, perm, x, x_per_slot, k, K),
+                             ks, gq, tq, acc);
         mmv_red_put<C>(&red[turn & 1][0][0][0], ks, gq, tq, acc);
         __syncthreads(); /* every warp done with the slab, red complete */
         if (threadIdx.x == 0 && t + STREAM_STAGES * G < nt) request(St, t + STREAM_STAGES * G);
@@ -1379,8 +1420,9 @@ k_mmv_stream(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *i
 /* gather_qmm (y) or gate+up+act (h), MMV. Block (KS warps = the KS K ranges)
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: mmv_tile_of. amax (qmm_argmax; plain and unsorted only):
- * the argmax of each token's row of y into amax_idx (mmv_amax). */
-template <typename TT, bool FUSED, int LG, int KS, int U>
+ * the argmax of each token's row of y into amax_idx (mmv_amax). ONE: the
+ * tiles are unsorted pairs (mmv_fast's ONE). */
+template <typename TT, bool FUSED, int LG, int KS, int U, bool ONE>
 __global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
@@ -1397,7 +1439,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
     const bool dense = !idx && !perm; /* its rows are known before the wait */
-    mmv_fast_of<TT, LG, U> f;
+    mmv_fast_of<TT, LG, U, ONE> f;
     if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
         mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
@@ -1463,7 +1505,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
         int64_t s0, s1;
         mmv_range<KS>(qa.cols, ks, s0, s1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mmv_fast_of<TT, LG, U> f;
+        mmv_fast_of<TT, LG, U, false> f;
         f.begin(qa, ra, FUSED ? qb : qa, rb, s0, s1, tq);
         f.run(xc, tq, acc);
 #pragma unroll
@@ -1934,10 +1976,17 @@ template <typename TT> struct mmv_launch {
                                a.x_per_slot, a.idx, a.k, a.perm, a.n_tiles, a.tiles, a.act, (TT *)a.y, a.amax,
                                a.amax_idx);
                 };
+                /* ONE: the affine fast variants' unsorted tiles (mxfp4 has no Σx, the generic
+                   variants keep the per-step form), but not a dense matrix at one token (its
+                   weights are in registers before the wait; with ONE the decode step was 1-2%
+                   slower, NOTES.md v26) */
+                constexpr bool AF = LG == 0 || LG == 1;
                 if constexpr (mmv_aligned(LG))
-                    go(half ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2> : k_mmv<TT, FUSED, LG, KS, MMV_U>);
+                    go(!half   ? k_mmv<TT, FUSED, LG, KS, MMV_U, false>
+                       : a.perm ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2, false>
+                                : k_mmv<TT, FUSED, LG, KS, MMV_U / 2, AF>);
                 else
-                    go(k_mmv<TT, FUSED, LG, KS, MMV_U>);
+                    go(k_mmv<TT, FUSED, LG, KS, MMV_U, false>);
             });
         });
         ZCU_LAUNCHED();
