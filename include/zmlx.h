@@ -458,6 +458,12 @@ zmlx_status zmlx_kv_append(zmlx_ctx *ctx, zmlx_dtype T, const void *rows, int64_
  *   caches : [Hkv, cap, hd] / [Hkv, cap, hd_v] in T; token t's k and v land
  *            at pos[0] + t.
  *   out    : [n_tok, Hq·hd_v] in T.
+ *   p->proj, p->x : optional, the packed projection folded in. With proj
+ *            (E = 1, transpose = 1, N = the qkv row above) qkv is output
+ *            only: qkv = gather_qmm(x [n_tok, proj->K] in T, proj) first,
+ *            the same bits as that call (the CUDA backend runs a decode
+ *            step's projection and the norms, rope and cache append in one
+ *            kernel). x must not overlap qkv.
  * The result is the same bits as, per token, rms_norm of its q heads and k
  * heads, rope at its position and kv_append of k and v, then
  * attention_prefill of the n_tok tokens at pos[0] (for one token:
@@ -470,6 +476,8 @@ typedef struct zmlx_attn_step_params {
     const zmlx_rope_params *rope;
     const void *q_norm, *k_norm;
     float eps;
+    const zmlx_qweight *proj;
+    const void *x;
 } zmlx_attn_step_params;
 
 zmlx_status zmlx_attention_step(zmlx_ctx *ctx, const zmlx_attn_step_params *p, zmlx_dtype T,

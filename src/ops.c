@@ -319,9 +319,28 @@ zmlx_status zmlx_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zml
     CHECK(p && valid_T(T) && qkv && pos && k_cache && v_cache && out && n_tok >= 0);
     CHECK(valid_attn(&p->attn) && p->eps >= 0.0f);
     CHECK(!p->rope || (p->rope->head_dim == p->attn.hd && valid_rope(p->rope)));
+    CHECK(!p->proj == !p->x);
+    if (p->proj) {
+        zmlx_status s = check_weight(c, p->proj);
+        if (s == ZMLX_OK) s = check_gather(c, n_tok, p->proj, NULL, 1);
+        if (s != ZMLX_OK) return s;
+        const zmlx_attn_params *a = &p->attn;
+        const size_t es = zmlx_dtype_size(T), xb = (size_t)(n_tok * p->proj->K) * es;
+        const size_t qb = (size_t)(n_tok * ((int64_t)(a->Hq + a->Hkv) * a->hd + (int64_t)a->Hkv * a->hd_v)) * es;
+        CHECK(p->proj->N == (int64_t)(a->Hq + a->Hkv) * a->hd + (int64_t)a->Hkv * a->hd_v);
+        CHECK((const char *)p->x + xb <= (const char *)qkv || (const char *)qkv + qb <= (const char *)p->x);
+    }
     if (n_tok > p->attn.cap) return ZMLX_ERR_RANGE;
     if (n_tok == 0) return ZMLX_OK;
-    return backend_of(c)->attention_step(c, p, T, qkv, n_tok, pos, k_cache, v_cache, out);
+    const zmlx_backend *be = backend_of(c);
+    zmlx_status s = be->attention_step(c, p, T, qkv, n_tok, pos, k_cache, v_cache, out);
+    if (!p->proj || s != ZMLX_ERR_UNSUPPORTED) return s;
+    /* the backend declined the projection folded in: the two calls */
+    s = be->gather_qmm(c, T, p->x, n_tok, 0, p->proj, NULL, 1, qkv);
+    if (s != ZMLX_OK) return s;
+    zmlx_attn_step_params plain = *p;
+    plain.proj = NULL, plain.x = NULL;
+    return be->attention_step(c, &plain, T, qkv, n_tok, pos, k_cache, v_cache, out);
 }
 
 zmlx_status zmlx_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n, int32_t *idx) {

@@ -695,7 +695,7 @@ static void test_attention_step(void) {
             void *hv = ct_rand(&r, T, HKV * CAP * HD, -1, 1);
             void *hqn = ct_rand(&r, T, HD, 0.5f, 1.5f), *hkn = ct_rand(&r, T, HD, 0.5f, 1.5f);
             void *qn = ct_dev(hqn, HD * es), *kn = ct_dev(hkn, HD * es);
-            const zmlx_attn_step_params sp = {ap, &rp, v == 2 ? NULL : qn, v == 2 ? NULL : kn, 1e-6f};
+            const zmlx_attn_step_params sp = {ap, &rp, v == 2 ? NULL : qn, v == 2 ? NULL : kn, 1e-6f, NULL, NULL};
             int32_t *pos = ct_dev(&pos0, sizeof pos0);
             void *qkv1 = ct_dev(hqkv, qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
             void *qkv2 = ct_dev(hqkv, qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);

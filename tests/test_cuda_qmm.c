@@ -7,7 +7,8 @@
  * fused == unfused (memcmp) and repeated runs identical, on the small-M
  * (GEMV) and large-M (sorted, tensor-core) paths; every format and T; and
  * every linear of the tiny models with M swept 1..130 (tight oracle, per-row
- * bit identity within a kernel family).
+ * bit identity within a kernel family); attention_step with its projection
+ * folded in against the two calls.
  * Exits 77 without a GPU.
  */
 #include "cuda_test.h"
@@ -796,6 +797,79 @@ static void test_model_shapes(void) {
     }
 }
 
+/* attention_step with the projection folded in (proj, x) == gather_qmm then
+ * attention_step without it: memcmp of qkv, both caches and the output, one
+ * token. k_mmv_qkv serves bf16 / f16 with head dims 128 and 64 (clusters of
+ * 8 / 4 blocks), K in 8, 16 and 4 ranges, groups of 64 and 128, with and
+ * without norms, a partial traditional rope; the declined calls (3 tokens,
+ * f32, 8 bits, head dim 256, x 2 bytes off) take ops.c's two calls. An
+ * out-of-range position flags ZMLX_ERR_RANGE at the sync and leaves the
+ * caches alone. */
+static void test_qkv_step(void) {
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const zmlx_dtype B = ZMLX_BF16, H = ZMLX_F16;
+    const struct { fmt f; zmlx_dtype T; int hq, hkv, hd; int64_t K, nt; int off, norms, rot; } cs[] = {
+        {AFF4, B, 32, 4, 128, 2048, 1, 0, 1, 128}, {g128, H, 8, 2, 128, 4096, 1, 0, 1, 128},
+        {AFF4, B, 4, 2, 64, 512, 1, 0, 0, 32},     {AFF4, H, 16, 4, 64, 2048, 1, 0, 1, 64},
+        {AFF4, B, 8, 2, 128, 1024, 3, 0, 1, 128},  {AFF4, ZMLX_F32, 8, 2, 128, 1024, 1, 0, 1, 128},
+        {a8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
+        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128}};
+    enum { CAP = 300 };
+    for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
+        h_rng r = {900 + (uint64_t)c};
+        const zmlx_dtype T = cs[c].T;
+        const int64_t hd = cs[c].hd, nt = cs[c].nt, K = cs[c].K, N = (int64_t)(cs[c].hq + 2 * cs[c].hkv) * hd;
+        const size_t es = zmlx_dtype_size(T), qb = (size_t)(nt * N) * es, cb = (size_t)(cs[c].hkv * CAP * hd) * es;
+        const size_t ob = (size_t)(nt * cs[c].hq * hd) * es, xb = (size_t)(nt * K) * es;
+        qmat m;
+        qmat_make(&r, cs[c].f, 1, 1, N, K, T == ZMLX_F32 ? B : T, &m);
+        void *hx = ct_rand(&r, T, nt * K, -1, 1), *hk = ct_rand(&r, T, CAP * cs[c].hkv * hd, -1, 1);
+        void *hv = ct_rand(&r, T, CAP * cs[c].hkv * hd, -1, 1);
+        void *hqn = ct_rand(&r, T, hd, 0.5f, 1.5f), *hkn = ct_rand(&r, T, hd, 0.5f, 1.5f);
+        void *qn = ct_dev(hqn, hd * es), *kn = ct_dev(hkn, hd * es), *xbase = NULL;
+        void *x = cs[c].off ? dev_at2(hx, xb, &xbase) : ct_dev(hx, xb);
+        const int32_t pos0 = 137;
+        int32_t *pos = ct_dev(&pos0, sizeof pos0);
+        const zmlx_rope_params rp = {.head_dim = (int)hd, .rot_dims = cs[c].rot, .base = 10000.0f,
+                                     .traditional = cs[c].rot < hd};
+        const zmlx_attn_params ap = {cs[c].hq, cs[c].hkv, (int)hd, (int)hd, CAP, 0.125f, 0, NULL};
+        const zmlx_attn_step_params plain = {ap, &rp, cs[c].norms ? qn : NULL, cs[c].norms ? kn : NULL, 1e-6f,
+                                             NULL, NULL};
+        zmlx_attn_step_params folded = plain;
+        folded.proj = &m.w, folded.x = x;
+        void *q1 = ct_dev_poison(qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
+        void *q2 = ct_dev_poison(qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);
+        CHECK_EQ_INT(zmlx_attention_step(g_ctx, &folded, T, q1, nt, pos, k1, v1, o1), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, nt, 0, &m.w, NULL, 1, q2), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_attention_step(g_ctx, &plain, T, q2, nt, pos, k2, v2, o2), ZMLX_OK);
+        CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+        const void *a[] = {q1, k1, v1, o1}, *b[] = {q2, k2, v2, o2};
+        const size_t n[] = {qb, cb, cb, ob};
+        const char *nm[] = {"qkv", "k cache", "v cache", "out"};
+        for (int i = 0; i < 4; i++) {
+            void *A = ct_host(a[i], n[i]), *Bh = ct_host(b[i], n[i]);
+            CHECKF(memcmp(A, Bh, n[i]) == 0, "case %d: attention_step with proj != gather_qmm + attention_step (%s)",
+                   c, nm[i]);
+            free(A); free(Bh);
+        }
+        if (c == 0) { /* out of range */
+            const int32_t bad = CAP;
+            CHECK_EQ_INT(zmlx_mem_upload(g_ctx, pos, &bad, sizeof bad), ZMLX_OK);
+            void *K0 = ct_host(k1, cb), *V0 = ct_host(v1, cb);
+            CHECK_EQ_INT(zmlx_attention_step(g_ctx, &folded, T, q1, nt, pos, k1, v1, o1), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_ERR_RANGE);
+            CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
+            void *K1 = ct_host(k1, cb), *V1 = ct_host(v1, cb);
+            CHECKF(!memcmp(K0, K1, cb) && !memcmp(V0, V1, cb), "out-of-range position: caches changed");
+            free(K0); free(V0); free(K1); free(V1);
+        }
+        void *dev[] = {qn, kn, cs[c].off ? xbase : x, pos, q1, k1, v1, o1, q2, k2, v2, o2};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) zmlx_mem_free(g_ctx, dev[i]);
+        free(hx); free(hk); free(hv); free(hqn); free(hkn);
+        qmat_free(&m);
+    }
+}
+
 int main(void) {
     int skip = ct_open();
     if (skip) return skip;
@@ -811,6 +885,7 @@ int main(void) {
     RUN(test_mmv_variants);
     RUN(test_mma_equals_mmv);
     RUN(test_qmm_argmax);
+    RUN(test_qkv_step);
     RUN(test_mmv_stream);
     if (!quick) RUN(test_mmv_ranges);
     if (!quick) RUN(test_sort_and_dense_mma);

@@ -334,7 +334,7 @@ static void test_rope_attn(zmlx_ctx *c) {
     int32_t pos = 1;
     zmlx_rope_params r4 = p;
     r4.head_dim = 4, r4.rot_dims = 4;
-    zmlx_attn_step_params sp = {a, &r4, NULL, NULL, 1e-6f}, sq;
+    zmlx_attn_step_params sp = {a, &r4, NULL, NULL, 1e-6f, NULL, NULL}, sq;
     CHECK_EQ_INT(zmlx_attention_step(c, NULL, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
     CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_U8, qkv, 2, &pos, kc, vc, o2), INV);
     CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, NULL, 2, &pos, kc, vc, o2), INV);
@@ -357,6 +357,32 @@ static void test_rope_attn(zmlx_ctx *c) {
     pos = 1;
     CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 0, &pos, kc, vc, o2), ZMLX_OK);
     CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), ZMLX_OK);
+
+    /* ... with the projection folded in (x [2, 32], N = the 32-wide row): checked, then
+       the same bits as gather_qmm and the step without it */
+    static uint32_t pw[32 * 4];
+    static float ps[32], pb[32];
+    float xin[2 * 32], qkv2[2 * 32], kc2[24], vc2[24], o3[2 * 16];
+    for (int i = 0; i < 32 * 4; i++) pw[i] = 0x9e3779b9u * (uint32_t)(i + 1);
+    for (int i = 0; i < 32; i++) ps[i] = 0.01f * (float)(i % 5 + 1), pb[i] = -0.02f * (float)(i % 3);
+    for (int i = 0; i < 64; i++) xin[i] = 0.05f * (float)(i % 9) - 0.2f;
+    const zmlx_qweight P = {ZMLX_QMODE_AFFINE, 4, 32, 1, 1, 32, 32, pw, ps, pb, ZMLX_F32, 0.0f, 0}, P4 = qw(1);
+    sq = sp, sq.proj = &P; /* no x */
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    sq = sp, sq.x = xin; /* no proj */
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    sq.proj = &P4; /* N 4 != 32 */
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    sq.proj = &P, sq.x = qkv + 8; /* x overlaps qkv */
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), INV);
+    sq.x = xin;
+    memcpy(kc2, kc, sizeof kc2), memcpy(vc2, vc, sizeof vc2);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sq, ZMLX_F32, qkv, 2, &pos, kc, vc, o2), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_gather_qmm(c, ZMLX_F32, xin, 2, 0, &P, NULL, 1, qkv2), ZMLX_OK);
+    CHECK_EQ_INT(zmlx_attention_step(c, &sp, ZMLX_F32, qkv2, 2, &pos, kc2, vc2, o3), ZMLX_OK);
+    CHECKF(!memcmp(qkv, qkv2, sizeof qkv2) && !memcmp(kc, kc2, sizeof kc2) && !memcmp(vc, vc2, sizeof vc2) &&
+               !memcmp(o2, o3, sizeof o3),
+           "attention_step with proj != gather_qmm + attention_step");
 
     /* argmax, i32_add */
     int32_t idx[2] = {0};

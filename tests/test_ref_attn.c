@@ -139,7 +139,7 @@ static void test_step(zmlx_ctx *c) {
         for (int i = 1; i < 3; i++) memcpy(kc[i], kc[0], sizeof kc[0]), memcpy(vc[i], vc[0], sizeof vc[0]);
         const zmlx_rope_params rp = {.head_dim = HD, .rot_dims = HD, .base = 10000.0f};
         const zmlx_attn_params ap = {HQ, HKV, HD, HDV, CAP, 0.3f, 20, NULL};
-        const zmlx_attn_step_params sp = {ap, &rp, qn, kn, 1e-5f};
+        const zmlx_attn_step_params sp = {ap, &rp, qn, kn, 1e-5f, NULL, NULL};
         const int32_t pos0 = 23;
         memcpy(q1, qkv, sizeof qkv);
         CHECK_EQ_INT(zmlx_attention_step(c, &sp, T, q1, NT, &pos0, kc[0], vc[0], o[0]), ZMLX_OK);

@@ -52,6 +52,7 @@ zmlx_status zr_attention_decode(zmlx_ctx *ctx, const zmlx_attn_params *p, zmlx_d
 zmlx_status zr_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
                               int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
                               void *out) {
+    if (p->proj) return ZMLX_ERR_UNSUPPORTED; /* ops.c runs the projection through gather_qmm first */
     const zmlx_backend *be = c ? c->be : &zmlx_backend_ref;
     const zmlx_attn_params *a = &p->attn;
     const int64_t pos0 = pos[0];

@@ -28,24 +28,6 @@
 
 /* --------------------------------------------------------------- rope */
 
-/* Rotate pair i of one head row (head_dim features) sitting at position
- * `at`: zr_rope's formula, f32, stored as T. */
-template <typename TT>
-__device__ __forceinline__ void rope_pair(const zmlx_rope_params &p, TT *row, int i, int64_t at) {
-    const int half = p.rot_dims / 2;
-    const float inv = p.inv_freq ? p.inv_freq[i]
-                                 : exp2f(__fmul_rn(-__fdiv_rn((float)i, (float)half), log2f(p.base)));
-    const float ps = p.pos_scale == 0.0f ? 1.0f : p.pos_scale;
-    const float ms = p.mscale == 0.0f ? 1.0f : p.mscale;
-    const float ang = __fmul_rn(__fmul_rn(ps, (float)at), inv);
-    const float c = cosf(ang), s = sinf(ang);
-    const int64_t i1 = p.traditional ? 2 * i : i, i2 = p.traditional ? i1 + 1 : i1 + half;
-    const float a = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i1)));
-    const float b = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i2)));
-    zcu_st(row, i1, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
-    zcu_st(row, i2, __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
-}
-
 /* thread -> (token, head, pair i) */
 template <typename TT>
 __global__ void k_rope(zmlx_rope_params p, TT *x, int64_t n_tok, int n_heads, const int32_t *pos,
@@ -995,8 +977,10 @@ k_attn_prep_warps(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float 
     for (int d = lane; d < p.hd_v; d += 32) vc[at * p.hd_v + d] = v[d];
 }
 
+/* With sp->proj, the projection and the prep as one kernel (zcu_qkv_step)
+ * or ZMLX_ERR_UNSUPPORTED (ops.c then runs gather_qmm and this without it). */
 template <typename TT>
-static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qkv, int64_t n_tok,
+static zmlx_status step_t(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params *sp, void *qkv, int64_t n_tok,
                           const int32_t *pos, void *kc, void *vc, void *out) {
     zcu_state *s = zcu_state_of(c);
     const zmlx_attn_params *p = &sp->attn;
@@ -1006,7 +990,10 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
     const int64_t units = (int64_t)(p->Hq + p->Hkv) * n_tok; /* (head, token) pairs */
     att_geom g; /* split before the prep writes the caches (it also bounds prep's hd-element row) */
     if (units > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
-    if (n_tok > 1 && p->hd <= 256) {
+    if (sp->proj) {
+        const zmlx_status st = zcu_qkv_step(c, T, sp, qkv, n_tok, pos, kc, vc);
+        if (st != ZMLX_OK) return st;
+    } else if (n_tok > 1 && p->hd <= 256) {
         const int upb = RMS_T / 32;
         zcu_launch(ZCU_PDL_ATTN, k_attn_prep_warps<TT>, (unsigned)((units + upb - 1) / upb), RMS_T,
                    (size_t)(upb * p->hd) * sizeof(TT), s->stream, *p, (const TT *)sp->q_norm, (const TT *)sp->k_norm,
@@ -1024,5 +1011,5 @@ static zmlx_status step_t(zmlx_ctx *c, const zmlx_attn_step_params *sp, void *qk
 extern "C" zmlx_status zcu_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T,
                                           void *qkv, int64_t n_tok, const int32_t *pos, void *k_cache,
                                           void *v_cache, void *out) {
-    return ZCU_DISPATCH_T(T, step_t, c, p, qkv, n_tok, pos, k_cache, v_cache, out);
+    return ZCU_DISPATCH_T(T, step_t, c, T, p, qkv, n_tok, pos, k_cache, v_cache, out);
 }

@@ -180,22 +180,37 @@ __device__ __forceinline__ void zcu_prefetch_l2(const void *p, int64_t bytes, in
 }
 int zcu_pdl_enabled(unsigned fam); /* whether family fam launches with PDL (env read once) */
 
-/* k<<<grid, block, shm, st>>>(args...) with the PDL attribute; the launch
- * error is also left for ZCU_LAUNCHED(). */
+/* k<<<grid, block, shm, st>>>(args...) with the PDL attribute, in thread-block
+ * clusters of `cluster` blocks along x when cluster > 1; the launch error is
+ * also left for ZCU_LAUNCHED(). */
 template <typename... P, typename... A>
-static inline cudaError_t zcu_launch(unsigned fam, void (*k)(P...), dim3 grid, dim3 block, size_t shm,
-                                     cudaStream_t st, A... args) {
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
+static inline cudaError_t zcu_launch_cluster(unsigned fam, unsigned cluster, void (*k)(P...), dim3 grid, dim3 block,
+                                             size_t shm, cudaStream_t st, A... args) {
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (zcu_pdl_enabled(fam)) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = cluster;
+        at[n].val.clusterDim.y = 1;
+        at[n++].val.clusterDim.z = 1;
+    }
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = shm;
     cfg.stream = st;
-    cfg.attrs = &at;
-    cfg.numAttrs = zcu_pdl_enabled(fam) ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = n;
     return cudaLaunchKernelEx(&cfg, k, args...);
+}
+template <typename... P, typename... A>
+static inline cudaError_t zcu_launch(unsigned fam, void (*k)(P...), dim3 grid, dim3 block, size_t shm,
+                                     cudaStream_t st, A... args) {
+    return zcu_launch_cluster(fam, 1, k, grid, block, shm, st, args...);
 }
 
 /* Grow scratch slot i to at least `bytes`; *out gets the buffer. */
@@ -505,7 +520,8 @@ typedef enum {
     ZCU_OP_COMBINE,
     ZCU_OP_GLU,
     ZCU_OP_EMBED,
-    ZCU_OP_QMM_ARGMAX
+    ZCU_OP_QMM_ARGMAX,
+    ZCU_OP_QKV_STEP
 } zcu_op;
 typedef struct zcu_qcall {
     zcu_op op;
@@ -518,6 +534,10 @@ typedef struct zcu_qcall {
     const float *w;
     void *y;
     int32_t *idx_out; /* qmm_argmax: the argmax of each row of y */
+    /* qkv_step: attention_step's prep of y = x·Waᵀ (y: the packed q/k/v row) */
+    const zmlx_attn_step_params *sp;
+    const int32_t *pos;
+    void *kc, *vc;
 } zcu_qcall;
 zmlx_status zcu_qmm_run_f32(zmlx_ctx *, const zcu_qcall &);
 zmlx_status zcu_qmm_run_f16(zmlx_ctx *, const zcu_qcall &);
@@ -565,6 +585,12 @@ zmlx_status zcu_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, 
 zmlx_status zcu_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
 zmlx_status zcu_qmm_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok, const zmlx_qweight *W,
                            void *y, int32_t *idx);
+/* attention_step's projection qkv = p->x·p->projᵀ and its prep (q/k norms,
+ * rope, cache append) in one kernel where that kernel serves the call
+ * (qmm_impl.cuh, k_mmv_qkv); else ZMLX_ERR_UNSUPPORTED with nothing
+ * launched. */
+zmlx_status zcu_qkv_step(zmlx_ctx *, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv, int64_t n_tok,
+                         const int32_t *pos, void *k_cache, void *v_cache);
 }
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * qmm_cuda.cu — the backend entries of the expert matmuls (gather_qmm,
  * gather_qmm_swiglu, glu_act, gather_qmm_combine, moe_combine,
- * embed_lookup, qmm_argmax): each packs its arguments into a zcu_qcall and hands it to
+ * embed_lookup, qmm_argmax; attention_step's projection with its prep,
+ * qkv_step): each packs its arguments into a zcu_qcall and hands it to
  * the runner of its activation type (qmm_f32.cu / qmm_f16.cu / qmm_bf16.cu).
  */
 #include "cuda/cuda_internal.cuh"
@@ -73,5 +74,12 @@ extern "C" zmlx_status zcu_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, 
                                       const zmlx_qweight *W, void *y, int32_t *idx) {
     zcu_qcall q = call(ZCU_OP_QMM_ARGMAX, T);
     q.x = x; q.n_tok = n_tok; q.Wa = W; q.y = y; q.idx_out = idx;
+    return run(c, q);
+}
+
+extern "C" zmlx_status zcu_qkv_step(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv,
+                                    int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache) {
+    zcu_qcall q = call(ZCU_OP_QKV_STEP, T);
+    q.x = p->x; q.n_tok = n_tok; q.Wa = p->proj; q.y = qkv; q.sp = p; q.pos = pos; q.kc = k_cache; q.vc = v_cache;
     return run(c, q);
 }

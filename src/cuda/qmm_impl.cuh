@@ -32,8 +32,9 @@
  */
 #ifndef ZMLX_QMM_IMPL_CUH
 #define ZMLX_QMM_IMPL_CUH
-#include "cuda/cuda_internal.cuh"
+#include "cuda/rows.cuh"
 
+#include <cooperative_groups.h>
 #include <type_traits>
 
 /* Token-count thresholds (ENV_TOKENS_KNOB, cuda_internal.cuh):
@@ -54,7 +55,11 @@
  *                           instead of k_mmv;
  * ZMLX_CUDA_MMV_HALF_TOKENS n_tok from which the fast MMV variant loads a
  *                           dense (E = 1) matrix's steps in batches of MMV_U / 2
- *                           (experts always; same arithmetic). */
+ *                           (experts always; same arithmetic);
+ * ZMLX_CUDA_QKV_STEP_TOKENS n_tok from which attention_step with its
+ *                           projection runs gather_qmm and the prep kernel
+ *                           instead of k_mmv_qkv (which serves one token, so
+ *                           1 turns it off; the same bits either way). */
 ENV_TOKENS_KNOB(mma_min_tokens, "ZMLX_CUDA_MMA_MIN_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_max_tokens_env, "ZMLX_CUDA_MMV_MAX_TOKENS", 0)
 ENV_TOKENS_KNOB(mmv_sort_tokens, "ZMLX_CUDA_MMV_SORT_TOKENS", 8)
@@ -62,6 +67,7 @@ ENV_TOKENS_KNOB(mmv_combine_tokens, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2)
 ENV_TOKENS_KNOB(mmv_stream_tokens, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_warp_steps, "ZMLX_CUDA_MMV_WARP_STEPS", 4)
 ENV_TOKENS_KNOB(mmv_half_tokens, "ZMLX_CUDA_MMV_HALF_TOKENS", 2)
+ENV_TOKENS_KNOB(qkv_step_tokens, "ZMLX_CUDA_QKV_STEP_TOKENS", 2)
 
 enum { PATH_GEMV, PATH_MMA, PATH_COLS, PATH_MMV };
 /* E bound of the device counting sort (its histogram lives in shared memory);
@@ -1421,12 +1427,14 @@ k_mmv_stream(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *i
  * -> (tile, block of 16 rows; FUSED: 8 rows of Wg as gq, the same 8 of Wu
  * as gq+8). Tiles: mmv_tile_of. amax (qmm_argmax; plain and unsorted only):
  * the argmax of each token's row of y into amax_idx (mmv_amax). ONE: the
- * tiles are unsorted pairs (mmv_fast's ONE). */
-template <typename TT, bool FUSED, int LG, int KS, int U, bool ONE>
-__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
-k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
-      const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
-      int32_t *amax_idx) {
+ * tiles are unsorted pairs (mmv_fast's ONE). mmv_block: a block's work up
+ * to the K-range partials red[KS][16][MMV_TILE] (after the block barrier),
+ * then epilogue(red, tile, first row); nothing for a block past the sorted
+ * tiles (k_mmv_qkv shares it with k_mmv). */
+template <typename TT, bool FUSED, int LG, int KS, int U, bool ONE, typename EPI>
+__device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, const TT *x, int x_per_slot,
+                                          const int32_t *idx, int k, const int *perm, const int *n_tiles,
+                                          const int4 *tiles, EPI &&epilogue) {
     __shared__ float red[KS][16][MMV_TILE];
     const int64_t N = qa.rows, K = qa.cols, rpt = FUSED ? 8 : 16, nrb = (N + rpt - 1) / rpt;
     const int64_t ti = blockIdx.x / nrb, n0 = (blockIdx.x % nrb) * rpt;
@@ -1460,9 +1468,101 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
     mmv_red_put<MMV_TILE>(&red[0][0][0], ks, gq, tq, acc);
     __syncthreads();
     zcu_trace_mark(2); /* every range done */
-    const unsigned long long best = mmv_store<TT, FUSED, KS, MMV_TILE>(&red[0][0][0], T, n0, N, perm, act, y, amax);
-    if (!FUSED && amax) mmv_amax(best, amax, amax_idx, T.start, N);
-    zcu_trace_mark(3); /* stored */
+    epilogue(&red[0][0][0], T, n0);
+}
+template <typename TT, bool FUSED, int LG, int KS, int U, bool ONE>
+__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
+k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
+      const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
+      int32_t *amax_idx) {
+    mmv_block<TT, FUSED, LG, KS, U, ONE>(qa, qb, x, x_per_slot, idx, k, perm, n_tiles, tiles,
+                                         [&](const float *red, const mmv_tile &T, int64_t n0) {
+        const unsigned long long best = mmv_store<TT, FUSED, KS, MMV_TILE>(red, T, n0, qa.rows, perm, act, y, amax);
+        if (!FUSED && amax) mmv_amax(best, amax, amax_idx, T.start, qa.rows);
+        zcu_trace_mark(3); /* stored */
+    });
+}
+
+/* attention_step's q/k/v projection and prep at one token (zcu_qkv_step):
+ * k_mmv's blocks (16 rows, KS ranges, fast variant LG, one token) over the
+ * packed matrix [(Hq + 2·Hkv)·hd, K], in clusters of hd / 16 blocks, one per
+ * head (the q heads, the k heads, then the v heads). Every block stores its
+ * 16 results as k_mmv does (the projection's bits) and keeps them in shared
+ * memory; after a cluster barrier warp 0 of each block of a q or k head
+ * gathers the head's row from the cluster's blocks, norms it (rms_row_warp:
+ * rms_row's bits) and rotates it (rope_pair's math), every block alike, and
+ * stores its own 16 over the projected ones (k: also into the cache); a v
+ * block stores its 16 into the v cache at once (its cluster never syncs).
+ * So the same bits as gather_qmm then k_attn_prep, without the prep's node
+ * in the step (NOTES.md v27). An out-of-range position flags err and leaves
+ * the projection in qkv and the caches untouched, as k_attn_prep does. */
+struct qkv_prep {
+    zmlx_attn_params a;
+    const void *q_norm, *k_norm;
+    float eps;
+    zmlx_rope_params rp;
+    int has_rope;
+    const int32_t *pos;
+    void *kc, *vc;
+    int *err;
+};
+enum { QKV_MAX_CLUSTER = 8 }; /* blocks per head: the portable cluster size, so hd <= 128 */
+/* the two halves of a cluster barrier (every thread of every block, each warp converged) */
+__device__ __forceinline__ void cluster_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+template <typename TT, int LG, int KS>
+__global__ void __launch_bounds__(KS * 32, MMV_MINB * 4 / KS)
+k_mmv_qkv(zcu_qw q, const TT *x, TT *qkv, qkv_prep pp) {
+    __shared__ float inv[8 * QKV_MAX_CLUSTER];
+    __shared__ __align__(16) TT mine[16], head[16 * QKV_MAX_CLUSTER], wsh[16 * QKV_MAX_CLUSTER];
+    const int hd = pp.a.hd, h = (int)(blockIdx.x * 16 / hd);
+    const bool is_v = h >= pp.a.Hq + pp.a.Hkv, is_k = !is_v && h >= pp.a.Hq;
+    const TT *w = is_v ? NULL : (const TT *)(is_k ? pp.k_norm : pp.q_norm);
+    /* before the PDL wait (in mmv_block), what no kernel writes: the head's
+       norm weight and the rope's frequencies, out of the chain's tail */
+    if (w && threadIdx.x < hd) wsh[threadIdx.x] = w[threadIdx.x];
+    if (!is_v && pp.has_rope && threadIdx.x < pp.rp.rot_dims / 2) inv[threadIdx.x] = rope_inv(pp.rp, threadIdx.x);
+    mmv_block<TT, false, LG, KS, MMV_U, false>(q, q, x, 0, NULL, 1, NULL, NULL, NULL,
+                                               [&](const float *red, const mmv_tile &, int64_t n0) {
+        namespace cg = cooperative_groups;
+        const cg::cluster_group cl = cg::this_cluster();
+        const int rank = (int)cl.block_rank();
+        const int64_t base = pp.pos[0], cap = pp.a.cap;
+        const bool in_range = base >= 0 && base < cap;
+        if (!in_range && blockIdx.x == 0 && threadIdx.x == 0) *pp.err = 1;
+        const int64_t kv = h - pp.a.Hq - (is_v ? pp.a.Hkv : 0), at = (kv * cap + base) * hd + rank * 16;
+        if (threadIdx.x < 16) {
+            const float v = mmv_sum<KS>(red + threadIdx.x * MMV_TILE, 16 * MMV_TILE);
+            zcu_st(mine, threadIdx.x, v);
+            zcu_st(qkv, n0 + threadIdx.x, v);
+            if (is_v && in_range) zcu_st((TT *)pp.vc, at + threadIdx.x, v);
+        }
+        if (is_v) return; /* a v head's cluster shares nothing */
+        cluster_arrive(); /* `mine` complete */
+        cluster_wait();
+        const int lane = threadIdx.x;
+        const bool mine_to_do = in_range && threadIdx.x < 32;
+        if (mine_to_do && lane < hd / 8) /* 8 values per lane: lanes 2r, 2r + 1 hold block r's */
+            *(uint4 *)(head + lane * 8) = *((const uint4 *)cl.map_shared_rank(mine, lane / 2) + (lane & 1));
+        cluster_arrive(); /* done with the cluster's rows */
+        if (mine_to_do) {
+            __syncwarp();
+            if (w) rms_row_warp(head, (const TT *)wsh, hd, pp.eps, head);
+            __syncwarp();
+            if (pp.has_rope) {
+                for (int i = lane; i < pp.rp.rot_dims / 2; i += 32) rope_rotate(pp.rp, head, i, base, inv[i]);
+                __syncwarp();
+            }
+            if (lane < 2) {
+                const uint4 u = *((const uint4 *)(head + rank * 16) + lane);
+                *((uint4 *)(qkv + n0) + lane) = u;
+                if (is_k) *((uint4 *)((TT *)pp.kc + at) + lane) = u;
+            }
+        }
+        cluster_wait(); /* no block leaves while its cluster may still read its `mine` */
+    });
 }
 
 /* The experts' sorted tiles where a K range has few steps (at most
@@ -1933,6 +2033,14 @@ template <typename F> static void with_variant(int lg, F &&f) {
     }
 }
 
+/* Whether the MMV call a (variant lg, rpt rows per block, nt tiles of nrb
+ * row blocks) runs as the stream (k_mmv_stream) rather than k_mmv. */
+static bool mmv_streams(const qargs &a, int lg, int64_t rpt, int64_t nt, int64_t nrb) {
+    return lg == 0 && slab_fits(a.qa, (int)rpt) && slab_fits(a.qb, (int)rpt) &&
+           nt * nrb <= INT32_MAX && /* tile numbers (+ 2 G) in 32 bits */
+           (a.qa.E == 1 || a.n_tok >= mmv_stream_tokens());
+}
+
 /* MMV launchers (the variant of mmv_fast_lg is the format dispatch; none for
  * f32). The stream serves the affine fast variant's fitting weights in the
  * many-wave calls: a dense matrix of >= 65536 rows (the LM head: the only
@@ -1945,8 +2053,7 @@ template <typename TT> struct mmv_launch {
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
         const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
         const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
-        if (lg == 0 && slab_fits(a.qa, (int)rpt) && slab_fits(a.qb, (int)rpt) && nt * nrb <= INT32_MAX &&
-            (a.qa.E == 1 || a.n_tok >= mmv_stream_tokens())) { /* tile numbers (+ 2 G) in 32 bits */
+        if (mmv_streams(a, lg, rpt, nt, nrb)) {
             const int64_t g = (int64_t)a.sm_count * STREAM_BPS;
             zcu_launch(ZCU_PDL_QMM, a.perm ? k_mmv_stream<TT, FUSED, MMV_TILE> : k_mmv_stream<TT, FUSED, 1>,
                        (unsigned)(nt * nrb < g ? nt * nrb : g), SLAB_KS * 32, STREAM_STAGES * sizeof(mmv_slab), a.st,
@@ -2105,6 +2212,45 @@ static zmlx_status run_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int6
     return s == ZMLX_OK ? zcu_argmax(c, T, y, n_tok, W->N, idx) : s;
 }
 
+/* attention_step with its projection at one token (zcu_qkv_step) as
+ * k_mmv_qkv, where the projection alone would take k_mmv with a fast affine
+ * variant (so the same kernel body and bits) and a head is at most
+ * QKV_MAX_CLUSTER blocks of 16 rows, with 16-byte aligned qkv and caches;
+ * else ZMLX_ERR_UNSUPPORTED before anything is launched. */
+template <typename TT>
+static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
+    if constexpr (std::is_same<TT, float>::value) {
+        return ZMLX_ERR_UNSUPPORTED; /* mmv_ok excludes f32 */
+    } else {
+        const zmlx_attn_step_params *sp = q.sp;
+        const zmlx_attn_params &p = sp->attn;
+        const uintptr_t bits = (uintptr_t)q.y | (uintptr_t)q.kc | (uintptr_t)q.vc;
+        if (q.n_tok != 1 || q.n_tok >= qkv_step_tokens() || qmm_path(q.Wa, q.T, 1) != PATH_MMV || p.hd != p.hd_v ||
+            p.hd % 16 != 0 || p.hd > 16 * QKV_MAX_CLUSTER || (bits & 15) != 0)
+            return ZMLX_ERR_UNSUPPORTED;
+        qargs a = make_args(c, q.Wa, NULL, q.x, 0, NULL, 1, 1, 0, NULL, q.y);
+        const int lg = mmv_fast_lg<TT>(a.qa, a.x);
+        const int64_t nrb = a.qa.rows / 16;
+        if ((lg != 0 && lg != 1) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
+        qkv_prep pp;
+        memset(&pp, 0, sizeof pp);
+        pp.a = p;
+        pp.q_norm = sp->q_norm, pp.k_norm = sp->k_norm, pp.eps = sp->eps;
+        if (sp->rope) pp.rp = *sp->rope, pp.has_rope = 1;
+        pp.pos = q.pos, pp.kc = q.kc, pp.vc = q.vc, pp.err = zcu_state_of(c)->err_flag;
+        with_ks(a.qa, [&](auto ksc) {
+            with_variant(lg, [&](auto lgc) {
+                constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
+                if constexpr (LG == 0 || LG == 1)
+                    zcu_launch_cluster(ZCU_PDL_QMM, (unsigned)(p.hd / 16), k_mmv_qkv<TT, LG, KS>, (unsigned)nrb,
+                                       KS * 32, 0, a.st, a.qa, (const TT *)a.x, (TT *)a.y, pp);
+            });
+        });
+        ZCU_LAUNCHED();
+        return ZMLX_OK;
+    }
+}
+
 /* f32 has no MMA instantiation (qmm_path never picks it for f32) */
 template <> struct fam_mma<float, true> {
     template <int MODE, int BITS> static zmlx_status go(const qargs &) { return ZMLX_ERR_UNSUPPORTED; }
@@ -2159,6 +2305,8 @@ zmlx_status qmm_run(zmlx_ctx *c, const zcu_qcall &q) {
         return run_combine<TT>(c, T, q.x, q.n_tok, q.Wa, q.idx, q.k, q.w, q.y);
     case ZCU_OP_QMM_ARGMAX:
         return run_qmm_argmax<TT>(c, T, q.x, q.n_tok, q.Wa, q.y, q.idx_out);
+    case ZCU_OP_QKV_STEP:
+        return run_qkv_step<TT>(c, q);
     case ZCU_OP_COMBINE:
         return launch_combine<TT>(q.x, q.w, q.n_tok, q.k, q.D, q.y, zcu_state_of(c)->stream);
     case ZCU_OP_GLU: {

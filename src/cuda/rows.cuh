@@ -2,7 +2,8 @@
  * rows.cuh — block-level row helpers shared by the CUDA primitives: warp and
  * block reductions in fixed trees, and the RMS norm of one row by one block.
  * Every kernel that norms a row (rms_norm, add_rms_norm, the q/k heads of
- * attention_step) calls rms_row, so they all round identically.
+ * attention_step) calls rms_row, so they all round identically; every one
+ * that rotates q/k rows calls rope_pair.
  */
 #ifndef ZMLX_CUDA_ROWS_CUH
 #define ZMLX_CUDA_ROWS_CUH
@@ -193,6 +194,33 @@ __device__ __forceinline__ void rms_row_warp(const TT *x, const TT *weight, int6
     if (mine) rms_in(x, (const TT *)NULL, (TT *)NULL, i0, D, v, ss);
     ss = wsum(ss);
     if (mine) rms_out(v, rms_inv(ss, D, eps), has_w, wv, y, i0, D);
+}
+
+/* ------------------------------------------------------------- rope */
+
+/* The inverse frequency of rotation pair i: zr_rope's formula, f32. */
+__device__ __forceinline__ float rope_inv(const zmlx_rope_params &p, int i) {
+    const int half = p.rot_dims / 2;
+    return p.inv_freq ? p.inv_freq[i] : exp2f(__fmul_rn(-__fdiv_rn((float)i, (float)half), log2f(p.base)));
+}
+/* Rotate pair i of one head row (head_dim features) sitting at position
+ * `at`, inv = rope_inv(p, i): zr_rope's formula, f32, stored as T. */
+template <typename TT>
+__device__ __forceinline__ void rope_rotate(const zmlx_rope_params &p, TT *row, int i, int64_t at, float inv) {
+    const int half = p.rot_dims / 2;
+    const float ps = p.pos_scale == 0.0f ? 1.0f : p.pos_scale;
+    const float ms = p.mscale == 0.0f ? 1.0f : p.mscale;
+    const float ang = __fmul_rn(__fmul_rn(ps, (float)at), inv);
+    const float c = cosf(ang), s = sinf(ang);
+    const int64_t i1 = p.traditional ? 2 * i : i, i2 = p.traditional ? i1 + 1 : i1 + half;
+    const float a = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i1)));
+    const float b = zcu_round(row, __fmul_rn(ms, zcu_ld(row, i2)));
+    zcu_st(row, i1, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
+    zcu_st(row, i2, __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
+}
+template <typename TT>
+__device__ __forceinline__ void rope_pair(const zmlx_rope_params &p, TT *row, int i, int64_t at) {
+    rope_rotate(p, row, i, at, rope_inv(p, i));
 }
 
 #endif

@@ -10,8 +10,8 @@
  *   a = rms_norm(x (+ pending MLP output), input_layernorm)
  *   q,k,v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ ; q,k normed per head ; RoPE(q,k) at pos.. ;
  *   k,v appended to the cache ; att = attention_prefill(q, cache) ; o = att·Woᵀ
- *     (attention switch: one packed projection and zmlx_attention_step, the
- *     same bits, with the position read from sc.pos)
+ *     (attention switch: zmlx_attention_step with the packed projection
+ *     folded in, the same bits, with the position read from sc.pos)
  *   m = rms_norm(x += o, post_attention_layernorm)
  *   MoE: logits = m·Wrᵀ ; (idx, w) = route ; y = Σ_j w_j·down_e(swiglu(gate_e(m), up_e(m)))
  *   dense: y = down(swiglu(gate(m), up(m)))
@@ -60,9 +60,8 @@ static zmlx_status attention(zmlx_session *s, const zr_layer *L, int64_t n, int6
                                  .cap = s->cap, .scale = d->attn_scale};
     if ((s->patch & ZMLX_PATCH_ATTENTION) && L->has_qkv) {
         const zmlx_attn_step_params sp = {.attn = ap, .rope = &rp, .q_norm = L->q_norm, .k_norm = L->k_norm,
-                                          .eps = d->eps};
-        RUN("qkv_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->qkv, NULL, 1, c->qkv));
-        RUN("attention step", zmlx_attention_step(ctx, &sp, T, c->qkv, n, c->pos, L->kc, L->vc, c->att));
+                                          .eps = d->eps, .proj = &L->qkv, .x = c->a};
+        RUN("qkv_proj+attention step", zmlx_attention_step(ctx, &sp, T, c->qkv, n, c->pos, L->kc, L->vc, c->att));
     } else {
         RUN("q_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->q, NULL, 1, c->q));
         RUN("k_proj", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->k, NULL, 1, c->k));
