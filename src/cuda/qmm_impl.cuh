@@ -1084,9 +1084,11 @@ enum { MMV_MX = 2, MMV_MX_ANY = 3 };
 template <typename TT, int LG, int U, bool ONE>
 using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
                                               mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type;
+/* the affine fast variants (mmv_fast: groups of 64 / 128) */
+static constexpr bool mmv_affine_fast(int lg) { return lg == 0 || lg == 1; }
 /* the aligned variants (0, 1, MMV_MX): the ones with shallow batches and
    k_mmv_warp; the generic ones (-1, MMV_MX_ANY) are fallbacks */
-static constexpr bool mmv_aligned(int lg) { return lg == 0 || lg == 1 || lg == MMV_MX; }
+static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -2087,11 +2089,10 @@ template <typename TT> struct mmv_launch {
                    variants keep the per-step form), but not a dense matrix at one token (its
                    weights are in registers before the wait; with ONE the decode step was 1-2%
                    slower, NOTES.md v26) */
-                constexpr bool AF = LG == 0 || LG == 1;
                 if constexpr (mmv_aligned(LG))
                     go(!half   ? k_mmv<TT, FUSED, LG, KS, MMV_U, false>
                        : a.perm ? k_mmv<TT, FUSED, LG, KS, MMV_U / 2, false>
-                                : k_mmv<TT, FUSED, LG, KS, MMV_U / 2, AF>);
+                                : k_mmv<TT, FUSED, LG, KS, MMV_U / 2, mmv_affine_fast(LG)>);
                 else
                     go(k_mmv<TT, FUSED, LG, KS, MMV_U, false>);
             });
@@ -2231,7 +2232,7 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         qargs a = make_args(c, q.Wa, NULL, q.x, 0, NULL, 1, 1, 0, NULL, q.y);
         const int lg = mmv_fast_lg<TT>(a.qa, a.x);
         const int64_t nrb = a.qa.rows / 16;
-        if ((lg != 0 && lg != 1) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
+        if (!mmv_affine_fast(lg) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
         qkv_prep pp;
         memset(&pp, 0, sizeof pp);
         pp.a = p;
@@ -2241,7 +2242,7 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         with_ks(a.qa, [&](auto ksc) {
             with_variant(lg, [&](auto lgc) {
                 constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
-                if constexpr (LG == 0 || LG == 1)
+                if constexpr (mmv_affine_fast(LG))
                     zcu_launch_cluster(ZCU_PDL_QMM, (unsigned)(p.hd / 16), k_mmv_qkv<TT, LG, KS>, (unsigned)nrb,
                                        KS * 32, 0, a.st, a.qa, (const TT *)a.x, (TT *)a.y, pp);
             });
