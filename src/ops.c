@@ -325,9 +325,9 @@ zmlx_status zmlx_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zml
         if (s == ZMLX_OK) s = check_gather(c, n_tok, p->proj, NULL, 1);
         if (s != ZMLX_OK) return s;
         const zmlx_attn_params *a = &p->attn;
-        const size_t es = zmlx_dtype_size(T), xb = (size_t)(n_tok * p->proj->K) * es;
-        const size_t qb = (size_t)(n_tok * ((int64_t)(a->Hq + a->Hkv) * a->hd + (int64_t)a->Hkv * a->hd_v)) * es;
-        CHECK(p->proj->N == (int64_t)(a->Hq + a->Hkv) * a->hd + (int64_t)a->Hkv * a->hd_v);
+        const int64_t row = (int64_t)(a->Hq + a->Hkv) * a->hd + (int64_t)a->Hkv * a->hd_v; /* packed q/k/v */
+        const size_t es = zmlx_dtype_size(T), xb = (size_t)(n_tok * p->proj->K) * es, qb = (size_t)(n_tok * row) * es;
+        CHECK(p->proj->N == row);
         CHECK((const char *)p->x + xb <= (const char *)qkv || (const char *)qkv + qb <= (const char *)p->x);
     }
     if (n_tok > p->attn.cap) return ZMLX_ERR_RANGE;

@@ -3,7 +3,7 @@
  * block reductions in fixed trees, and the RMS norm of one row by one block.
  * Every kernel that norms a row (rms_norm, add_rms_norm, the q/k heads of
  * attention_step) calls rms_row, so they all round identically; every one
- * that rotates q/k rows calls rope_pair.
+ * that rotates q/k rows calls rope_rotate (rope_pair: with its own rope_inv).
  */
 #ifndef ZMLX_CUDA_ROWS_CUH
 #define ZMLX_CUDA_ROWS_CUH
