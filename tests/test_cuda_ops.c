@@ -198,14 +198,14 @@ static void test_router(void) {
 }
 
 /* Ties: logits on five levels (0 stored as +0 and -0 alternately), E = 128
- * (the Qwen3 router) and 100 (not a multiple of the warp), k = 8, on the
- * one-warp kernel; E = 300 and k = 40 on the block kernel (the grouped kind
- * always): every selection among equal scores must go to the lower index, as
- * the oracle's. */
+ * (the Qwen3 router), 100 (not a multiple of the warp), 20 and 200 (1 and 8
+ * entries per lane), k = 4-8, on the one-warp kernel; E = 300 and k = 40 on
+ * the block kernel (the grouped kind always): every selection among equal
+ * scores must go to the lower index, as the oracle's. */
 static void test_router_ties(void) {
-    static const int Es[4] = {128, 100, 300, 100}, Ks[4] = {8, 8, 8, 40};
+    static const int Es[6] = {128, 100, 300, 100, 20, 200}, Ks[6] = {8, 8, 8, 40, 4, 8};
     for (int kind = 0; kind < ZMLX_ROUTER_COUNT_; kind++)
-        for (int ei = 0; ei < 4; ei++) {
+        for (int ei = 0; ei < 6; ei++) {
             const zmlx_dtype T = TS[(kind + ei) % 3];
             zmlx_router_params p = {(zmlx_router_kind)kind, Es[ei], Ks[ei], kind != 3, kind ? 1e-20f : 0.0f,
                                     kind == 1 ? 2.5f : 0.0f, NULL, 4, 2};

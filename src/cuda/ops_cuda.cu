@@ -287,7 +287,10 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
 
 /* One warp per token for the common shapes (route_warp_ok: not the grouped
  * kind, E <= 32 ROUTE_RB, k <= 32), all in registers: lane l holds entries
- * l + 32i, loaded at once; the scores and keys as route_keys computes them
+ * l + 32i (i < RB = route_rb(E): the loops only as long as E needs; entries
+ * past E are skipped at any RB, so RB leaves the bits alone; RB = 8 for
+ * every E cost Qwen3's decode step ~26 us, NOTES.md v29), loaded at once;
+ * the scores and keys as route_keys computes them
  * (same per-lane order, same shuffle trees); k rounds of two warp reductions
  * (max key, then min index among the lanes holding it: ties to the lower
  * index) picking the slots as warp_take's rounds and k_route's ranks do, the
@@ -301,7 +304,11 @@ enum { ROUTE_RB = 8 };
 static bool route_warp_ok(const zmlx_router_params *p) {
     return p->kind != ZMLX_ROUTER_SIGMOID_GROUPED_TOPK && p->E <= 32 * ROUTE_RB && p->k <= 32;
 }
-template <typename TT>
+/* entries per lane for E experts: the least of 1, 2, 4, 8 with 32·RB >= E */
+static int route_rb(int E) {
+    return E <= 32 ? 1 : E <= 64 ? 2 : E <= 128 ? 4 : ROUTE_RB;
+}
+template <typename TT, int RB>
 __global__ void __launch_bounds__(32)
 k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, int *err) {
     zcu_pdl_entry();
@@ -309,9 +316,9 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
     const int64_t t = blockIdx.x;
     const TT *row = logits + t * E;
     const bool sigmoid = route_sigmoid(p);
-    float sc[ROUTE_RB], bias[ROUTE_RB];
+    float sc[RB], bias[RB];
 #pragma unroll
-    for (int i = 0; i < ROUTE_RB; i++) {
+    for (int i = 0; i < RB; i++) {
         const int e = lane + 32 * i;
         sc[i] = e < E ? zcu_ld(row, e) : 0.0f;
         bias[i] = e < E && p.bias ? p.bias[e] : 0.0f;
@@ -319,7 +326,7 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
     bool bad = false;
     float m = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < ROUTE_RB; i++)
+    for (int i = 0; i < RB; i++)
         if (lane + 32 * i < E) {
             if (!isfinite(sc[i]) || !isfinite(bias[i])) bad = true;
             m = nmax(m, sc[i]);
@@ -330,18 +337,18 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
         m = wmax(m);
         float s = 0.0f;
 #pragma unroll
-        for (int i = 0; i < ROUTE_RB; i++)
+        for (int i = 0; i < RB; i++)
             if (lane + 32 * i < E) {
                 sc[i] = expf(__fsub_rn(sc[i], m));
                 s = __fadd_rn(s, sc[i]);
             }
         const float inv = __fdiv_rn(1.0f, wsum(s));
 #pragma unroll
-        for (int i = 0; i < ROUTE_RB; i++) sc[i] = __fmul_rn(sc[i], inv);
+        for (int i = 0; i < RB; i++) sc[i] = __fmul_rn(sc[i], inv);
     }
-    uint32_t key[ROUTE_RB];
+    uint32_t key[RB];
 #pragma unroll
-    for (int i = 0; i < ROUTE_RB; i++) {
+    for (int i = 0; i < RB; i++) {
         if (sigmoid) sc[i] = zcu_sigmoid(sc[i]);
         key[i] = lane + 32 * i < E ? okey(sigmoid && p.bias ? __fadd_rn(sc[i], bias[i]) : sc[i]) : 0u;
     }
@@ -351,14 +358,14 @@ k_route_warp(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_
         uint32_t bk = 0;
         int bi = -1;
 #pragma unroll
-        for (int i = 0; i < ROUTE_RB; i++)
+        for (int i = 0; i < RB; i++)
             if (key[i] > bk) { bk = key[i]; bi = lane + 32 * i; }
         const uint32_t mk = __reduce_max_sync(0xffffffffu, bk);
         const uint32_t wi = __reduce_min_sync(0xffffffffu, bk == mk && bi >= 0 ? (uint32_t)bi : 0xffffffffu);
         const int e = wi == 0xffffffffu ? 0 : (int)wi; /* none left: NaN scores, flagged above */
         float se = 0.0f;
 #pragma unroll
-        for (int i = 0; i < ROUTE_RB; i++)
+        for (int i = 0; i < RB; i++)
             if (lane + 32 * i == e) { se = sc[i]; key[i] = 0; }
         se = __shfl_sync(0xffffffffu, se, e & 31);
         wsum_ = __fadd_rn(wsum_, se);
@@ -384,8 +391,10 @@ template <typename TT>
 static zmlx_status route_t(zcu_state *s, const zmlx_router_params *p, const void *logits,
                            int64_t n_tok, int32_t *idx, float *w) {
     if (route_warp_ok(p)) {
-        zcu_launch(ZCU_PDL_OPS, k_route_warp<TT>, (unsigned)n_tok, 32, 0, s->stream, *p, (const TT *)logits, idx, w,
-                   s->err_flag);
+        const int rb = route_rb(p->E);
+        auto kern = rb == 1 ? k_route_warp<TT, 1> : rb == 2 ? k_route_warp<TT, 2> : rb == 4 ? k_route_warp<TT, 4>
+                                                                                         : k_route_warp<TT, ROUTE_RB>;
+        zcu_launch(ZCU_PDL_OPS, kern, (unsigned)n_tok, 32, 0, s->stream, *p, (const TT *)logits, idx, w, s->err_flag);
         ZCU_LAUNCHED();
         return ZMLX_OK;
     }
