@@ -287,11 +287,11 @@ k_route(zmlx_router_params p, const TT *logits, int32_t *idx_out, float *w_out, 
 
 /* One warp per token for the common shapes (route_warp_ok: not the grouped
  * kind, E <= 32 ROUTE_RB, k <= 32), all in registers: lane l holds entries
- * l + 32i (i < RB = route_rb(E): the loops only as long as E needs; entries
- * past E are skipped at any RB, so RB leaves the bits alone; RB = 8 for
- * every E cost Qwen3's decode step ~26 us, NOTES.md v29), loaded at once;
- * the scores and keys as route_keys computes them
- * (same per-lane order, same shuffle trees); k rounds of two warp reductions
+ * l + 32i, i < RB = route_rb(E), loaded at once (the loops only as long as E
+ * needs: entries past E are skipped at any RB, so RB leaves the bits alone;
+ * RB = 8 for every E cost Qwen3's decode step ~26 us, NOTES.md v29); the
+ * scores and keys as route_keys computes them (same per-lane order, same
+ * shuffle trees); k rounds of two warp reductions
  * (max key, then min index among the lanes holding it: ties to the lower
  * index) picking the slots as warp_take's rounds and k_route's ranks do, the
  * winner's score broadcast and summed in slot order; lane j < k then holds

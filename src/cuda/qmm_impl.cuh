@@ -1492,7 +1492,7 @@ k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int
  * 16 results as k_mmv does (the projection's bits) and keeps them in shared
  * memory; after a cluster barrier warp 0 of each block of a q or k head
  * gathers the head's row from the cluster's blocks, norms it (rms_row_warp:
- * rms_row's bits) and rotates it (rope_pair's math), every block alike, and
+ * rms_row's bits) and rotates it (rope_rotate, as rope_pair), every block alike, and
  * stores its own 16 over the projected ones (k: also into the cache); a v
  * block stores its 16 into the v cache at once (its cluster never syncs).
  * So the same bits as gather_qmm then k_attn_prep, without the prep's node
