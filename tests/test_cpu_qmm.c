@@ -450,6 +450,19 @@ static void test_formats_simd(void) {
     CHECK(uses_xint(&t.q, ZMLX_F16, 0) && uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
     CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_BF16, 1));
     tw_free(&t);
+    /* affine 2/3/5/6-bit: integer dots for one-slot runs of bf16/f16, f32
+       dots (x in natural order) otherwise, never the portable ones */
+    for (int b = 2; b <= 6; b++) {
+        if (b == 4) continue;
+        tw_make(&t, &r, ZMLX_QMODE_AFFINE, b, 32 << (b % 3), 1, 1, 1, 256, ZMLX_BF16);
+        cq_isa_force(CQ_ISA_SCALAR);
+        const cq_kernel *kp = cq_pick(&t.q, ZMLX_F32, 0);
+        cq_isa_force(g_simd);
+        CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
+        CHECK(!uses_xint(&t.q, ZMLX_BF16, 1) && cq_pick(&t.q, ZMLX_F32, 0) == cq_pick(&t.q, ZMLX_F16, 1));
+        CHECK(cq_pick(&t.q, ZMLX_F32, 0) != kp && cq_pick(&t.q, ZMLX_F32, 0)->xform == CQ_X_F32);
+        tw_free(&t);
+    }
     formats_on_current_isa(11);
 }
 
@@ -502,8 +515,8 @@ static void test_grouped_tokens(void) {
  * have one slot). */
 static void token_alone_on_current(h_rng *r) {
     const cq_xint mode = cq_xint_mode();
-    static const int fmt[5][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}};
-    for (int f = 0; f < 5; f++)
+    static const int fmt[7][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}, {3, 64, 0}, {6, 32, 0}};
+    for (int f = 0; f < 7; f++)
         for (int v = 0; v < 3; v++) {
             const zmlx_dtype T = Ts[(f + v) % 3];
             /* v = 0: 7 tokens over 6 experts (1..4 slots per expert); v = 1: every

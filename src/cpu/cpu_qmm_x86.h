@@ -1,6 +1,6 @@
 /*
- * cpu_qmm_x86.h — x86 SIMD dot routines (transpose = 1) for affine 4-bit,
- * affine 8-bit and mxfp4 weights: the inner loop of gather_qmm,
+ * cpu_qmm_x86.h — x86 SIMD dot routines (transpose = 1) for affine 2- to
+ * 8-bit and mxfp4 weights: the inner loop of gather_qmm,
  * gather_qmm_swiglu and gather_qmm_combine. Not an ordinary header: it is
  * the body of two translation units, each compiled for its instruction set
  * and defining CQ_AVX512 and CQ_PICK first:
@@ -28,7 +28,7 @@
  *
  * Three families:
  *
- * Integer dots (affine 4/8-bit, mxfp4; taken for T = bf16/f16). Numerics: the
+ * Integer dots (affine 2- to 8-bit, mxfp4; taken for T = bf16/f16). Numerics: the
  * activation row is quantized once per call, per weight group, to int16 with
  * an f32 scale (x ≈ sx·xi, sx = max|x|/32767, xi = round-to-nearest-even, so
  * |x − sx·xi| <= ~2^-16 of the group's max |x|, the same for every row and
@@ -37,8 +37,10 @@
  * on each piece and the pieces' group sums are added as two FMAs). Per
  * 16 bytes of codes: vpmovzxbw; 4-bit: AND 0x0F (the even elements) and
  * SRL 4 (the odd ones), two vpmaddwd with x stored even-then-odd; 8-bit: one
- * vpmaddwd. The i32 lane sums of a group are exact (|sum| < 2^28 for 8-bit
- * gs128) and become f32 once per group (rounding 2^-24 relative):
+ * vpmaddwd; 2/3/5/6-bit: 2b bytes per 16 codes unpacked by gunpack, then as
+ * 8-bit (x in natural order). The i32 lane sums of a group are exact
+ * (|sum| < 2^28 for 8-bit gs128) and become f32 once per group (rounding
+ * 2^-24 relative):
  * acc += f32(Σ q·xi)·f32(s·sx); the bias term is Σ_g b_g·Σx_g with Σx from
  * the ORIGINAL x. mxfp4: each nibble becomes 2·(its E2M1 value), an integer
  * in [-12, 12] (vpshufb table + vpsignw), and the E8M0 scale (a power of two,
@@ -48,8 +50,9 @@
  * token alone. Taken for the expert runs of one slot; T = f32 and the shared
  * runs take the f32 dots (CQ_PICK); cq_xint_force overrides the choice.
  *
- * f32 dots (affine 4/8-bit, mxfp4 with K % 64 == 0; T = f32, and runs of two
- * or more slots of one expert for every T). Codes are consumed 256 bits at a
+ * f32 dots (affine 2- to 8-bit, mxfp4 with K % 64 == 0; T = f32, and runs of
+ * two or more slots of one expert for every T; 2/3/5/6-bit: gdot_rows, x in
+ * natural order, below). Codes are consumed 256 bits at a
  * time ("a chunk": 64 4-bit or 32 8-bit codes) as 8 u32 lanes; code s of
  * every lane is isolated with one shift and one AND (no shuffles) and
  * converted to f32, so lane l, step s holds element V*l + s of the chunk (V
@@ -80,9 +83,16 @@
 
 #include <immintrin.h>
 
-enum { F_A4, F_A8, F_MX4 };
+/* Formats: affine 4-bit, 8-bit, mxfp4, and affine 2/3/5/6-bit (fmt_gen: 16
+ * codes = 2·bits bytes at a time, gunpack) */
+enum { F_A4, F_A8, F_MX4, F_A2, F_A3, F_A5, F_A6 };
 
 #define AI static inline __attribute__((always_inline))
+
+AI int fmt_gen(int fmt) { return fmt >= F_A2; }
+AI int fmt_bits(int fmt) {
+    return fmt == F_A8 ? 8 : fmt == F_A2 ? 2 : fmt == F_A3 ? 3 : fmt == F_A5 ? 5 : fmt == F_A6 ? 6 : 4;
+}
 
 /* Element i of a scale/bias array, f32. sdt is a compile-time constant after
  * inlining (one instance per scale dtype), ZMLX_U8 meaning an E8M0 byte. */
@@ -184,6 +194,15 @@ AI __m512 twice_ps(__m256 v) { return _mm512_castpd_ps(_mm512_broadcast_f64x4(_m
 AI void pf_rows(int R, const uint8_t *const *row, int64_t off, int64_t pf) {
     if ((off & 63) == 0)
         for (int r = 0; r < R; r++) _mm_prefetch((const char *)row[r] + off + pf, _MM_HINT_T0);
+}
+
+/* pf_rows for a group of n code bytes at p that need not start a line
+ * (fmt_gen: 2b bytes per 16 codes): its first and last bytes' lines (and
+ * for n > 64 the one between), pf ahead; a line twice is harmless. */
+AI void pf_group(const uint8_t *p, int n, int64_t pf) {
+    _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+    if (n > 64) _mm_prefetch((const char *)p + pf + 64, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + pf + n - 1, _MM_HINT_T0);
 }
 
 /* Every 64-byte line of the n bytes at p (prefetches never fault). */
@@ -385,6 +404,44 @@ AI __m256i mx_val2(__m256i nib) {
     return _mm256_sign_epi16(_mm256_shuffle_epi8(tab, nib), _mm256_slli_epi16(nib, 12));
 }
 
+/* fmt_gen chunks: 16 codes of b bits (2b bytes; LSB-first stream, code i
+ * at bit i·b). Code i lies in the two bytes from byte i·b/8, at bit i·b%8
+ * (<= 7, and 7 + b <= 16): vpshufb gathers those two bytes into 16-bit lane
+ * i (each 128-bit half of the vector holds the 16 loaded bytes; lanes 0-7
+ * index the low copy, 8-15 the high one), vpmullw by 2^(16 - i·b%8 - b)
+ * moves the code to the top of the lane (the bits above it fall off), and
+ * one vpsrlw by 16 - b brings it down. The 16-byte load reads past the
+ * chunk: a chunk within 16 bytes of end (the end of the codes) copies its 2b
+ * bytes first. b is a compile-time constant in the integer dots (half their
+ * rate without: GCC then kept their sums on the stack), read from W in the
+ * f32 dots. */
+#define GU_LO(b, i) (((i) * (b)) >> 3)
+#define GU_P(b, i) GU_LO(b, i), GU_LO(b, i) + 1
+#define GU_CTL(b)                                                                                            \
+    {GU_P(b, 0), GU_P(b, 1), GU_P(b, 2), GU_P(b, 3), GU_P(b, 4), GU_P(b, 5), GU_P(b, 6), GU_P(b, 7),          \
+     GU_P(b, 8), GU_P(b, 9), GU_P(b, 10), GU_P(b, 11), GU_P(b, 12), GU_P(b, 13), GU_P(b, 14), GU_P(b, 15)}
+#define GU_M(b, i) (1 << (16 - (((i) * (b)) & 7) - (b)))
+#define GU_MUL(b)                                                                                            \
+    {GU_M(b, 0), GU_M(b, 1), GU_M(b, 2), GU_M(b, 3), GU_M(b, 4), GU_M(b, 5), GU_M(b, 6), GU_M(b, 7),          \
+     GU_M(b, 8), GU_M(b, 9), GU_M(b, 10), GU_M(b, 11), GU_M(b, 12), GU_M(b, 13), GU_M(b, 14), GU_M(b, 15)}
+static const uint8_t gu_ctl[4][32] = {GU_CTL(2), GU_CTL(3), GU_CTL(5), GU_CTL(6)};
+static const uint16_t gu_mul[4][16] = {GU_MUL(2), GU_MUL(3), GU_MUL(5), GU_MUL(6)};
+AI int gu_row(int b) { return b == 2 ? 0 : b == 3 ? 1 : b == 5 ? 2 : 3; }
+
+AI __m256i gunpack(int b, const uint8_t *p, const uint8_t *end) {
+    __m128i v;
+    if (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *)p);
+    } else {
+        uint8_t t[16] = {0};
+        memcpy(t, p, (size_t)(2 * b));
+        v = _mm_loadu_si128((const __m128i *)t);
+    }
+    const __m256i c = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v),
+                                          _mm256_loadu_si256((const __m256i *)gu_ctl[gu_row(b)]));
+    return _mm256_srli_epi16(_mm256_mullo_epi16(c, _mm256_loadu_si256((const __m256i *)gu_mul[gu_row(b)])), 16 - b);
+}
+
 /* s (+)= the 8 i32 lane sums of 16 bytes of codes, unpacked to lo (and for
  * 4-bit hi), times the int16 activations at x (bits compile-time) */
 AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, int add) {
@@ -402,7 +459,8 @@ AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, 
 }
 
 /* is[t] = the 8 i32 lane sums of one group of row p (cpg chunks of 16 code
- * bytes from byte off) times the int16 x of token t from element xo, and for
+ * bytes, fmt_gen 2b, from byte off; end: the end of the codes, for
+ * gunpack) times the int16 x of token t from element xo, and for
  * two pieces (P = 2) il[t] the same with the second pieces at xi[t] + K
  * (fmt, NT, P, cpg compile-time). One row at a time, x as memory operands
  * (L1-resident): the live registers are the decoded chunk, the P·NT sums and
@@ -410,16 +468,23 @@ AI __m256i imadd(int bits, __m256i s, __m256i lo, __m256i hi, const int16_t *x, 
  * rows' sums live at once) spilled to the stack: 17.7 -> 22.0 G MAC/s hot
  * at M = 1, two pieces (src/cpu/NOTES.md). */
 AI void igroup(int fmt, int NT, int P, int cpg, const uint8_t *p, int64_t off, int64_t pfw,
-               const int16_t *const *xi, int64_t K, int64_t xo,
+               const int16_t *const *xi, int64_t K, int64_t xo, const uint8_t *end,
                __m256i is[CQ_MAXT], __m256i il[CQ_MAXT]) {
     const __m256i lo4 = _mm256_set1_epi16(0x0F);
-    const int bits = fmt == F_A8 ? 8 : 4, CW = bits == 4 ? 32 : 16;
+    /* bits: 4 where 16 code bytes unpack into two vectors (even, odd), else one */
+    const int bits = fmt == F_A4 || fmt == F_MX4 ? 4 : 8, CW = bits == 4 ? 32 : 16, CB = 2 * fmt_bits(fmt);
+    if (fmt_gen(fmt)) pf_group(p + off, CB * cpg, pfw);
 #pragma GCC unroll 8
     for (int c = 0; c < cpg; c++) {
-        pf_rows(1, &p, off + 16 * c, pfw);
-        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + off + 16 * c)));
-        __m256i lo = bits == 4 ? _mm256_and_si256(v, lo4) : v;
-        __m256i hi = _mm256_srli_epi16(v, 4);
+        __m256i lo, hi;
+        if (fmt_gen(fmt)) {
+            lo = hi = gunpack(fmt_bits(fmt), p + off + CB * c, end);
+        } else {
+            pf_rows(1, &p, off + 16 * c, pfw);
+            __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + off + 16 * c)));
+            lo = bits == 4 ? _mm256_and_si256(v, lo4) : v;
+            hi = _mm256_srli_epi16(v, 4);
+        }
         if (fmt == F_MX4) lo = mx_val2(lo), hi = mx_val2(hi);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
@@ -493,14 +558,16 @@ AI void igroup_z(int fmt, int R, int NT, int P, int zpg, const uint8_t *const *r
  * after the last group; the other paths are the AVX2 build's, bit for bit. */
 AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw, const zmlx_qweight *W,
                   int64_t e, int64_t r0, const cq_xrow *x, int ostride, float *out) {
-    const int bits = fmt == F_A8 ? 8 : 4, affine = fmt != F_MX4;
-    const int CW = bits == 4 ? 32 : 16; /* elements per 16 bytes of codes */
+    const int four = fmt == F_A4 || fmt == F_MX4, affine = fmt != F_MX4;
+    const int gen = fmt_gen(fmt), bits = fmt_bits(fmt);
+    const int CW = four ? 32 : 16, CB = gen ? 2 * bits : 16; /* elements, code bytes per chunk */
     const int cpg = gs / CW;
     /* 512-bit steps (igroup_z): whole 32-byte steps per group, or (mxfp4
        with mxw: x in CQ_X_I16_4W order, K % 64 == 0) two groups per step (GS
        groups); 4-bit codes from x in CQ_X_I16_4W order (cq_pick gives 4-bit
        gs >= 64 that form) */
-    const int ZW = CQ_AVX512 && (affine ? cpg % 2 == 0 : mxw), GS = ZW && !affine ? 2 : 1;
+    const int ZW = CQ_AVX512 && !gen && (affine ? cpg % 2 == 0 : mxw), GS = ZW && !affine ? 2 : 1;
+    const uint8_t *const wend = zq_row_ptr(W, W->E, 0);
     const int64_t G = W->K / W->group_size;
     const size_t ss = affine ? zmlx_dtype_size(sdt) : 1;
     const int64_t pfw = 4 * W->K * bits / 8, pfs = 4 * G * (int64_t)ss;
@@ -523,7 +590,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
 #endif
         }
     for (int t = 0; t < NT; t++) xi[t] = x[t].x;
-    int64_t off = 0; /* byte offset in a row; x offset = off * CW / 16 */
+    int64_t off = 0, xo = 0; /* byte offset in a row, element offset */
     __m256 bacc[4][CQ_MAXT];
     /* S: the first piece's scales, S2 = 2^-15·S the second's */
     float S[4][CQ_MAXT][8] __attribute__((aligned(32))), S2[4][CQ_MAXT][8] __attribute__((aligned(32)));
@@ -559,12 +626,12 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
                 bacc[r][t] = _mm256_fmadd_ps(bv, _mm256_loadu_ps(x[t].xs + g8), bacc[r][t]);
             }
         }
-        for (int gi = 0; gi < ng; gi += GS, off += 16 * cpg * GS) {
+        for (int gi = 0; gi < ng; gi += GS, off += CB * cpg * GS, xo += CW * cpg * GS) {
             __m256i is[2][4][CQ_MAXT], il[2][4][CQ_MAXT]; /* [group of the step][row][token] */
 #if CQ_AVX512
             if (ZW) {
                 __m512i zs[4][CQ_MAXT], zl[4][CQ_MAXT];
-                igroup_z(fmt, R, NT, P, affine ? cpg / 2 : 1, row, off, pfw, xi, W->K, off * CW / 16, zs, zl);
+                igroup_z(fmt, R, NT, P, affine ? cpg / 2 : 1, row, off, pfw, xi, W->K, xo, zs, zl);
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -592,7 +659,9 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
             for (int h = 0; h < GS; h++)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, off * CW / 16, is[0][r], il[0][r]);
+                    if (!ZW)
+                        igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, xo, wend,
+                               is[0][r], il[0][r]);
                     const int g = gi + h;
 #pragma GCC unroll 4
                     for (int t = 0; t < NT; t++) {
@@ -651,6 +720,10 @@ AI void idot_fmt(int fmt, int P, int mxw, const zmlx_qweight *W, int64_t e, int6
         idot_gs(F_MX4, ZMLX_U8, 32, P, mxw, W, e, r0, nr, x, nx, out);
         return;
     }
+    if (fmt_gen(fmt)) { /* the scale dtype at run time: a third of the instances */
+        idot_sdt(fmt, W->scale_dtype, P, W, e, r0, nr, x, nx, out);
+        return;
+    }
     switch (W->scale_dtype) {
     case ZMLX_F32: idot_sdt(fmt, ZMLX_F32, P, W, e, r0, nr, x, nx, out); break;
     case ZMLX_F16: idot_sdt(fmt, ZMLX_F16, P, W, e, r0, nr, x, nx, out); break;
@@ -670,6 +743,14 @@ DEFINE_IDOT(idot_mx4, F_MX4, 1, 0)
 DEFINE_IDOT(idot_a4p2, F_A4, 2, 0)
 DEFINE_IDOT(idot_a8p2, F_A8, 2, 0)
 DEFINE_IDOT(idot_mx4p2, F_MX4, 2, 0)
+DEFINE_IDOT(idot_a2, F_A2, 1, 0)
+DEFINE_IDOT(idot_a3, F_A3, 1, 0)
+DEFINE_IDOT(idot_a5, F_A5, 1, 0)
+DEFINE_IDOT(idot_a6, F_A6, 1, 0)
+DEFINE_IDOT(idot_a2p2, F_A2, 2, 0)
+DEFINE_IDOT(idot_a3p2, F_A3, 2, 0)
+DEFINE_IDOT(idot_a5p2, F_A5, 2, 0)
+DEFINE_IDOT(idot_a6p2, F_A6, 2, 0)
 #if CQ_AVX512
 DEFINE_IDOT(idot_mx4w, F_MX4, 1, 1)
 DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
@@ -677,6 +758,66 @@ DEFINE_IDOT(idot_mx4wp2, F_MX4, 2, 1)
 #define idot_mx4w idot_mx4
 #define idot_mx4wp2 idot_mx4p2
 #endif
+
+/* f32 dots of the affine 2/3/5/6-bit codes (fmt_gen), as dot_rows: each
+ * code vector dequantized once, w = fma(f32(q), scale, bias), then acc +=
+ * w·x for each of the NT tokens; x in natural order (CQ_X_F32), a chunk's 16
+ * codes (gunpack) as two 8-lane vectors, the low one in chain 0 and the high
+ * one in chain 1; out = hsum(chain0 + chain1). 256-bit in both builds, so
+ * the AVX-512 build gives these bits too. */
+AI void gdot_rows(int R, int NT, const zmlx_qweight *W, int64_t e, int64_t r0, const cq_xrow *x, int ostride,
+                  float *out) {
+    const zmlx_dtype sdt = W->scale_dtype;
+    const int b = W->bits, CB = 2 * b, cpg = W->group_size / 16;
+    const int64_t G = W->K / W->group_size;
+    const size_t ss = zmlx_dtype_size(sdt);
+    const int64_t pfw = 4 * W->K * W->bits / 8, pfs = 4 * G * (int64_t)ss;
+    const uint8_t *row[4], *const wend = zq_row_ptr(W, W->E, 0);
+    const char *sp[4], *bp[4];
+    int64_t lim[4];
+    __m256 acc[4][CQ_MAXT][2];
+    const float *xf[CQ_MAXT];
+    rows_at(W, e, r0, R, 1, ss, pfs, row, sp, bp, lim);
+
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    for (int t = 0; t < NT; t++) xf[t] = x[t].x;
+    int64_t off = 0, xo = 0;
+    for (int64_t g = 0; g < G; g++) {
+        __m256 sv[4], bv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) chunk_sb(sdt, 0, 1, sp[r], bp[r], g, &sv[r], &bv[r]);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) pf_group(row[r] + off, CB * cpg, pfw);
+        for (int c = 0; c < cpg; c++, off += CB, xo += 16) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const __m256i q = gunpack(b, row[r] + off, wend);
+                const __m256 w0 = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(q))), sv[r], bv[r]);
+                const __m256 w1 = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(q, 1))), sv[r], bv[r]);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    acc[r][t][0] = _mm256_fmadd_ps(w0, _mm256_load_ps(xf[t] + xo), acc[r][t][0]);
+                    acc[r][t][1] = _mm256_fmadd_ps(w1, _mm256_load_ps(xf[t] + xo + 8), acc[r][t][1]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) out[t * ostride + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+}
+
+static void dot_ag(const zmlx_qweight *W, int64_t e, int64_t r0, int nr, const cq_xrow *x, int nx, float *out) {
+#define G_ROWS(R, NT, r, o) gdot_rows(R, NT, W, e, r, x, nr, o)
+    DOT_SHAPES(G_ROWS, 1);
+#undef G_ROWS
+}
 
 #if !CQ_AVX512
 /* ------------------------------------------------------- GLU activations */
@@ -940,6 +1081,12 @@ static const cq_kernel k_mx4 = {dot_mx4, 4, CQ_X_F32_L4, 0};
 static const cq_kernel k_ia4[2][2] = {{{idot_a4, 4, CQ_X_I16_4, 1}, {idot_a4p2, 4, CQ_X_I16_4, 2}},
                                       {{idot_a4, 4, I16_4W, 1}, {idot_a4p2, 4, I16_4W, 2}}};
 static const cq_kernel k_ia8[2] = {{idot_a8, 4, CQ_X_I16_8, 1}, {idot_a8p2, 4, CQ_X_I16_8, 2}};
+/* affine 2/3/5/6-bit: integer [pieces - 1], f32 */
+static const cq_kernel k_iag[4][2] = {{{idot_a2, 4, CQ_X_I16_8, 1}, {idot_a2p2, 4, CQ_X_I16_8, 2}},
+                                      {{idot_a3, 4, CQ_X_I16_8, 1}, {idot_a3p2, 4, CQ_X_I16_8, 2}},
+                                      {{idot_a5, 4, CQ_X_I16_8, 1}, {idot_a5p2, 4, CQ_X_I16_8, 2}},
+                                      {{idot_a6, 4, CQ_X_I16_8, 1}, {idot_a6p2, 4, CQ_X_I16_8, 2}}};
+static const cq_kernel k_ag = {dot_ag, 4, CQ_X_F32, 0};
 /* mxfp4 [K % 64 == 0][pieces - 1] (the AVX-512 build's two-group steps) */
 static const cq_kernel k_imx4[2][2] = {{{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p2, 4, CQ_X_I16_4, 2}},
                                        {{idot_mx4w, 4, I16_4W, 1}, {idot_mx4wp2, 4, I16_4W, 2}}};
@@ -960,6 +1107,8 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     const cq_kernel *ki = NULL, *kf = NULL;
     if (affine && W->bits == 4 && W->K % 64 == 0) ki = &k_ia4[W->group_size >= 64][p], kf = &k_a4;
     if (affine && W->bits == 8 && W->K % 32 == 0) ki = &k_ia8[p], kf = &k_a8;
+    const int gen = W->bits == 2 || W->bits == 3 || W->bits == 5 || W->bits == 6;
+    if (affine && gen && gsok) ki = &k_iag[gu_row(W->bits)][p], kf = &k_ag;
     if (W->mode == ZMLX_QMODE_MXFP4) {
         ki = W->K % 32 == 0 ? &k_imx4[W->K % 64 == 0][p] : NULL;
         kf = W->K % 64 == 0 ? &k_mx4 : NULL;
