@@ -659,9 +659,7 @@ AI void idot_rows(int fmt, zmlx_dtype sdt, int gs, int R, int NT, int P, int mxw
             for (int h = 0; h < GS; h++)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    if (!ZW)
-                        igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, xo, wend,
-                               is[0][r], il[0][r]);
+                    if (!ZW) igroup(fmt, NT, P, cpg, row[r], off, pfw, xi, W->K, xo, wend, is[0][r], il[0][r]);
                     const int g = gi + h;
 #pragma GCC unroll 4
                     for (int t = 0; t < NT; t++) {
@@ -771,14 +769,13 @@ AI void gdot_rows(int R, int NT, const zmlx_qweight *W, int64_t e, int64_t r0, c
     const int b = W->bits, CB = 2 * b, cpg = W->group_size / 16;
     const int64_t G = W->K / W->group_size;
     const size_t ss = zmlx_dtype_size(sdt);
-    const int64_t pfw = 4 * W->K * W->bits / 8, pfs = 4 * G * (int64_t)ss;
+    const int64_t pfw = 4 * W->K * b / 8, pfs = 4 * G * (int64_t)ss;
     const uint8_t *row[4], *const wend = zq_row_ptr(W, W->E, 0);
     const char *sp[4], *bp[4];
     int64_t lim[4];
     __m256 acc[4][CQ_MAXT][2];
     const float *xf[CQ_MAXT];
     rows_at(W, e, r0, R, 1, ss, pfs, row, sp, bp, lim);
-
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
