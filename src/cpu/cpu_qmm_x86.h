@@ -426,7 +426,8 @@ AI __m256i mx_val2(__m256i nib) {
      GU_M(b, 8), GU_M(b, 9), GU_M(b, 10), GU_M(b, 11), GU_M(b, 12), GU_M(b, 13), GU_M(b, 14), GU_M(b, 15)}
 static const uint8_t gu_ctl[4][32] = {GU_CTL(2), GU_CTL(3), GU_CTL(5), GU_CTL(6)};
 static const uint16_t gu_mul[4][16] = {GU_MUL(2), GU_MUL(3), GU_MUL(5), GU_MUL(6)};
-AI int gu_row(int b) { return b == 2 ? 0 : b == 3 ? 1 : b == 5 ? 2 : 3; }
+/* the tables' row for width b; -1: not a fmt_gen width */
+AI int gu_row(int b) { return b == 2 ? 0 : b == 3 ? 1 : b == 5 ? 2 : b == 6 ? 3 : -1; }
 
 AI __m256i gunpack(int b, const uint8_t *p, const uint8_t *end) {
     __m128i v;
@@ -1104,8 +1105,7 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
     const cq_kernel *ki = NULL, *kf = NULL;
     if (affine && W->bits == 4 && W->K % 64 == 0) ki = &k_ia4[W->group_size >= 64][p], kf = &k_a4;
     if (affine && W->bits == 8 && W->K % 32 == 0) ki = &k_ia8[p], kf = &k_a8;
-    const int gen = W->bits == 2 || W->bits == 3 || W->bits == 5 || W->bits == 6;
-    if (affine && gen && gsok) ki = &k_iag[gu_row(W->bits)][p], kf = &k_ag;
+    if (affine && gu_row(W->bits) >= 0 && gsok) ki = &k_iag[gu_row(W->bits)][p], kf = &k_ag;
     if (W->mode == ZMLX_QMODE_MXFP4) {
         ki = W->K % 32 == 0 ? &k_imx4[W->K % 64 == 0][p] : NULL;
         kf = W->K % 64 == 0 ? &k_mx4 : NULL;
