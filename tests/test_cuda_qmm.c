@@ -346,16 +346,17 @@ static void test_embed(void) {
 /* ------------------------------------------------ the tiny models' shapes */
 
 /* The kernel family the dispatch picks for (format, T, M) — restated here from
- * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV (for the
- * affine MMV formats also their MMA kernel, which gives MMV's bits), 2 MMA.
+ * the documented thresholds (qmm_impl.cuh, defaults): 0 GEMV, 1 MMV (for
+ * affine 4-bit also its MMA kernel, which gives MMV's bits), 2 MMA.
  * Within one family every output row must have the same bits whatever M is. */
 static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
     const int mx = f.mode == ZMLX_QMODE_MXFP4;
-    if ((f.mode == ZMLX_QMODE_AFFINE && f.bits == 4 && f.gs % 64 == 0) || (mx && K % 64 == 0 && K < (1 << 24))) {
-        if (!mx) return 1; /* affine: MMV and its MMA kernel (k_mma_mmv) give the same bits */
+    const int aff = f.mode == ZMLX_QMODE_AFFINE && f.gs % 64 == 0 && (f.bits == 4 || E > 1 || N >= 65536);
+    if (aff || (mx && K % 64 == 0 && K < (1 << 24))) {
+        if (!mx && f.bits == 4) return 1; /* MMV and its MMA kernel (k_mma_mmv) give the same bits */
         const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
-        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : 320;
+        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : f.bits <= 3 ? 288 : f.bits <= 6 ? 240 : 176;
         return M < lim ? 1 : 2;
     }
     if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
@@ -468,6 +469,37 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
 /* Every linear of the three tiny models (make-tiny defaults: D 64, 4/2 heads
  * of 16, 8 experts top-2, I 64, V 256, 8-bit gs64 router; the tied 3-bit gs32
  * variant: D 128, 6/2 heads of 32, 6 experts top-3, I 192, V 300; mxfp4). */
+/* The affine widths other than 4 on the MMV path (qmm_impl.cuh mmv_step_w,
+ * the generic variants -B; 8-bit as two nibble chains): every width at
+ * gs 64 with the Qwen3 gate/up's K = 2048 (4 ranges of 8 steps) and a down
+ * of K = 256, bf16 and f16, one token (the one-kernel combine), 3 unsorted,
+ * 12 and 40 in sorted tiles, against the oracle and fused == unfused
+ * (moe_case); 8-bit also in groups of 128. Then experts of 192 rows of
+ * each width (K = 2048; their down projection K = 192) over the swept M, and a 65536-row dense
+ * matrix (an LM head; smaller dense matrices take k_gemv): the oracle at
+ * weight precision and the same row bits at every M (sweep_linear).
+ * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
+ * 8-bit (whole words, two chains), moe_case only. */
+static void test_mmv_widths(void) {
+    const int quick = getenv("ZMLX_TEST_QUICK") != NULL;
+    const int bits[] = {3, 8, 2, 5, 6};
+    const zmlx_act acts[] = {ZMLX_ACT_SWIGLU, ZMLX_ACT_GEGLU, ZMLX_ACT_SWIGLU_OAI};
+    const int64_t Ms[] = {1, 3, 12, 40};
+    uint64_t seed = 900;
+    for (int b = 0; b < (quick ? 2 : 5); b++) {
+        const fmt f = {ZMLX_QMODE_AFFINE, bits[b], 64};
+        for (int mi = 0; mi < 4; mi++)
+            moe_case(seed++, f, 1, mi & 1 ? ZMLX_F16 : ZMLX_BF16, Ms[mi], 2, 6, 2048, 256, acts[(b + mi) % 3]);
+        if (quick) continue;
+        char name[64];
+        snprintf(name, sizeof name, "%d-bit experts", bits[b]);
+        sweep_linear(seed++, name, f, 4, 192, 2048, 2);
+    }
+    if (quick) return;
+    moe_case(seed++, (fmt){ZMLX_QMODE_AFFINE, 8, 128}, 1, ZMLX_BF16, 5, 4, 8, 1024, 128, ZMLX_ACT_SWIGLU);
+    sweep_linear(seed, "65536-row 3-bit head", (fmt){ZMLX_QMODE_AFFINE, 3, 64}, 1, 65536, 128, 1);
+}
+
 /* The MMV K-range counts other than 4 (qmm_impl.cuh mmv_ks): K >= 4096 (8
  * ranges: fused gate/up and fused down+combine against the unfused kernels
  * and the oracle), and >= 65536 rows (2 ranges, an LM head's shape). */
@@ -492,11 +524,11 @@ static void test_mmv_stream(void) {
 
 /* The device sort's segment counts other than 32 (qmm_impl.cuh
  * sort_segments: 4096 / E for E > 128) with more pairs than segments x 32
- * (MMV tiles of 8 at 100 tokens; MMA tiles of 64 at 150, 8-bit: a format
- * MMV does not serve), and a dense 8-bit matmul with enough tiles for the
- * MMA path (>= MMA_MIN_TILES). */
+ * (MMV tiles of 8 at 100 tokens; MMA tiles of 64 at 150, 8-bit gs 32: a
+ * format MMV does not serve), and a dense 8-bit gs-32 matmul with enough
+ * tiles for the MMA path (>= MMA_MIN_TILES). */
 static void test_sort_and_dense_mma(void) {
-    const fmt r8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const fmt r8 = {ZMLX_QMODE_AFFINE, 8, 32};
     moe_case(10, AFF4, 1, ZMLX_BF16, 100, 8, 300, 64, 64, ZMLX_ACT_SWIGLU);
     moe_case(11, r8, 1, ZMLX_BF16, 150, 4, 1000, 64, 64, ZMLX_ACT_SWIGLU);
     moe_case(12, AFF4, 1, ZMLX_BF16, 40, 4, 4096, 64, 64, ZMLX_ACT_SWIGLU);
@@ -721,18 +753,19 @@ static void row_set(const qmat *m, int64_t from, int64_t to) {
 
 /* qmm_argmax on the fused path (MMV with one pair per tile: the stream
  * LM-head variant at 65552 x 2048, K ranges 4 / 8 / 16, groups of 128, a
- * partial last tile, unaligned activations for the generic variant) and on
- * the unfused ones (sorted tiles from 8 tokens, the 8-bit GEMV), its matmul
+ * partial last tile, unaligned activations for the generic variant, a 6-bit
+ * LM head) and on the unfused ones (sorted tiles from 8 tokens, the 8-bit
+ * GEMV), its matmul
  * also against the f64 oracle; then, on the LM-head shape, a three-way tie
  * at the maximum in rows of different blocks (the lowest index wins), the
  * winner's row turned NaN (the runner-up wins) and every row NaN (index 0):
  * at M = 1, the last M, since these rewrite the matrix. */
 static void test_qmm_argmax(void) {
     const zmlx_dtype T = ZMLX_BF16;
-    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64}, a6 = {ZMLX_QMODE_AFFINE, 6, 64};
     const struct { fmt f; int64_t N, K; int unaligned; } cs[] = {
         {AFF4, 65552, 2048, 0}, {AFF4, 300, 256, 0}, {AFF4, 300, 256, 1}, {AFF4, 2000, 2048, 0},
-        {g128, 1000, 4096, 0}, {a8, 500, 512, 0}};
+        {g128, 1000, 4096, 0}, {a8, 500, 512, 0}, {a6, 65552, 512, 1}};
     const int64_t Ms[] = {8, 7, 2, 1};
     char what[96];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
@@ -887,6 +920,7 @@ int main(void) {
     RUN(test_qmm_argmax);
     RUN(test_qkv_step);
     RUN(test_mmv_stream);
+    RUN(test_mmv_widths);
     if (!quick) RUN(test_mmv_ranges);
     if (!quick) RUN(test_sort_and_dense_mma);
     zmlx_ctx_free(g_ctx);

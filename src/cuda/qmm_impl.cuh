@@ -6,7 +6,7 @@
  * Four kernel families, chosen by one rule (qmm_path) that depends only on
  * (T, n_tok, format), so a fused call and its unfused chain always take the
  * same family and round at the same points:
- *  MMV   transpose=1, affine 4-bit with groups of 64/128 or mxfp4, K % 64 == 0,
+ *  MMV   transpose=1, affine with groups of a multiple of 64 or mxfp4, K % 64 == 0,
  *        T=bf16/f16, n_tok below a threshold: tensor-core GEMV, 16 weight rows
  *        x 8 pairs per warp (see the MMV section).
  *  GEMV  transpose=1, small M, formats MMV does not serve (or T=f32): a warp per (token×slot, rows); every
@@ -83,26 +83,37 @@ enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
  * family) the MMA path takes them all. */
 enum { MMA_MIN_TILES = 128, MMA_DENSE_TOKENS = 1024 };
 
-/* MMV serves bf16/f16 activations and affine 4-bit with groups of a multiple
- * of 64 (every 64-column step lies inside one group) or mxfp4 (a step holds
- * two groups of 32) with K % 64 == 0 and K < 2^24 (mmv_fast_mx's 32-bit
- * offsets; affine's generic variant has none). */
+/* MMV serves bf16/f16 activations and affine weights with groups of a
+ * multiple of 64 (every 64-column step lies inside one group) or mxfp4 (a
+ * step holds two groups of 32) with K % 64 == 0 and K < 2^24 (mmv_fast_mx's
+ * 32-bit offsets; affine's generic variants have none). Affine widths other
+ * than 4 (generic variants only) serve the experts and dense matrices of at
+ * least MMV_DENSE_ROWS rows (an LM head): a dense matrix's rows are known
+ * before the PDL wait, and k_gemv loads its first pass then, which the
+ * generic variant does not; on the 8-bit routers and the q/k/v and o
+ * projections it measured slower than k_gemv (NOTES.md v31). */
+enum { MMV_DENSE_ROWS = 65536 };
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
     if (T == ZMLX_F32) return false;
     if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0 && W->K < ((int64_t)1 << 24);
-    return W->mode == ZMLX_QMODE_AFFINE && W->bits == 4 && W->group_size % 64 == 0;
+    if (W->mode != ZMLX_QMODE_AFFINE || W->group_size % 64 != 0) return false;
+    return W->bits == 4 || W->E > 1 || W->N >= MMV_DENSE_ROWS;
 }
 
 /* n_tok from which an MMV format takes the MMA path. Measured on the H200
- * (MoE layer us, MMV against MMA): Qwen3 (affine, k_mma_mmv: the same bits
- * either way, NOTES.md v24) 459 / 638 / 820 / 1186 / 1430 against 556 / 614
- * / 694 / 877 / 991 at 256 / 384 / 512 / 768 / 1024 tokens; GPT-OSS (mxfp4,
- * k_mma, v21) 468 / 818 / 1189 / 1527 against 814 / 866 / 932 / 1260 at 128
- * / 256 / 384 / 512. */
+ * (MoE layer us, MMV against MMA): Qwen3 (affine 4-bit, k_mma_mmv: the same
+ * bits either way, NOTES.md v24) 459 / 638 / 820 / 1186 / 1430 against 556 /
+ * 614 / 694 / 877 / 991 at 256 / 384 / 512 / 768 / 1024 tokens; GPT-OSS
+ * (mxfp4, k_mma, v21) 468 / 818 / 1189 / 1527 against 814 / 866 / 932 /
+ * 1260 at 128 / 256 / 384 / 512; the other affine widths (generic variants
+ * against k_mma, Qwen3, v31): 8-bit 875 / 1009 against 890 / 909 at 160 /
+ * 192, 6-bit 939 / 1043 against 965 / 979 at 224 / 256, 3-bit 904 / 1081
+ * against 934 / 960 at 256 / 320. */
 static int64_t mmv_max_tokens(const zmlx_qweight *W) {
     const int env = mmv_max_tokens_env();
     if (env > 0) return env;
-    return W->mode == ZMLX_QMODE_MXFP4 ? 320 : 384;
+    if (W->mode == ZMLX_QMODE_MXFP4) return 320;
+    return W->bits == 4 ? 384 : W->bits <= 3 ? 288 : W->bits <= 6 ? 240 : 176;
 }
 
 static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
@@ -622,7 +633,8 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
 /* ------------------------------------------------------------ MMV path */
 
 /* Tensor-core GEMV for affine 4-bit, groups % 64 == 0, bf16/f16 (small and
- * mid M; mxfp4 has its own step, mmv_step_mx, below). A warp computes a
+ * mid M; the other affine widths have their own step, mmv_step_w, and mxfp4
+ * its own, mmv_step_mx, below). A warp computes a
  * tile of 16 weight rows x 8 pairs (the pairs of one expert; at small M one
  * pair) with mma.m16n8k16: the rows are A, the activations B. K is walked in steps of 64 columns; lane (gq, tq) loads 8
  * bytes (16 codes) of rows gq and gq+8 at column 64s + 16tq, so every mma
@@ -758,13 +770,16 @@ __device__ __forceinline__ float mmv_cvt(uint32_t v, int t) {
 }
 
 /* A step's scales of rows gq and gq+8 from raw bits r = {s_a, b_a, s_b, b_b}
- * of dtype t, with the code offset folded into the bias: bo = b - OFF·s. */
-template <typename TT>
+ * of dtype t, with the code offset folded into the bias: bo = b - NO·OFF·s,
+ * NO the offset's multiple in D (1; 17 where D is lo + 16·hi of two nibble
+ * chains, mmv_step_w). */
+template <typename TT, int NO = 1>
 __device__ __forceinline__ void mmv_scales(const uint32_t (&r)[4], int t, float (&sc)[2], float (&bo)[2]) {
+    constexpr float OFF = NO * mmv_consts<TT>::OFF;
     sc[0] = mmv_cvt(r[0], t), sc[1] = mmv_cvt(r[2], t);
     bo[0] = mmv_cvt(r[1], t), bo[1] = mmv_cvt(r[3], t);
-    bo[0] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[0], bo[0]);
-    bo[1] = __fmaf_rn(-mmv_consts<TT>::OFF, sc[1], bo[1]);
+    bo[0] = __fmaf_rn(-OFF, sc[0], bo[0]);
+    bo[1] = __fmaf_rn(-OFF, sc[1], bo[1]);
 }
 /* acc += s·D + bo·Σx for the step's D (d) and Σx (sx) */
 __device__ __forceinline__ void mmv_fold(const float (&d)[4], const float (&sx)[4], const float (&sc)[2],
@@ -788,6 +803,92 @@ __device__ __forceinline__ void mmv_step(const uint2 &wa, const uint2 &wb, const
     float sc[2], bo[2];
     mmv_scales<TT>(r, t, sc, bo);
     mmv_fold(d, sx, sc, bo, acc);
+}
+
+/* The other affine widths B (2, 3, 5, 6, 8; the generic variants LG = -B).
+ * Lane (gq, tq) takes the same 16 columns of a step as for 4-bit, 16tq ..
+ * 16tq + 15: its 2B code bytes at byte 2B·tq of the row's 8B bytes of the
+ * step, as NL little-endian words (mmv_ldcodes). Code i of the 16 is bits
+ * [B·i, B·i + B); A register half-pairs are codes (i, i + 8), i = 0..7, so
+ * that the activations pair as (x_i, x_i+8), x's words of columns i and
+ * i + 8 (mmv_word_b on {xa.x, xa.y, xb.x, xb.y}, then on the .z/.w halves).
+ * Codes below 128 become T exactly as OFF + q (as for 4-bit); 8-bit codes
+ * do not fit bf16's 8 significant bits that way, so an 8-bit code runs as
+ * two nibble chains, D = Σ(OFF + lo)·x + 16·Σ(OFF + hi)·x (both exact
+ * products; the 16· exact), and the fold takes 17·OFF·s off the bias. */
+template <int B> struct mmv_width {
+    static constexpr int NL = (2 * B + 3) / 4; /* code words per lane and row */
+    static constexpr int NC = B == 8 ? 2 : 1;  /* chains of fields per code */
+    static constexpr int FW = B == 8 ? 4 : B;  /* bits per field */
+};
+/* The lane's 2B code bytes of one row's step at p: 2-byte aligned (weights
+ * are 4-byte aligned, 2B·tq is even), so 4-byte words where p allows, else
+ * halves; the top half of a last word of 2 bytes (B = 3, 5) is 0. 4-bit
+ * keeps mmv_ldw's 8-byte load. */
+template <int B>
+__device__ __forceinline__ void mmv_ldcodes(const uint8_t *p, uint32_t (&v)[mmv_width<B>::NL]) {
+    typedef unsigned short u16;
+    if constexpr (B == 4) {
+        const uint2 w = mmv_ldw(p);
+        v[0] = w.x, v[1] = w.y;
+    } else {
+        const bool a4 = ((uintptr_t)p & 3) == 0;
+#pragma unroll
+        for (int j = 0; j < mmv_width<B>::NL; j++) {
+            const bool whole = 4 * j + 4 <= 2 * B;
+            const u16 *h = (const u16 *)p + 2 * j;
+            if (whole && a4) v[j] = __ldg((const uint32_t *)p + j);
+            else v[j] = __ldg(h) | (whole ? (uint32_t)__ldg(h + 1) << 16 : 0u);
+        }
+    }
+}
+/* Field h of code i (bits [B·i + 4h, + FW)) and of code i + 8, as T's
+ * OFF + q in the low and high half (i, h compile-time after unrolling). */
+template <typename TT, int B>
+__device__ __forceinline__ uint32_t mmv_half_pair(const uint32_t (&v)[mmv_width<B>::NL], int i, int h) {
+    constexpr int FW = mmv_width<B>::FW;
+    auto field = [&](int bit) {
+        const int j = bit >> 5, o = bit & 31;
+        const uint32_t w = o + FW <= 32 ? v[j] >> o : __funnelshift_r(v[j], v[j + 1], o);
+        return w & ((1u << FW) - 1);
+    };
+    return field(B * i + 4 * h) | field(B * (i + 8) + 4 * h) << 16 | mmv_consts<TT>::MAGIC;
+}
+/* One 64-column step of width B, as mmv_step (which it is for B = 4): rows
+ * gq (wa) and gq + 8 (wb), activations xa, xb, scale/bias bits r of dtype t;
+ * Σx by its own 4 mmas. */
+template <typename TT, int B>
+__device__ __forceinline__ void mmv_step_w(const uint32_t (&wa)[mmv_width<B>::NL],
+                                           const uint32_t (&wb)[mmv_width<B>::NL], const uint4 &xa, const uint4 &xb,
+                                           const uint32_t (&r)[4], int t, float (&acc)[4]) {
+    float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if constexpr (B == 4) {
+        mmv_step<TT>(make_uint2(wa[0], wa[1]), make_uint2(wb[0], wb[1]), xa, xb, r, t, sx, acc);
+    } else {
+        constexpr int NC = mmv_width<B>::NC;
+        float d[NC][4] = {};
+#pragma unroll
+        for (int j = 0; j < 2; j++) { /* codes 4j .. 4j + 3 and their + 8 */
+            uint32_t p[4];
+            mmv_word_b(j ? make_uint4(xa.z, xa.w, xb.z, xb.w) : make_uint4(xa.x, xa.y, xb.x, xb.y), p);
+#pragma unroll
+            for (int h = 0; h < NC; h++) {
+                const int i = 4 * j;
+                const uint32_t A0[4] = {mmv_half_pair<TT, B>(wa, i, h), mmv_half_pair<TT, B>(wb, i, h),
+                                        mmv_half_pair<TT, B>(wa, i + 1, h), mmv_half_pair<TT, B>(wb, i + 1, h)};
+                const uint32_t A1[4] = {mmv_half_pair<TT, B>(wa, i + 2, h), mmv_half_pair<TT, B>(wb, i + 2, h),
+                                        mmv_half_pair<TT, B>(wa, i + 3, h), mmv_half_pair<TT, B>(wb, i + 3, h)};
+                mmv_word_d<TT>(A0, A1, p, d[h]);
+            }
+            mmv_word_sx<TT>(p, sx);
+        }
+        float D[4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) D[c] = NC == 2 ? __fmaf_rn(16.0f, d[1][c], d[0][c]) : d[0][c];
+        float sc[2], bo[2];
+        mmv_scales<TT, NC == 2 ? 17 : 1>(r, t, sc, bo);
+        mmv_fold(D, sx, sc, bo, acc);
+    }
 }
 
 /* Σx of a tile of one pair (every pair column computes on the same
@@ -823,25 +924,27 @@ __device__ __forceinline__ void mmv_sx_of(const float (&sx8)[4], int j, float (&
  * Two variants, one arithmetic (mmv_step), different loads:
  * - mmv_steps_any: any scale dtype (read at run time), any alignment
  *   (checked per load); each batch of MMV_U steps loads weights, scales and
- *   activations into registers before its first mma.
+ *   activations into registers before its first mma. It also serves the
+ *   other affine widths B (mmv_step_w).
  * - mmv_fast (mmv_fast_lg holds): below. */
-template <typename TT>
+template <typename TT, int B>
 __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb,
                                               const TT *xc, int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
-    const uint8_t *pa = qa.w + ra * qa.row_bytes + tq * 8, *pb = qb.w + rb * qb.row_bytes + tq * 8;
+    constexpr int SB = 8 * B, NL = mmv_width<B>::NL; /* code bytes of a row's step; words of a lane's */
+    const uint8_t *pa = qa.w + ra * qa.row_bytes + tq * 2 * B, *pb = qb.w + rb * qb.row_bytes + tq * 2 * B;
     const TT *px = xc + tq * 16;
     const int lg = qa.gs_lg - 6; /* log2(steps per group) */
     const int64_t ga = ra * qa.gpr, gb = rb * qb.gpr;
     for (int64_t s = s0; s < s1; s += MMV_U) {
-        uint2 wa[MMV_U], wb[MMV_U];
+        uint32_t wa[MMV_U][NL], wb[MMV_U][NL];
         uint4 xa[MMV_U], xb[MMV_U];
         uint32_t r[MMV_U][4];
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
             /* past s1: the last step again (loaded, never computed) */
             const int64_t su = s + u < s1 ? s + u : s1 - 1, g = su >> lg;
-            wa[u] = mmv_ldw(pa + su * 32);
-            wb[u] = mmv_ldw(pb + su * 32);
+            mmv_ldcodes<B>(pa + su * SB, wa[u]);
+            mmv_ldcodes<B>(pb + su * SB, wb[u]);
             r[u][0] = mmv_ldraw(qa.scales, ga + g, qa.scale_t);
             r[u][1] = mmv_ldraw(qa.biases, ga + g, qa.scale_t);
             r[u][2] = mmv_ldraw(qb.scales, gb + g, qb.scale_t);
@@ -851,8 +954,7 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
 #pragma unroll
         for (int u = 0; u < MMV_U; u++) {
             if (s + u >= s1) break;
-            float sx[4];
-            mmv_step<TT>(wa[u], wb[u], xa[u], xb[u], r[u], qa.scale_t, sx, acc);
+            mmv_step_w<TT, B>(wa[u], wb[u], xa[u], xb[u], r[u], qa.scale_t, acc);
         }
     }
 }
@@ -1076,10 +1178,11 @@ struct mmv_fast_mx {
     }
 };
 
-/* The MMV variants, the kernels' LG parameter: -1 mmv_steps_any (affine,
- * any scale dtype and alignment); 0 / 1 mmv_fast (affine, groups of 64 <<
- * LG); MMV_MX / MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any). Every
- * variant >= 0 has mmv_fast's begin / run. */
+/* The MMV variants, the kernels' LG parameter: -B mmv_steps_any (affine of
+ * width B, any scale dtype and alignment: the only variants of widths other
+ * than 4); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
+ * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any). Every variant >= 0 has
+ * mmv_fast's begin / run. */
 enum { MMV_MX = 2, MMV_MX_ANY = 3 };
 template <typename TT, int LG, int U, bool ONE>
 using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
@@ -1201,20 +1304,21 @@ __device__ __forceinline__ void slab_run(mmv_slab &S, uint32_t parity, const TT 
 template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
-    if (LG >= 0) {
+    if constexpr (LG >= 0) {
         mmv_fast_of<TT, LG, MMV_U, true> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
-        mmv_steps_any<TT>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
+        mmv_steps_any<TT, -LG>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
     }
 }
 
 /* The variant (LG, see mmv_fast_of) for weight q with activation rows from
  * base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every
- * row keeps the base's alignment). Affine: the fast one for groups of 64 or
- * 128 columns, and for 128 K ranges of an even number of steps (a batch then
- * never starts mid-group), else -1 (generic). mxfp4: MMV_MX where the codes,
+ * row keeps the base's alignment). Affine 4-bit: the fast one for groups of
+ * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
+ * batch then never starts mid-group), else -4 (generic); other widths B:
+ * -B. mxfp4: MMV_MX where the codes,
  * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
@@ -1222,10 +1326,10 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
     if (q.mode == ZMLX_QMODE_MXFP4) /* K < 2^24: mmv_ok */
         return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 ? MMV_MX
                                                                                                          : MMV_MX_ANY;
-    if (q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
+    if (q.bits != 4 || q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
         ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
-        return -1;
-    return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -1;
+        return -q.bits;
+    return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -4;
 }
 
 /* Steps of split ks of a K-column row: contiguous, in order. */
@@ -1247,11 +1351,15 @@ __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
 /* Pull weight row r's bytes of steps [s0, s1) into L2 (from the 128-byte
  * line holding step s0; lane tq of the row's four takes every fourth line),
  * before the PDL wait of kernels whose weight rows do not depend on the
- * previous kernel. */
+ * previous kernel. LG: the variant, whose width gives a step's bytes (a
+ * constant: read from the weight at run time, the 4-bit kernels' prologues
+ * grew and the decode step measured 0.2% slower, NOTES.md v31). */
+template <int LG>
 __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t s0, int64_t s1, int tq) {
+    constexpr int64_t SB = LG < 0 ? -8 * LG : 32; /* 8·bits; 4-bit and mxfp4: 32 */
     if (r < 0) return;
-    const int64_t lo = s0 * 32 & ~(int64_t)127;
-    zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * 32 - lo, tq, 4);
+    const int64_t lo = s0 * SB & ~(int64_t)127;
+    zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * SB - lo, tq, 4);
 }
 
 /* qmm_argmax's argmax, taken by the blocks of the matmul that store the
@@ -1451,8 +1559,8 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
     const bool dense = !idx && !perm; /* its rows are known before the wait */
     mmv_fast_of<TT, LG, U, ONE> f;
     if (dense) { /* the K range into L2, the first batch into registers */
-        mmv_prefetch(qa, na < N ? na : -1, s0, s1, tq);
-        mmv_prefetch(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
+        mmv_prefetch<LG>(qa, na < N ? na : -1, s0, s1, tq);
+        mmv_prefetch<LG>(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
         if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
     }
     zcu_pdl_entry();
@@ -1460,11 +1568,11 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
     const mmv_tile T = mmv_tile_of(ti, idx, perm, tiles, qa.E);
     const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, K);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (LG >= 0) {
+    if constexpr (LG >= 0) {
         if (!dense) f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
-        mmv_steps_any<TT>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
+        mmv_steps_any<TT, -LG>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
     }
     zcu_trace_mark(1); /* warp 0's K range done */
     mmv_red_put<MMV_TILE>(&red[0][0][0], ks, gq, tq, acc);
@@ -1625,7 +1733,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
     }
 }
 
-/* The MMV formats' affine weights (mmv_ok, not mxfp4) at the MMA path's
+/* The affine 4-bit MMV weights (mmv_ok, bits 4) at the MMA path's
  * token counts: k_mma_mmv, the MMV arithmetic in MMA-sized tiles. A block
  * takes one sorted tile (up to TILE_M pairs of one expert) and MQ_ROWS weight
  * rows: rows n0.. of the matrix, or (FUSED) 32 rows n0.. of the gate and the
@@ -1824,8 +1932,8 @@ k_mmv_combine(zcu_qw q, const TT *h, const int32_t *idx, int k, const float *wts
      * id still being written costs bandwidth, not correctness. */
     for (int j = w / KS; j < k; j += ns) {
         const int64_t e = idx ? (int64_t)min(max(__ldcg(idx + t * k + j), 0), (int)q.E - 1) : 0;
-        mmv_prefetch(q, d0 + gq < D ? e * D + d0 + gq : -1, s0, s1, tq);
-        mmv_prefetch(q, d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1, s0, s1, tq);
+        mmv_prefetch<LG>(q, d0 + gq < D ? e * D + d0 + gq : -1, s0, s1, tq);
+        mmv_prefetch<LG>(q, d0 + gq + 8 < D ? e * D + d0 + gq + 8 : -1, s0, s1, tq);
     }
     zcu_pdl_entry();
     for (int j = w / KS; j < k; j += ns) {
@@ -1973,7 +2081,7 @@ template <typename TT, bool FUSED> struct fam_mma {
     }
 };
 
-/* k_mma_mmv for the affine MMV formats on the MMA path (after sort_pairs) */
+/* k_mma_mmv for the affine 4-bit MMV formats on the MMA path (after sort_pairs) */
 template <typename TT, bool FUSED>
 static zmlx_status mma_mmv_launch(const qargs &a) {
     if constexpr (std::is_same<TT, float>::value) {
@@ -2031,7 +2139,12 @@ template <typename F> static void with_variant(int lg, F &&f) {
     case 1: f(std::integral_constant<int, 1>{}); break;
     case MMV_MX: f(std::integral_constant<int, MMV_MX>{}); break;
     case MMV_MX_ANY: f(std::integral_constant<int, MMV_MX_ANY>{}); break;
-    default: f(std::integral_constant<int, -1>{});
+    case -2: f(std::integral_constant<int, -2>{}); break;
+    case -3: f(std::integral_constant<int, -3>{}); break;
+    case -5: f(std::integral_constant<int, -5>{}); break;
+    case -6: f(std::integral_constant<int, -6>{}); break;
+    case -8: f(std::integral_constant<int, -8>{}); break;
+    default: f(std::integral_constant<int, -4>{});
     }
 }
 
@@ -2047,13 +2160,13 @@ static bool mmv_streams(const qargs &a, int lg, int64_t rpt, int64_t nt, int64_t
  * f32). The stream serves the affine fast variant's fitting weights in the
  * many-wave calls: a dense matrix of >= 65536 rows (the LM head: the only
  * E = 1 weight with SLAB_KS ranges), the experts from mmv_stream_tokens().
- * The generic variants (-1, MMV_MX_ANY), fallbacks for odd alignments, run
- * as k_mmv with batches of MMV_U steps only. */
+ * The generic variants (LG < 0, MMV_MX_ANY: odd alignments, and the affine
+ * widths other than 4) run as k_mmv with batches of MMV_U steps only. */
 template <typename TT> struct mmv_launch {
     template <bool FUSED> static zmlx_status qmm(const qargs &a) {
         const int64_t rpt = FUSED ? 8 : 16, nrb = (a.qa.rows + rpt - 1) / rpt;
         const int64_t nt = a.perm ? (int64_t)a.max_tiles : a.n_tok * a.k;
-        const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -1;
+        const int la = mmv_fast_lg<TT>(a.qa, a.x), lg = la == mmv_fast_lg<TT>(a.qb, a.x) ? la : -a.qa.bits;
         const bool half = a.qa.E > 1 || a.n_tok >= mmv_half_tokens();
         if (mmv_streams(a, lg, rpt, nt, nrb)) {
             const int64_t g = (int64_t)a.sm_count * STREAM_BPS;
@@ -2178,7 +2291,7 @@ static zmlx_status run_qmm(zmlx_ctx *c, const zmlx_qweight *Wa, const zmlx_qweig
     case PATH_MMA: {
         zmlx_status s = sort_pairs(c, &a, TILE_M);
         if (s != ZMLX_OK) return s;
-        if (mmv_ok(Wa, T) && Wa->mode == ZMLX_QMODE_AFFINE)
+        if (mmv_ok(Wa, T) && Wa->mode == ZMLX_QMODE_AFFINE && Wa->bits == 4)
             return Wb ? mma_mmv_launch<TT, true>(a) : mma_mmv_launch<TT, false>(a);
         return Wb ? ZCU_DISPATCH_FMT(a.qa, FAM(fam_mma, TT, true), a)
                   : ZCU_DISPATCH_FMT(a.qa, FAM(fam_mma, TT, false), a);
