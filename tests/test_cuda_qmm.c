@@ -466,18 +466,16 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
     if (E > 1) qmat_free(&dn);
 }
 
-/* Every linear of the three tiny models (make-tiny defaults: D 64, 4/2 heads
- * of 16, 8 experts top-2, I 64, V 256, 8-bit gs64 router; the tied 3-bit gs32
- * variant: D 128, 6/2 heads of 32, 6 experts top-3, I 192, V 300; mxfp4). */
 /* The affine widths other than 4 on the MMV path (qmm_impl.cuh mmv_step_w,
  * the generic variants -B; 8-bit as two nibble chains): every width at
  * gs 64 with the Qwen3 gate/up's K = 2048 (4 ranges of 8 steps) and a down
  * of K = 256, bf16 and f16, one token (the one-kernel combine), 3 unsorted,
  * 12 and 40 in sorted tiles, against the oracle and fused == unfused
  * (moe_case); 8-bit also in groups of 128. Then experts of 192 rows of
- * each width (K = 2048; their down projection K = 192) over the swept M, and a 65536-row dense
- * matrix (an LM head; smaller dense matrices take k_gemv): the oracle at
- * weight precision and the same row bits at every M (sweep_linear).
+ * each width (K = 2048; their down projection K = 192) over the swept M,
+ * and a 65536-row dense matrix (an LM head; smaller dense matrices take
+ * k_gemv): the oracle at weight precision and the same row bits at every M
+ * (sweep_linear).
  * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
  * 8-bit (whole words, two chains), moe_case only. */
 static void test_mmv_widths(void) {
@@ -755,8 +753,7 @@ static void row_set(const qmat *m, int64_t from, int64_t to) {
  * LM-head variant at 65552 x 2048, K ranges 4 / 8 / 16, groups of 128, a
  * partial last tile, unaligned activations for the generic variant, a 6-bit
  * LM head) and on the unfused ones (sorted tiles from 8 tokens, the 8-bit
- * GEMV), its matmul
- * also against the f64 oracle; then, on the LM-head shape, a three-way tie
+ * GEMV), its matmul also against the f64 oracle; then, on the LM-head shape, a three-way tie
  * at the maximum in rows of different blocks (the lowest index wins), the
  * winner's row turned NaN (the runner-up wins) and every row NaN (index 0):
  * at M = 1, the last M, since these rewrite the matrix. */
@@ -805,6 +802,9 @@ static void test_qmm_argmax(void) {
     }
 }
 
+/* Every linear of the three tiny models (make-tiny defaults: D 64, 4/2 heads
+ * of 16, 8 experts top-2, I 64, V 256, 8-bit gs64 router; the tied 3-bit gs32
+ * variant: D 128, 6/2 heads of 32, 6 experts top-3, I 192, V 300; mxfp4). */
 static void test_model_shapes(void) {
     const fmt a3 = {ZMLX_QMODE_AFFINE, 3, 32}, mx = {ZMLX_QMODE_MXFP4, 4, 32}, r8 = {ZMLX_QMODE_AFFINE, 8, 64};
     const fmt fs[3] = {AFF4, a3, mx};
