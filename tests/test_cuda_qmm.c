@@ -830,12 +830,27 @@ static void test_model_shapes(void) {
     }
 }
 
-/* attention_step with the projection folded in (proj, x) == gather_qmm then
- * attention_step without it: memcmp of qkv, both caches and the output, one
- * token. k_mmv_qkv serves bf16 / f16 with head dims 128 and 64 (clusters of
- * 8 / 4 blocks), K in 8, 16 and 4 ranges, groups of 64 and 128, with and
- * without norms, a partial traditional rope; the declined calls (3 tokens,
- * f32, 8 bits, head dim 256, x 2 bytes off) take ops.c's two calls. An
+/* Rows [r0, r0 + n) of a device weight (transpose = 1, E = 1) */
+static zmlx_qweight weight_rows(const zmlx_qweight *W, int64_t r0, int64_t n) {
+    const int64_t sb = (W->K / W->group_size) * (int64_t)zmlx_dtype_size(W->scale_dtype);
+    zmlx_qweight v = *W;
+    v.N = n;
+    v.w = (const char *)W->w + r0 * (int64_t)zmlx_quant_packed_bytes(W->bits, 1, W->K);
+    v.scales = (const char *)W->scales + r0 * sb;
+    if (W->biases) v.biases = (const char *)W->biases + r0 * sb;
+    return v;
+}
+
+/* attention_step with the projection folded in (proj, x) == the unfused
+ * chain's projection (q, k and v apart, as the runtime's unfused path runs
+ * them; assembled into the packed rows) then attention_step without it:
+ * memcmp of qkv, both caches and the output. One token: k_mmv_qkv serves
+ * bf16 / f16 with head dims 128 and 64 (clusters of 8 / 4 blocks), K in 8,
+ * 16 and 4 ranges, groups of 64 and 128, with and without norms, a partial
+ * traditional rope; the declined calls (3 tokens, f32, 8 bits, head dim 256,
+ * x 2 bytes off) take ops.c's two calls. 8-bit at 512 tokens: the packed
+ * matrix (1280 rows) and q take k_mma, k and v (128 rows) k_gemv, so the
+ * projection runs part by part (qmm_impl.cuh run_qkv_parts). An
  * out-of-range position flags ZMLX_ERR_RANGE at the sync and leaves the
  * caches alone. */
 static void test_qkv_step(void) {
@@ -846,8 +861,8 @@ static void test_qkv_step(void) {
         {AFF4, B, 4, 2, 64, 512, 1, 0, 0, 32},     {AFF4, H, 16, 4, 64, 2048, 1, 0, 1, 64},
         {AFF4, B, 8, 2, 128, 1024, 3, 0, 1, 128},  {AFF4, ZMLX_F32, 8, 2, 128, 1024, 1, 0, 1, 128},
         {a8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
-        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128}};
-    enum { CAP = 300 };
+        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {a8, B, 8, 1, 128, 256, 512, 0, 1, 128}};
+    enum { CAP = 700 };
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
         h_rng r = {900 + (uint64_t)c};
         const zmlx_dtype T = cs[c].T;
@@ -873,7 +888,19 @@ static void test_qkv_step(void) {
         void *q1 = ct_dev_poison(qb), *k1 = ct_dev(hk, cb), *v1 = ct_dev(hv, cb), *o1 = ct_dev_poison(ob);
         void *q2 = ct_dev_poison(qb), *k2 = ct_dev(hk, cb), *v2 = ct_dev(hv, cb), *o2 = ct_dev_poison(ob);
         CHECK_EQ_INT(zmlx_attention_step(g_ctx, &folded, T, q1, nt, pos, k1, v1, o1), ZMLX_OK);
-        CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, nt, 0, &m.w, NULL, 1, q2), ZMLX_OK);
+        const int64_t part[3] = {cs[c].hq * hd, cs[c].hkv * hd, cs[c].hkv * hd};
+        char *Q = h_alloc(qb);
+        for (int i = 0, r0 = 0; i < 3; r0 += (int)part[i++]) {
+            const zmlx_qweight w = weight_rows(&m.w, r0, part[i]);
+            void *y = ct_dev_poison((size_t)(nt * part[i]) * es);
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, x, nt, 0, &w, NULL, 1, y), ZMLX_OK);
+            char *Y = ct_host(y, (size_t)(nt * part[i]) * es);
+            for (int64_t t = 0; t < nt; t++) memcpy(Q + (t * N + r0) * es, Y + t * part[i] * es, part[i] * es);
+            free(Y);
+            zmlx_mem_free(g_ctx, y);
+        }
+        CHECK_EQ_INT(zmlx_mem_upload(g_ctx, q2, Q, qb), ZMLX_OK);
+        free(Q);
         CHECK_EQ_INT(zmlx_attention_step(g_ctx, &plain, T, q2, nt, pos, k2, v2, o2), ZMLX_OK);
         CHECK_EQ_INT(zmlx_ctx_sync(g_ctx), ZMLX_OK);
         const void *a[] = {q1, k1, v1, o1}, *b[] = {q2, k2, v2, o2};
@@ -881,7 +908,7 @@ static void test_qkv_step(void) {
         const char *nm[] = {"qkv", "k cache", "v cache", "out"};
         for (int i = 0; i < 4; i++) {
             void *A = ct_host(a[i], n[i]), *Bh = ct_host(b[i], n[i]);
-            CHECKF(memcmp(A, Bh, n[i]) == 0, "case %d: attention_step with proj != gather_qmm + attention_step (%s)",
+            CHECKF(memcmp(A, Bh, n[i]) == 0, "case %d: attention_step with proj != q/k/v apart + attention_step (%s)",
                    c, nm[i]);
             free(A); free(Bh);
         }

@@ -977,8 +977,9 @@ k_attn_prep_warps(zmlx_attn_params p, const TT *q_norm, const TT *k_norm, float 
     for (int d = lane; d < p.hd_v; d += 32) vc[at * p.hd_v + d] = v[d];
 }
 
-/* With sp->proj, the projection and the prep as one kernel (zcu_qkv_step)
- * or ZMLX_ERR_UNSUPPORTED (ops.c then runs gather_qmm and this without it). */
+/* With sp->proj, the projection and the prep as one kernel (zcu_qkv_step),
+ * or the projection part by part (zcu_qkv_parts) and the prep, or
+ * ZMLX_ERR_UNSUPPORTED (ops.c then runs gather_qmm and this without it). */
 template <typename TT>
 static zmlx_status step_t(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params *sp, void *qkv, int64_t n_tok,
                           const int32_t *pos, void *kc, void *vc, void *out) {
@@ -990,9 +991,15 @@ static zmlx_status step_t(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params
     const int64_t units = (int64_t)(p->Hq + p->Hkv) * n_tok; /* (head, token) pairs */
     att_geom g; /* split before the prep writes the caches (it also bounds prep's hd-element row) */
     if (units > INT32_MAX || att_split(p, sizeof(TT), &g) != ZMLX_OK) return ZMLX_ERR_UNSUPPORTED;
+    bool prepped = false; /* by the one-kernel projection */
     if (sp->proj) {
-        const zmlx_status st = zcu_qkv_step(c, T, sp, qkv, n_tok, pos, kc, vc);
+        zmlx_status st = zcu_qkv_step(c, T, sp, qkv, n_tok, pos, kc, vc);
+        prepped = st == ZMLX_OK;
+        if (st == ZMLX_ERR_UNSUPPORTED) st = zcu_qkv_parts(c, T, sp, qkv, n_tok);
         if (st != ZMLX_OK) return st;
+    }
+    if (prepped) {
+        /* nothing left before the attention */
     } else if (n_tok > 1 && p->hd <= 256) {
         const int upb = RMS_T / 32;
         zcu_launch(ZCU_PDL_ATTN, k_attn_prep_warps<TT>, (unsigned)((units + upb - 1) / upb), RMS_T,

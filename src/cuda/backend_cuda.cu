@@ -331,7 +331,7 @@ static void cu_destroy(zmlx_ctx *c) {
     zcu_state *s = zcu_state_of(c);
     if (!s) return;
     if (s->stream) cudaStreamSynchronize(s->stream);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < ZCU_SCRATCH; i++) {
         cudaFree(s->scratch[i].p);
         for (zcu_buf *b = s->scratch[i].older; b;) {
             zcu_buf *n = b->older;

@@ -43,6 +43,7 @@ enum { ZCU_ATT_COUNTERS = 1 << 16 };
  * them), then a block count: ZCU_AMAX_WORDS zeroed words in all. */
 enum { ZCU_AMAX_TOK = 8, ZCU_AMAX_SLOTS = 32, ZCU_AMAX_WORDS = ZCU_AMAX_TOK * ZCU_AMAX_SLOTS + 1 };
 
+enum { ZCU_SCRATCH = 4 };
 typedef struct zcu_state {
     int device;
     cudaStream_t stream;
@@ -50,7 +51,8 @@ typedef struct zcu_state {
     size_t l2_bytes;
     int capturing;
     int *err_flag;      /* device int: set by kernels that detect bad data (NaN logits) */
-    zcu_buf scratch[3]; /* [0]: expert sort lists, [1]: y of the large-M combine, [2]: attention partials */
+    zcu_buf scratch[ZCU_SCRATCH]; /* [0]: expert sort lists, [1]: y of the large-M combine, [2]: attention
+                                     partials, [3]: a q/k/v part (run_qkv_parts) */
     unsigned *att_counters; /* ZCU_ATT_COUNTERS zeroed ints: attention chunk counters (each
                                returns to 0 when its last block is done) */
     unsigned long long *amax; /* ZCU_AMAX_WORDS zeroed words (back to 0 after each qmm_argmax) */
@@ -521,7 +523,8 @@ typedef enum {
     ZCU_OP_GLU,
     ZCU_OP_EMBED,
     ZCU_OP_QMM_ARGMAX,
-    ZCU_OP_QKV_STEP
+    ZCU_OP_QKV_STEP,
+    ZCU_OP_QKV_PARTS
 } zcu_op;
 typedef struct zcu_qcall {
     zcu_op op;
@@ -534,7 +537,7 @@ typedef struct zcu_qcall {
     const float *w;
     void *y;
     int32_t *idx_out; /* qmm_argmax: the argmax of each row of y */
-    /* qkv_step: attention_step's prep of y = x·Waᵀ (y: the packed q/k/v row) */
+    /* qkv_step, qkv_parts: attention_step's y = x·Waᵀ (y: the packed q/k/v rows) */
     const zmlx_attn_step_params *sp;
     const int32_t *pos;
     void *kc, *vc;
@@ -591,6 +594,11 @@ zmlx_status zcu_qmm_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_to
  * launched. */
 zmlx_status zcu_qkv_step(zmlx_ctx *, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv, int64_t n_tok,
                          const int32_t *pos, void *k_cache, void *v_cache);
+/* attention_step's projection alone, as one matmul per part (q, k, v rows)
+ * where a part takes another kernel family than the packed matrix
+ * (qmm_impl.cuh run_qkv_parts); else ZMLX_ERR_UNSUPPORTED with nothing
+ * launched. */
+zmlx_status zcu_qkv_parts(zmlx_ctx *, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv, int64_t n_tok);
 }
 
 #endif

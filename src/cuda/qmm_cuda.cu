@@ -77,6 +77,13 @@ extern "C" zmlx_status zcu_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, 
     return run(c, q);
 }
 
+extern "C" zmlx_status zcu_qkv_parts(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv,
+                                     int64_t n_tok) {
+    zcu_qcall q = call(ZCU_OP_QKV_PARTS, T);
+    q.x = p->x; q.n_tok = n_tok; q.Wa = p->proj; q.y = qkv; q.sp = p;
+    return run(c, q);
+}
+
 extern "C" zmlx_status zcu_qkv_step(zmlx_ctx *c, zmlx_dtype T, const zmlx_attn_step_params *p, void *qkv,
                                     int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache) {
     zcu_qcall q = call(ZCU_OP_QKV_STEP, T);

@@ -2365,6 +2365,54 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
     }
 }
 
+/* Rows [r0, r0 + n) of a dense transpose=1 weight as a weight of their own. */
+static zmlx_qweight row_view(const zmlx_qweight *W, int64_t r0, int64_t n) {
+    const int64_t sb = (W->K / W->group_size) * (int64_t)zmlx_dtype_size(W->scale_dtype); /* a row's scales */
+    zmlx_qweight v = *W;
+    v.N = n;
+    v.w = (const uint8_t *)W->w + r0 * (W->K * W->bits / 8);
+    v.scales = (const uint8_t *)W->scales + r0 * sb;
+    if (W->biases) v.biases = (const uint8_t *)W->biases + r0 * sb;
+    return v;
+}
+
+/* attention_step's packed projection (rows: Hq·hd of q, Hkv·hd of k, Hkv·hd_v
+ * of v) as one matmul per part where a part takes another family than the
+ * packed matrix (qmm_path: the dense GEMV / MMA rule counts output tiles, so
+ * at a few hundred tokens the packed matrix can take k_mma while k and v take
+ * k_gemv, and those two differ in bits for every format but affine 4-bit).
+ * The unfused chain projects the parts apart; this gives its bits. Each part
+ * into scratch 3, then a 2-D copy into its columns of qkv. Within a family a
+ * row's bits do not depend on the matrix's other rows, so where every part
+ * takes the packed matrix's family: ZMLX_ERR_UNSUPPORTED, nothing launched
+ * (one packed matmul then gives the same bits). */
+template <typename TT>
+static zmlx_status run_qkv_parts(zmlx_ctx *c, const zcu_qcall &q) {
+    const zmlx_attn_params &p = q.sp->attn;
+    const int64_t rows[3] = {(int64_t)p.Hq * p.hd, (int64_t)p.Hkv * p.hd, (int64_t)p.Hkv * p.hd_v};
+    const int64_t row = rows[0] + rows[1] + rows[2];
+    const int path = qmm_path(q.Wa, q.T, q.n_tok);
+    zmlx_qweight part[3];
+    bool differ = false;
+    int64_t most = 0; /* the largest part's rows */
+    for (int i = 0, r0 = 0; i < 3; r0 += (int)rows[i++]) {
+        part[i] = row_view(q.Wa, r0, rows[i]);
+        differ = differ || qmm_path(&part[i], q.T, q.n_tok) != path;
+        most = rows[i] > most ? rows[i] : most;
+    }
+    if (!differ) return ZMLX_ERR_UNSUPPORTED;
+    void *tmp;
+    zmlx_status s = zcu_scratch(c, 3, (size_t)(q.n_tok * most) * sizeof(TT), &tmp);
+    for (int i = 0, r0 = 0; i < 3 && s == ZMLX_OK; r0 += (int)rows[i++]) {
+        s = run_qmm<TT>(c, &part[i], NULL, q.T, q.x, q.n_tok, 0, NULL, 1, 0, tmp);
+        if (s == ZMLX_OK)
+            s = zcu_status(cudaMemcpy2DAsync((TT *)q.y + r0, (size_t)row * sizeof(TT), tmp,
+                                             (size_t)rows[i] * sizeof(TT), (size_t)rows[i] * sizeof(TT),
+                                             (size_t)q.n_tok, cudaMemcpyDeviceToDevice, zcu_state_of(c)->stream));
+    }
+    return s;
+}
+
 /* f32 has no MMA instantiation (qmm_path never picks it for f32) */
 template <> struct fam_mma<float, true> {
     template <int MODE, int BITS> static zmlx_status go(const qargs &) { return ZMLX_ERR_UNSUPPORTED; }
@@ -2421,6 +2469,8 @@ zmlx_status qmm_run(zmlx_ctx *c, const zcu_qcall &q) {
         return run_qmm_argmax<TT>(c, T, q.x, q.n_tok, q.Wa, q.y, q.idx_out);
     case ZCU_OP_QKV_STEP:
         return run_qkv_step<TT>(c, q);
+    case ZCU_OP_QKV_PARTS:
+        return run_qkv_parts<TT>(c, q);
     case ZCU_OP_COMBINE:
         return launch_combine<TT>(q.x, q.w, q.n_tok, q.k, q.D, q.y, zcu_state_of(c)->stream);
     case ZCU_OP_GLU: {
