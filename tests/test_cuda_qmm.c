@@ -359,7 +359,7 @@ static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t 
         const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : f.bits <= 3 ? 288 : f.bits <= 6 ? 240 : 176;
         return M < lim ? 1 : 2;
     }
-    if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 128) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
+    if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 16) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
     return M < 8 ? 0 : 2;
 }
 
@@ -538,7 +538,7 @@ static void test_sort_and_dense_mma(void) {
     void *x = ct_dev(hx, (size_t)(M * K) * 2);
     plain_vs_oracle("dense 8-bit qmm, MMA path", &m, hx, x, M, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
     qmat_free(&m);
-    /* few rows (a router's 64) at 1030 tokens: 17 tiles, MMA by the token count (MMA_DENSE_TOKENS) */
+    /* few rows (a router's 64) at 1030 tokens: 17 tiles, MMA (MMA_DENSE_TOKENS, MMA_MIN_TILES) */
     qmat_make(&r, r8, 1, 1, 64, K, ZMLX_BF16, &m);
     plain_vs_oracle("dense 8-bit qmm of 64 rows, MMA path", &m, hx, x, M, ct_eps(ZMLX_BF16) / 2, 0x1p-12);
     free(hx);
@@ -848,9 +848,10 @@ static zmlx_qweight weight_rows(const zmlx_qweight *W, int64_t r0, int64_t n) {
  * bf16 / f16 with head dims 128 and 64 (clusters of 8 / 4 blocks), K in 8,
  * 16 and 4 ranges, groups of 64 and 128, with and without norms, a partial
  * traditional rope; the declined calls (3 tokens, f32, 8 bits, head dim 256,
- * x 2 bytes off) take ops.c's two calls. 8-bit at 512 tokens: the packed
- * matrix (1280 rows) and q take k_mma, k and v (128 rows) k_gemv, so the
- * projection runs part by part (qmm_impl.cuh run_qkv_parts). An
+ * x 2 bytes off) take ops.c's two calls. 8-bit at 64 tokens: the packed
+ * matrix (1280 rows, 20 tiles) and q (16) take k_mma, k and v (128 rows, 2
+ * tiles) k_gemv, so the projection runs part by part (qmm_impl.cuh
+ * run_qkv_parts). An
  * out-of-range position flags ZMLX_ERR_RANGE at the sync and leaves the
  * caches alone. */
 static void test_qkv_step(void) {
@@ -861,7 +862,7 @@ static void test_qkv_step(void) {
         {AFF4, B, 4, 2, 64, 512, 1, 0, 0, 32},     {AFF4, H, 16, 4, 64, 2048, 1, 0, 1, 64},
         {AFF4, B, 8, 2, 128, 1024, 3, 0, 1, 128},  {AFF4, ZMLX_F32, 8, 2, 128, 1024, 1, 0, 1, 128},
         {a8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
-        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {a8, B, 8, 1, 128, 256, 512, 0, 1, 128}};
+        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {a8, B, 8, 1, 128, 256, 64, 0, 1, 128}};
     enum { CAP = 700 };
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
         h_rng r = {900 + (uint64_t)c};

@@ -76,12 +76,14 @@ enum { SORT_MAX_E = 4096, TILE_M = 64, TILE_N = 64, TILE_K = 64, MMV_TILE = 8 };
 /* A dense (E = 1) matmul whose MMA grid would have fewer tiles than this
  * stays on the GEMV path below MMA_DENSE_TOKENS tokens: the 8-bit router
  * (N = 128) at 16 tokens was 2 MMA blocks taking 65 us on an H200, its GEMV
- * ~6 us (NOTES.md "Router and sort at M >= 16"). ~One tile per SM of an
- * H100/H200 (132). The GEMV grows with the tokens (the router at 2048: 378
- * us alone, ncu) while a grid of under one wave does not, so from 1024
- * tokens (prefill chunks below it keep such a matrix in its one-token
- * family) the MMA path takes them all. */
-enum { MMA_MIN_TILES = 128, MMA_DENSE_TOKENS = 1024 };
+ * ~6 us (NOTES.md "Router and sort at M >= 16"). The GEMV grows with the
+ * tokens (the router at 2048: 378 us alone, ncu) while a grid of under one
+ * wave does not: at 128 tiles (one per SM, the first rule) the 512-row k/v
+ * projections of 8-bit models stayed on the GEMV at 512 tokens, and 16 tiles
+ * measured prefill 1.67x faster for an 8-bit Qwen3 and 3% for a 4-bit one (its
+ * 8-bit router; NOTES.md v31). From 1024 tokens (prefill chunks below it keep
+ * such a matrix in its one-token family) the MMA path takes them all. */
+enum { MMA_MIN_TILES = 16, MMA_DENSE_TOKENS = 1024 };
 
 /* MMV serves bf16/f16 activations and affine weights with groups of a
  * multiple of 64 (every 64-column step lies inside one group) or mxfp4 (a
