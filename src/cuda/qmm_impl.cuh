@@ -4,8 +4,9 @@
  * quantized embedding lookup.
  *
  * Four kernel families, chosen by one rule (qmm_path) that depends only on
- * (T, n_tok, format), so a fused call and its unfused chain always take the
- * same family and round at the same points:
+ * (T, n_tok, the weight's format and shape), so a fused call and its unfused
+ * chain always take the same family and round at the same points (a packed
+ * matrix and its row blocks may not: run_qkv_parts):
  *  MMV   transpose=1, affine with groups of a multiple of 64 or mxfp4, K % 64 == 0,
  *        T=bf16/f16, n_tok below a threshold: tensor-core GEMV, 16 weight rows
  *        x 8 pairs per warp (see the MMV section).
