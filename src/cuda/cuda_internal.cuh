@@ -22,6 +22,7 @@
 #include <string.h>
 extern "C" {
 #include "backend.h"
+#include "quant/quant.h"
 }
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>

@@ -2370,12 +2370,12 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
 
 /* Rows [r0, r0 + n) of a dense transpose=1 weight as a weight of their own. */
 static zmlx_qweight row_view(const zmlx_qweight *W, int64_t r0, int64_t n) {
-    const int64_t sb = (W->K / W->group_size) * (int64_t)zmlx_dtype_size(W->scale_dtype); /* a row's scales */
+    const int64_t s0 = zq_scale_index(W, 0, r0) * (int64_t)zmlx_dtype_size(W->scale_dtype); /* bytes */
     zmlx_qweight v = *W;
     v.N = n;
-    v.w = (const uint8_t *)W->w + r0 * (W->K * W->bits / 8);
-    v.scales = (const uint8_t *)W->scales + r0 * sb;
-    if (W->biases) v.biases = (const uint8_t *)W->biases + r0 * sb;
+    v.w = zq_row_ptr(W, 0, r0);
+    v.scales = (const uint8_t *)W->scales + s0;
+    if (W->biases) v.biases = (const uint8_t *)W->biases + s0;
     return v;
 }
 
