@@ -134,8 +134,9 @@ typedef struct zmlx_qweight {
     int on_device;
 } zmlx_qweight;
 
-/* Checks mode/bits/group/dtype/shape rules (FORMATS.md A.1-A.2) and non-NULL
- * pointers. Returns ZMLX_OK or a status; fills err if given. */
+/* Checks mode/bits/group/dtype/shape rules (FORMATS.md A.1-A.2), non-NULL
+ * pointers and their alignment (w: 4 bytes, as MLX's uint32 words; scales and
+ * biases: their dtype's size). Returns ZMLX_OK or a status; fills err if given. */
 zmlx_status zmlx_qweight_check(const zmlx_qweight *w, char *err, size_t errlen);
 
 /* Byte sizes of one stored matrix with `rows` rows of `cols` quantized

@@ -46,8 +46,8 @@ static void test_sizes(void) {
 }
 
 /* a valid 4-bit gs32 affine view [E=2, N=3, K=64] over real buffers */
-static uint8_t g_w[2 * 3 * 32];
-static uint16_t g_s[2 * 3 * 2], g_b[2 * 3 * 2];
+static _Alignas(16) uint8_t g_w[2 * 3 * 32];
+static _Alignas(16) uint16_t g_s[2 * 3 * 2], g_b[2 * 3 * 2];
 static zmlx_qweight valid_affine(void) {
     zmlx_qweight q = {ZMLX_QMODE_AFFINE, 4, 32, 1, 2, 3, 64, g_w, g_s, g_b, ZMLX_BF16, 0.0f, 0};
     return q;
@@ -73,7 +73,7 @@ static void test_qweight_check(void) {
     CHECK_EQ_INT(zmlx_qweight_check(NULL, err, sizeof err), ZMLX_ERR_INVALID_ARG);
 
     /* each case: one field broken, the status, a word the message names */
-    struct { zmlx_qweight q; zmlx_status want; const char *word; } cases[32];
+    struct { zmlx_qweight q; zmlx_status want; const char *word; } cases[40];
     int n = 0;
 #define BAD(field_edit, status, msg_word) \
     do { cases[n].q = valid_affine(); { zmlx_qweight *p = &cases[n].q; field_edit; } \
@@ -98,6 +98,9 @@ static void test_qweight_check(void) {
     BAD(p->biases = NULL, ZMLX_ERR_INVALID_ARG, "biases");
     BAD(p->w = NULL, ZMLX_ERR_INVALID_ARG, "NULL");
     BAD(p->scales = NULL, ZMLX_ERR_INVALID_ARG, "NULL");
+    BAD(p->w = g_w + 2, ZMLX_ERR_INVALID_ARG, "4-byte aligned");
+    BAD(p->scales = (const char *)g_s + 1, ZMLX_ERR_INVALID_ARG, "scales are not aligned");
+    BAD(p->biases = (const char *)g_b + 1, ZMLX_ERR_INVALID_ARG, "biases are not aligned");
     BAD(p->global_scale = 1.0f, ZMLX_ERR_INVALID_ARG, "global_scale");
     BAD(p->transpose = 2, ZMLX_ERR_INVALID_ARG, "transpose");
     BAD(p->on_device = -1, ZMLX_ERR_INVALID_ARG, "on_device");

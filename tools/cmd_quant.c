@@ -110,7 +110,7 @@ int cmd_quant(int argc, char **argv) {
     const zmlx_dtype scale_t = affine ? dtype : ZMLX_U8;
     /* the library's own rules decide what is valid; report them as usage errors */
     char err[160];
-    uint8_t probe;
+    uint32_t probe; /* a pointer aligned as the check requires */
     zmlx_qweight view = {mode, (int)bits, (int)gs, 1, 1, rows, cols, &probe, &probe, affine ? &probe : NULL,
                          scale_t, (float)global, 0};
     if (zmlx_qweight_check(&view, err, sizeof err) != ZMLX_OK) {

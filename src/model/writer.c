@@ -571,8 +571,8 @@ zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size
     if (s != ZMLX_OK) return s;
     /* probe the format once (rejects bad bits/group/mode combinations) */
     zmlx_qweight probe = {.mode = o->mode, .bits = o->bits, .group_size = o->group_size, .transpose = 1, .E = 1,
-                          .N = 1, .K = o->hidden, .w = dir, .scales = dir,
-                          .biases = o->mode == ZMLX_QMODE_AFFINE ? dir : NULL,
+                          .N = 1, .K = o->hidden, .w = o, .scales = o,
+                          .biases = o->mode == ZMLX_QMODE_AFFINE ? o : NULL,
                           .scale_dtype = o->mode == ZMLX_QMODE_AFFINE ? ZMLX_BF16 : ZMLX_U8};
     char why[160];
     if (zmlx_qweight_check(&probe, why, sizeof why) != ZMLX_OK)

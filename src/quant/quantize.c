@@ -110,6 +110,14 @@ zmlx_status zmlx_qweight_check(const zmlx_qweight *w, char *err, size_t errlen) 
     if (!w->w || !w->scales)
         return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "quantized weight has a NULL %s pointer",
                       w->w ? "scales" : "w");
+    /* MLX stores codes as uint32 words: the kernels load them as words (or
+     * wider), and scales / biases as elements of their dtype. */
+    const uintptr_t sa = (uintptr_t)zmlx_dtype_size(w->scale_dtype) - 1;
+    if ((uintptr_t)w->w & 3)
+        return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "quantized weight's codes (w) are not 4-byte aligned");
+    if (((uintptr_t)w->scales & sa) || ((uintptr_t)w->biases & sa))
+        return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "quantized weight's %s are not aligned to their dtype",
+                      (uintptr_t)w->scales & sa ? "scales" : "biases");
     return check_dims(w->E, zq_rows(w), zq_cols(w), w->group_size, err, errlen);
 }
 
