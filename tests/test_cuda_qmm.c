@@ -356,7 +356,7 @@ static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t 
     if (aff || (mx && K % 64 == 0 && K < (1 << 24))) {
         if (!mx && f.bits == 4) return 1; /* MMV and its MMA kernel (k_mma_mmv) give the same bits */
         const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
-        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : f.bits <= 3 ? 288 : f.bits <= 6 ? 240 : 176;
+        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : f.bits <= 3 || f.bits == 8 ? 288 : 240;
         return M < lim ? 1 : 2;
     }
     if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 16) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */
@@ -478,6 +478,47 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
  * (sweep_linear).
  * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
  * 8-bit (whole words, two chains), moe_case only. */
+static void *dev_at(const void *host, size_t bytes, int off, void **base) { /* host bytes at device base + off */
+    *base = ct_dev(NULL, bytes + 16);
+    CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + off, host, bytes), ZMLX_OK);
+    return (char *)*base + off;
+}
+/* 8-bit codes 4 bytes past a 16-byte boundary (mmv_ldcodes' word loads
+ * instead of one 16-byte load) give the aligned codes' bits: experts at 3
+ * tokens (MMV), and fused gate/up. */
+static void test_mmv_a8_offset(uint64_t seed) {
+    h_rng r = {seed};
+    const int64_t E = 4, N = 192, K = 2048, M = 3;
+    const int k = 2;
+    qmat m;
+    qmat_make(&r, (fmt){ZMLX_QMODE_AFFINE, 8, 64}, 1, E, N, K, ZMLX_BF16, &m);
+    const size_t wb = zmlx_quant_packed_bytes(8, E * N, K), yb = (size_t)(M * k * N) * 2;
+    void *hw = ct_host(m.dw, wb), *base;
+    zmlx_qweight off = m.w;
+    off.w = dev_at(hw, wb, 4, &base);
+    void *hx = ct_rand(&r, ZMLX_BF16, M * K, -1, 1), *x = ct_dev(hx, (size_t)(M * K) * 2);
+    int32_t *hidx = rand_idx(&r, M, k, E), *idx = ct_dev(hidx, sizeof(int32_t) * (size_t)(M * k));
+    for (int fused = 0; fused < 2; fused++) {
+        void *ya = ct_dev_poison(yb), *yo = ct_dev_poison(yb);
+        if (fused) {
+            CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, ZMLX_BF16, x, M, &m.w, &m.w, idx, k, ZMLX_ACT_SWIGLU, ya),
+                         ZMLX_OK);
+            CHECK_EQ_INT(zmlx_gather_qmm_swiglu(g_ctx, ZMLX_BF16, x, M, &off, &off, idx, k, ZMLX_ACT_SWIGLU, yo),
+                         ZMLX_OK);
+        } else {
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, M, 0, &m.w, idx, k, ya), ZMLX_OK);
+            CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, ZMLX_BF16, x, M, 0, &off, idx, k, yo), ZMLX_OK);
+        }
+        void *A = ct_host(ya, yb), *O = ct_host(yo, yb);
+        CHECKF(memcmp(A, O, yb) == 0, "8-bit codes 4 bytes off: %s differs from the aligned codes",
+               fused ? "swiglu" : "qmm");
+        free(A); free(O);
+        zmlx_mem_free(g_ctx, ya); zmlx_mem_free(g_ctx, yo);
+    }
+    free(hw); free(hx); free(hidx);
+    zmlx_mem_free(g_ctx, base); zmlx_mem_free(g_ctx, x); zmlx_mem_free(g_ctx, idx);
+    qmat_free(&m);
+}
 static void test_mmv_widths(void) {
     const int quick = getenv("ZMLX_TEST_QUICK") != NULL;
     const int bits[] = {3, 8, 2, 5, 6};
@@ -494,6 +535,7 @@ static void test_mmv_widths(void) {
         sweep_linear(seed++, name, f, 4, 192, 2048, 2);
     }
     if (quick) return;
+    test_mmv_a8_offset(seed++);
     moe_case(seed++, (fmt){ZMLX_QMODE_AFFINE, 8, 128}, 1, ZMLX_BF16, 5, 4, 8, 1024, 128, ZMLX_ACT_SWIGLU);
     sweep_linear(seed, "65536-row 3-bit head", (fmt){ZMLX_QMODE_AFFINE, 3, 64}, 1, 65536, 128, 1);
 }
@@ -564,11 +606,6 @@ static void test_sort_and_dense_mma(void) {
  * k_mmv bit for bit. mxfp4 likewise (mmv_fast_mx, aligned against ANY):
  * K = 2880 (ranges of 12 steps), K = 1024 with a down of K = 192 (sorted:
  * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps). */
-static void *dev_at2(const void *host, size_t bytes, void **base) { /* host bytes at device base + 2 */
-    *base = ct_dev(NULL, bytes + 16);
-    CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + 2, host, bytes), ZMLX_OK);
-    return (char *)*base + 2;
-}
 static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
     void *A = ct_host(a, bytes), *B = ct_host(b, bytes);
     CHECKF(memcmp(A, B, bytes) == 0, "%s: the fast and generic MMV variants differ", what);
@@ -600,8 +637,8 @@ static void test_mmv_variants(void) {
             float *hw = h_alloc(sizeof(float) * (size_t)P);
             for (int64_t i = 0; i < P; i++) hw[i] = h_uniform(&r, 0.05f, 1.0f);
             void *xbase, *hbase;
-            void *xa = ct_dev(hx, xb), *xm = dev_at2(hx, xb, &xbase);
-            void *ha = ct_dev(hh, yb), *hm = dev_at2(hh, yb, &hbase);
+            void *xa = ct_dev(hx, xb), *xm = dev_at(hx, xb, 2, &xbase);
+            void *ha = ct_dev(hh, yb), *hm = dev_at(hh, yb, 2, &hbase);
             int32_t *idx = hidx ? ct_dev(hidx, sizeof(int32_t) * (size_t)P) : NULL;
             float *w = ct_dev(hw, sizeof(float) * (size_t)P);
             void *y1 = ct_dev_poison(yb), *y2 = ct_dev_poison(yb), *o1 = ct_dev_poison(ob), *o2 = ct_dev_poison(ob);
@@ -659,7 +696,7 @@ static void test_mma_equals_mmv(void) {
         int32_t *hidx = E > 1 ? rand_idx(&r, M, k, E) : NULL;
         float *hw = h_alloc(sizeof(float) * (size_t)P);
         for (int64_t i = 0; i < P; i++) hw[i] = h_uniform(&r, 0.05f, 1.0f);
-        char *x = cs[c].off ? dev_at2(hx, xb, &xbase) : ct_dev(hx, xb);
+        char *x = cs[c].off ? dev_at(hx, xb, 2, &xbase) : ct_dev(hx, xb);
         char *h = ct_dev(hh, yb);
         int32_t *idx = hidx ? ct_dev(hidx, sizeof(int32_t) * (size_t)P) : NULL;
         float *w = ct_dev(hw, sizeof(float) * (size_t)P);
@@ -773,7 +810,7 @@ static void test_qmm_argmax(void) {
             const int64_t M = Ms[mi];
             const size_t xb = (size_t)(M * cs[c].K) * 2;
             void *hx = ct_rand(&r, T, M * cs[c].K, -1, 1), *base = NULL;
-            void *x = cs[c].unaligned ? dev_at2(hx, xb, &base) : ct_dev(hx, xb);
+            void *x = cs[c].unaligned ? dev_at(hx, xb, 2, &base) : ct_dev(hx, xb);
             snprintf(what, sizeof what, "bits %d gs %d N %lld K %lld%s", cs[c].f.bits, cs[c].f.gs, (long long)cs[c].N,
                      (long long)cs[c].K, cs[c].unaligned ? " unaligned x" : "");
             plain_vs_oracle(what, &m, hx, x, M, tol_rel(T), tol_abs(T));
@@ -876,7 +913,7 @@ static void test_qkv_step(void) {
         void *hv = ct_rand(&r, T, CAP * cs[c].hkv * hd, -1, 1);
         void *hqn = ct_rand(&r, T, hd, 0.5f, 1.5f), *hkn = ct_rand(&r, T, hd, 0.5f, 1.5f);
         void *qn = ct_dev(hqn, hd * es), *kn = ct_dev(hkn, hd * es), *xbase = NULL;
-        void *x = cs[c].off ? dev_at2(hx, xb, &xbase) : ct_dev(hx, xb);
+        void *x = cs[c].off ? dev_at(hx, xb, 2, &xbase) : ct_dev(hx, xb);
         const int32_t pos0 = 137;
         int32_t *pos = ct_dev(&pos0, sizeof pos0);
         const zmlx_rope_params rp = {.head_dim = (int)hd, .rot_dims = cs[c].rot, .base = 10000.0f,

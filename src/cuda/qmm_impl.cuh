@@ -111,12 +111,13 @@ static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
  * 1260 at 128 / 256 / 384 / 512; the other affine widths (generic variants
  * against k_mma, Qwen3, v31): 8-bit 875 / 1009 against 890 / 909 at 160 /
  * 192, 6-bit 939 / 1043 against 965 / 979 at 224 / 256, 3-bit 904 / 1081
- * against 934 / 960 at 256 / 320. */
+ * against 934 / 960 at 256 / 320; 8-bit after its cheaper code conversion
+ * (v32) 846 / 1009 against 933 / 961 at 256 / 320. */
 static int64_t mmv_max_tokens(const zmlx_qweight *W) {
     const int env = mmv_max_tokens_env();
     if (env > 0) return env;
     if (W->mode == ZMLX_QMODE_MXFP4) return 320;
-    return W->bits == 4 ? 384 : W->bits <= 3 ? 288 : W->bits <= 6 ? 240 : 176;
+    return W->bits == 4 ? 384 : W->bits <= 3 || W->bits == 8 ? 288 : 240;
 }
 
 static int qmm_path(const zmlx_qweight *W, zmlx_dtype T, int64_t n_tok) {
@@ -827,13 +828,21 @@ template <int B> struct mmv_width {
 /* The lane's 2B code bytes of one row's step at p: 2-byte aligned (weights
  * are 4-byte aligned, 2B·tq is even), so 4-byte words where p allows, else
  * halves; the top half of a last word of 2 bytes (B = 3, 5) is 0. 4-bit
- * keeps mmv_ldw's 8-byte load. */
+ * keeps mmv_ldw's 8-byte load; 8-bit takes one 16-byte load where aligned. */
 template <int B>
 __device__ __forceinline__ void mmv_ldcodes(const uint8_t *p, uint32_t (&v)[mmv_width<B>::NL]) {
     typedef unsigned short u16;
     if constexpr (B == 4) {
         const uint2 w = mmv_ldw(p);
         v[0] = w.x, v[1] = w.y;
+    } else if constexpr (B == 8) {
+        if (((uintptr_t)p & 15) == 0) {
+            const uint4 w = __ldg((const uint4 *)p);
+            v[0] = w.x, v[1] = w.y, v[2] = w.z, v[3] = w.w;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++) v[j] = __ldg((const uint32_t *)p + j);
+        }
     } else {
         const bool a4 = ((uintptr_t)p & 3) == 0;
 #pragma unroll
@@ -857,6 +866,28 @@ __device__ __forceinline__ uint32_t mmv_half_pair(const uint32_t (&v)[mmv_width<
     };
     return field(B * i + 4 * h) | field(B * (i + 8) + 4 * h) << 16 | mmv_consts<TT>::MAGIC;
 }
+/* The A register half-pairs of codes 4j .. 4j + 3 and their + 8, field h:
+ * q[k] = mmv_half_pair(v, 4j + k, h). 8-bit codes are bytes, so one byte
+ * permute gathers codes (i, i + 1, i + 8, i + 9) into a word whose nibble
+ * fields shifted by 0 / 4 / 8 / 12 are the four half-pairs of (i, i + 8)
+ * and (i + 1, i + 9): ~2 instructions a half-pair instead of ~6, and the
+ * 8-bit MMV was issue-bound on them (Qwen3 MoE layer on the H200 -25% at
+ * one token, -31% at 64; NOTES.md v32). The same scheme for the other
+ * widths (a 16-bit window of codes 0-7 and one of codes 8-15 side by side)
+ * measured -2..-8% for 2 and 6 bits, nothing for 5, and made the fused
+ * 3-bit gate/up slower than the unfused pair; not kept. */
+template <typename TT, int B>
+__device__ __forceinline__ void mmv_quad(const uint32_t (&v)[mmv_width<B>::NL], int j, int h, uint32_t (&q)[4]) {
+    if constexpr (B == 8) {
+        constexpr uint32_t M = mmv_consts<TT>::MAGIC;
+        const uint32_t t0 = __byte_perm(v[j], v[j + 2], 0x5410), t1 = __byte_perm(v[j], v[j + 2], 0x7632);
+        q[0] = lop3_magic(t0 >> 4 * h, M), q[1] = lop3_magic(t0 >> (8 + 4 * h), M);
+        q[2] = lop3_magic(t1 >> 4 * h, M), q[3] = lop3_magic(t1 >> (8 + 4 * h), M);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++) q[k] = mmv_half_pair<TT, B>(v, 4 * j + k, h);
+    }
+}
 /* One 64-column step of width B, as mmv_step (which it is for B = 4): rows
  * gq (wa) and gq + 8 (wb), activations xa, xb, scale/bias bits r of dtype t;
  * Σx by its own 4 mmas. */
@@ -876,11 +907,10 @@ __device__ __forceinline__ void mmv_step_w(const uint32_t (&wa)[mmv_width<B>::NL
             mmv_word_b(j ? make_uint4(xa.z, xa.w, xb.z, xb.w) : make_uint4(xa.x, xa.y, xb.x, xb.y), p);
 #pragma unroll
             for (int h = 0; h < NC; h++) {
-                const int i = 4 * j;
-                const uint32_t A0[4] = {mmv_half_pair<TT, B>(wa, i, h), mmv_half_pair<TT, B>(wb, i, h),
-                                        mmv_half_pair<TT, B>(wa, i + 1, h), mmv_half_pair<TT, B>(wb, i + 1, h)};
-                const uint32_t A1[4] = {mmv_half_pair<TT, B>(wa, i + 2, h), mmv_half_pair<TT, B>(wb, i + 2, h),
-                                        mmv_half_pair<TT, B>(wa, i + 3, h), mmv_half_pair<TT, B>(wb, i + 3, h)};
+                uint32_t qa[4], qb[4];
+                mmv_quad<TT, B>(wa, j, h, qa);
+                mmv_quad<TT, B>(wb, j, h, qb);
+                const uint32_t A0[4] = {qa[0], qb[0], qa[1], qb[1]}, A1[4] = {qa[2], qb[2], qa[3], qb[3]};
                 mmv_word_d<TT>(A0, A1, p, d[h]);
             }
             mmv_word_sx<TT>(p, sx);
