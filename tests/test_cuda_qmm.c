@@ -215,7 +215,7 @@ static void moe_case(uint64_t seed, fmt f, int transpose, zmlx_dtype T, int64_t 
     qmat_free(&g); qmat_free(&u); qmat_free(&dn);
 }
 
-static const fmt AFF4 = {ZMLX_QMODE_AFFINE, 4, 64}, MX4 = {ZMLX_QMODE_MXFP4, 4, 32};
+static const fmt AFF4 = {ZMLX_QMODE_AFFINE, 4, 64}, MX4 = {ZMLX_QMODE_MXFP4, 4, 32}, A8 = {ZMLX_QMODE_AFFINE, 8, 64};
 
 /* bf16 / 4-bit on both paths (M = 1, 3 small; 20, 70 large), odd N */
 static void test_paths_bf16(void) {
@@ -352,7 +352,8 @@ static void test_embed(void) {
 static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t K) {
     if (T == ZMLX_F32) return 0;
     const int mx = f.mode == ZMLX_QMODE_MXFP4;
-    const int aff = f.mode == ZMLX_QMODE_AFFINE && f.gs % 64 == 0 && (f.bits == 4 || E > 1 || N >= 65536);
+    const int aff = f.mode == ZMLX_QMODE_AFFINE && f.gs % 64 == 0 &&
+                    (f.bits == 4 || E > 1 || N >= 65536 || (f.bits == 8 && f.gs == 64 && N >= 512));
     if (aff || (mx && K % 64 == 0 && K < (1 << 24))) {
         if (!mx && f.bits == 4) return 1; /* MMV and its MMA kernel (k_mma_mmv) give the same bits */
         const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
@@ -491,7 +492,7 @@ static void test_mmv_a8_offset(uint64_t seed) {
     const int64_t E = 4, N = 192, K = 2048, M = 3;
     const int k = 2;
     qmat m;
-    qmat_make(&r, (fmt){ZMLX_QMODE_AFFINE, 8, 64}, 1, E, N, K, ZMLX_BF16, &m);
+    qmat_make(&r, A8, 1, E, N, K, ZMLX_BF16, &m);
     const size_t wb = zmlx_quant_packed_bytes(8, E * N, K), yb = (size_t)(M * k * N) * 2;
     void *hw = ct_host(m.dw, wb), *base;
     zmlx_qweight off = m.w;
@@ -605,7 +606,9 @@ static void test_sort_and_dense_mma(void) {
  * fused and plain) run as k_mmv_warp, so it is compared with the generic
  * k_mmv bit for bit. mxfp4 likewise (mmv_fast_mx, aligned against ANY):
  * K = 2880 (ranges of 12 steps), K = 1024 with a down of K = 192 (sorted:
- * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps). */
+ * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps).
+ * 8-bit in groups of 64 likewise (mmv_fast_a8 against -8): K = 3072, K = 2048
+ * with a down of K = 192 (k_mmv_warp when sorted), an LM head's shape. */
 static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
     void *A = ct_host(a, bytes), *B = ct_host(b, bytes);
     CHECKF(memcmp(A, B, bytes) == 0, "%s: the fast and generic MMV variants differ", what);
@@ -616,7 +619,7 @@ static void test_mmv_variants(void) {
     const struct { fmt f; int64_t E, F, D; int k; } cs[] = {
         {AFF4, 8, 256, 3072, 2}, {{ZMLX_QMODE_AFFINE, 4, 128}, 6, 256, 1024, 3}, {AFF4, 1, 40, 2048, 1},
         {AFF4, 8, 192, 2048, 2}, {AFF4, 1, 65552, 2048, 1}, {MX4, 8, 256, 2880, 2}, {MX4, 8, 192, 1024, 2},
-        {MX4, 1, 40, 4096, 1}};
+        {MX4, 1, 40, 4096, 1}, {A8, 8, 256, 3072, 2}, {A8, 8, 192, 2048, 2}, {A8, 1, 65552, 2048, 1}};
     const int64_t Ms[] = {1, 3, 12};
     char what[160];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
@@ -642,8 +645,8 @@ static void test_mmv_variants(void) {
             int32_t *idx = hidx ? ct_dev(hidx, sizeof(int32_t) * (size_t)P) : NULL;
             float *w = ct_dev(hw, sizeof(float) * (size_t)P);
             void *y1 = ct_dev_poison(yb), *y2 = ct_dev_poison(yb), *o1 = ct_dev_poison(ob), *o2 = ct_dev_poison(ob);
-            snprintf(what, sizeof what, "gs %d E %lld F %lld D %lld M %lld", cs[c].f.gs, (long long)E, (long long)F,
-                     (long long)D, (long long)M);
+            snprintf(what, sizeof what, "%d-bit gs %d E %lld F %lld D %lld M %lld", cs[c].f.bits, cs[c].f.gs,
+                     (long long)E, (long long)F, (long long)D, (long long)M);
             CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, xa, M, 0, &g.w, idx, k, y1), ZMLX_OK);
             CHECK_EQ_INT(zmlx_gather_qmm(g_ctx, T, xm, M, 0, &g.w, idx, k, y2), ZMLX_OK);
             same_dev(what, y1, y2, yb);
@@ -796,10 +799,10 @@ static void row_set(const qmat *m, int64_t from, int64_t to) {
  * at M = 1, the last M, since these rewrite the matrix. */
 static void test_qmm_argmax(void) {
     const zmlx_dtype T = ZMLX_BF16;
-    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64}, a6 = {ZMLX_QMODE_AFFINE, 6, 64};
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a6 = {ZMLX_QMODE_AFFINE, 6, 64};
     const struct { fmt f; int64_t N, K; int unaligned; } cs[] = {
         {AFF4, 65552, 2048, 0}, {AFF4, 300, 256, 0}, {AFF4, 300, 256, 1}, {AFF4, 2000, 2048, 0},
-        {g128, 1000, 4096, 0}, {a8, 500, 512, 0}, {a6, 65552, 512, 1}};
+        {g128, 1000, 4096, 0}, {A8, 500, 512, 0}, {a6, 65552, 512, 1}};
     const int64_t Ms[] = {8, 7, 2, 1};
     char what[96];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
@@ -884,22 +887,25 @@ static zmlx_qweight weight_rows(const zmlx_qweight *W, int64_t r0, int64_t n) {
  * memcmp of qkv, both caches and the output. One token: k_mmv_qkv serves
  * bf16 / f16 with head dims 128 and 64 (clusters of 8 / 4 blocks), K in 8,
  * 16 and 4 ranges, groups of 64 and 128, with and without norms, a partial
- * traditional rope; the declined calls (3 tokens, f32, 8 bits, head dim 256,
- * x 2 bytes off) take ops.c's two calls. 8-bit at 64 tokens: the packed
- * matrix (1280 rows, 20 tiles) and q (16) take k_mma, k and v (128 rows, 2
- * tiles) k_gemv, so the projection runs part by part (qmm_impl.cuh
- * run_qkv_parts). An
+ * traditional rope, 8-bit in groups of 64 (mmv_fast_a8: k and v of 512
+ * rows); the declined calls (3 tokens, f32, head dim 256, x 2 bytes off)
+ * take ops.c's two calls. The projection runs part by part (qmm_impl.cuh
+ * run_qkv_parts) for 8-bit at one token with k and v of 256 rows (k_gemv,
+ * the packed matrix and q MMV), and at 64 tokens: the packed matrix (1280
+ * rows, 20 tiles) and q (16) take k_mma, k and v (128 rows, 2 tiles)
+ * k_gemv. An
  * out-of-range position flags ZMLX_ERR_RANGE at the sync and leaves the
  * caches alone. */
 static void test_qkv_step(void) {
-    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, a8 = {ZMLX_QMODE_AFFINE, 8, 64};
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128};
     const zmlx_dtype B = ZMLX_BF16, H = ZMLX_F16;
     const struct { fmt f; zmlx_dtype T; int hq, hkv, hd; int64_t K, nt; int off, norms, rot; } cs[] = {
         {AFF4, B, 32, 4, 128, 2048, 1, 0, 1, 128}, {g128, H, 8, 2, 128, 4096, 1, 0, 1, 128},
         {AFF4, B, 4, 2, 64, 512, 1, 0, 0, 32},     {AFF4, H, 16, 4, 64, 2048, 1, 0, 1, 64},
         {AFF4, B, 8, 2, 128, 1024, 3, 0, 1, 128},  {AFF4, ZMLX_F32, 8, 2, 128, 1024, 1, 0, 1, 128},
-        {a8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
-        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {a8, B, 8, 1, 128, 256, 64, 0, 1, 128}};
+        {A8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
+        {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {A8, B, 8, 1, 128, 256, 64, 0, 1, 128},
+        {A8, B, 16, 4, 128, 1024, 1, 0, 1, 128},   {A8, H, 16, 8, 64, 2048, 1, 0, 1, 64}};
     enum { CAP = 700 };
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
         h_rng r = {900 + (uint64_t)c};

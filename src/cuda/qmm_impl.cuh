@@ -35,6 +35,7 @@
 #define ZMLX_QMM_IMPL_CUH
 #include "cuda/rows.cuh"
 
+#include <algorithm>
 #include <cooperative_groups.h>
 #include <type_traits>
 
@@ -90,16 +91,21 @@ enum { MMA_MIN_TILES = 16, MMA_DENSE_TOKENS = 1024 };
  * multiple of 64 (every 64-column step lies inside one group) or mxfp4 (a
  * step holds two groups of 32) with K % 64 == 0 and K < 2^24 (mmv_fast_mx's
  * 32-bit offsets; affine's generic variants have none). Affine widths other
- * than 4 (generic variants only) serve the experts and dense matrices of at
- * least MMV_DENSE_ROWS rows (an LM head): a dense matrix's rows are known
- * before the PDL wait, and k_gemv loads its first pass then, which the
- * generic variant does not; on the 8-bit routers and the q/k/v and o
- * projections it measured slower than k_gemv (NOTES.md v31). */
-enum { MMV_DENSE_ROWS = 65536 };
+ * than 4 serve the experts and dense matrices of at least MMV_DENSE_ROWS
+ * rows (an LM head): a dense matrix's rows are known before the PDL wait,
+ * and k_gemv loads its first pass then, which the generic variants do not;
+ * on the 8-bit routers and the q/k/v and o projections they measured slower
+ * than k_gemv (NOTES.md v31). 8-bit in groups of 64 has a fast variant
+ * (MMV_A8) that loads before the wait: dense matrices of at least
+ * MMV_A8_DENSE_ROWS rows take it (the 8-bit model's attention blocks 1474 ->
+ * 1157 us a step on the H200; its 128-row routers lost 0.6 us a layer on it,
+ * NOTES.md v32). */
+enum { MMV_DENSE_ROWS = 65536, MMV_A8_DENSE_ROWS = 512 };
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
     if (T == ZMLX_F32) return false;
     if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0 && W->K < ((int64_t)1 << 24);
     if (W->mode != ZMLX_QMODE_AFFINE || W->group_size % 64 != 0) return false;
+    if (W->bits == 8 && W->group_size == 64 && W->N >= MMV_A8_DENSE_ROWS) return true;
     return W->bits == 4 || W->E > 1 || W->N >= MMV_DENSE_ROWS;
 }
 
@@ -1211,20 +1217,77 @@ struct mmv_fast_mx {
     }
 };
 
+/* mmv_fast's interface for affine 8-bit in groups of 64 (one group a
+ * step): the lane's 16 code bytes of a step as one 16-byte load, the
+ * group's scale and bias as T's 16-bit type, pointers walked once per batch;
+ * the arithmetic is mmv_step_w<8>'s (so the generic variant's bits). 16-byte
+ * aligned codes, rows and activations. */
+template <typename TT, int U>
+struct mmv_fast_a8 {
+    typedef unsigned short u16;
+    const uint8_t *pa, *pb;
+    const u16 *sa, *ba, *sb, *bb;
+    int s, se; /* K < 2^24 */
+    uint4 wa[U], wb[U];
+    uint32_t r[U][4];
+
+    __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
+                                          int64_t s1, int tq) {
+        s = (int)s0, se = (int)s1;
+        pa = qa.w + ra * qa.row_bytes + tq * 16 + s * 64;
+        pb = qb.w + rb * qb.row_bytes + tq * 16 + s * 64;
+        sa = (const u16 *)qa.scales + ra * qa.gpr + s;
+        ba = (const u16 *)qa.biases + ra * qa.gpr + s;
+        sb = (const u16 *)qb.scales + rb * qb.gpr + s;
+        bb = (const u16 *)qb.biases + rb * qb.gpr + s;
+        load();
+    }
+    __device__ __forceinline__ void load() {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (s + u >= se) break;
+            wa[u] = __ldg((const uint4 *)(pa + u * 64));
+            wb[u] = __ldg((const uint4 *)(pb + u * 64));
+            r[u][0] = __ldg(sa + u), r[u][1] = __ldg(ba + u), r[u][2] = __ldg(sb + u), r[u][3] = __ldg(bb + u);
+        }
+    }
+    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
+        const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8;
+        for (;;) {
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                if (s + u >= se) break;
+                const uint32_t a[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+                const uint32_t b[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
+                mmv_step_w<TT, 8>(a, b, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
+            }
+            s += U;
+            if (s >= se) return;
+            pa += U * 64;
+            pb += U * 64;
+            sa += U, ba += U, sb += U, bb += U;
+            px += U * 8;
+            load();
+        }
+    }
+};
+
 /* The MMV variants, the kernels' LG parameter: -B mmv_steps_any (affine of
  * width B, any scale dtype and alignment: the only variants of widths other
- * than 4); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
- * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any). Every variant >= 0 has
- * mmv_fast's begin / run. */
-enum { MMV_MX = 2, MMV_MX_ANY = 3 };
+ * than 4 and 8); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
+ * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); MMV_A8 mmv_fast_a8. Every
+ * variant >= 0 has mmv_fast's begin / run. */
+enum { MMV_MX = 2, MMV_MX_ANY = 3, MMV_A8 = 4 };
 template <typename TT, int LG, int U, bool ONE>
-using mmv_fast_of = typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
-                                              mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type;
-/* the affine fast variants (mmv_fast: groups of 64 / 128) */
+using mmv_fast_of = typename std::conditional<
+    LG == MMV_A8, mmv_fast_a8<TT, U>,
+    typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
+                              mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type>::type;
+/* the affine 4-bit fast variants (mmv_fast: groups of 64 / 128) */
 static constexpr bool mmv_affine_fast(int lg) { return lg == 0 || lg == 1; }
-/* the aligned variants (0, 1, MMV_MX): the ones with shallow batches and
-   k_mmv_warp; the generic ones (-1, MMV_MX_ANY) are fallbacks */
-static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX; }
+/* the aligned variants (0, 1, MMV_MX, MMV_A8): the ones with shallow
+   batches and k_mmv_warp; the generic ones (< 0, MMV_MX_ANY) are fallbacks */
+static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX || lg == MMV_A8; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -1350,8 +1413,9 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every
  * row keeps the base's alignment). Affine 4-bit: the fast one for groups of
  * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
- * batch then never starts mid-group), else -4 (generic); other widths B:
- * -B. mxfp4: MMV_MX where the codes,
+ * batch then never starts mid-group), else -4 (generic); 8-bit in groups
+ * of 64 with 16-byte aligned codes and rows: MMV_A8; other widths B (and
+ * the rest of 8-bit): -B. mxfp4: MMV_MX where the codes,
  * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
@@ -1359,9 +1423,12 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
     if (q.mode == ZMLX_QMODE_MXFP4) /* K < 2^24: mmv_ok */
         return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 ? MMV_MX
                                                                                                          : MMV_MX_ANY;
-    if (q.bits != 4 || q.scale_t != mmv_consts<TT>::ST || ((uintptr_t)q.w & 7) != 0 || (q.row_bytes & 7) != 0 ||
-        ((uintptr_t)x & 15) != 0 || q.cols >= ((int64_t)1 << 24))
+    const int align = q.bits == 8 ? 15 : 7; /* the codes' load width - 1 */
+    if ((q.bits != 4 && (q.bits != 8 || q.gs != 64)) || q.scale_t != mmv_consts<TT>::ST ||
+        ((uintptr_t)q.w & align) != 0 || (q.row_bytes & align) != 0 || ((uintptr_t)x & 15) != 0 ||
+        q.cols >= ((int64_t)1 << 24))
         return -q.bits;
+    if (q.bits == 8) return MMV_A8;
     return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -4;
 }
 
@@ -1389,7 +1456,7 @@ __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
  * grew and the decode step measured 0.2% slower, NOTES.md v31). */
 template <int LG>
 __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t s0, int64_t s1, int tq) {
-    constexpr int64_t SB = LG < 0 ? -8 * LG : 32; /* 8·bits; 4-bit and mxfp4: 32 */
+    constexpr int64_t SB = LG < 0 ? -8 * LG : LG == MMV_A8 ? 64 : 32; /* 8·bits; 4-bit and mxfp4: 32 */
     if (r < 0) return;
     const int64_t lo = s0 * SB & ~(int64_t)127;
     zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * SB - lo, tq, 4);
@@ -2172,6 +2239,7 @@ template <typename F> static void with_variant(int lg, F &&f) {
     case 1: f(std::integral_constant<int, 1>{}); break;
     case MMV_MX: f(std::integral_constant<int, MMV_MX>{}); break;
     case MMV_MX_ANY: f(std::integral_constant<int, MMV_MX_ANY>{}); break;
+    case MMV_A8: f(std::integral_constant<int, MMV_A8>{}); break;
     case -2: f(std::integral_constant<int, -2>{}); break;
     case -3: f(std::integral_constant<int, -3>{}); break;
     case -5: f(std::integral_constant<int, -5>{}); break;
@@ -2359,9 +2427,37 @@ static zmlx_status run_qmm_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int6
     return s == ZMLX_OK ? zcu_argmax(c, T, y, n_tok, W->N, idx) : s;
 }
 
+/* Rows [r0, r0 + n) of a dense transpose=1 weight as a weight of their own. */
+static zmlx_qweight row_view(const zmlx_qweight *W, int64_t r0, int64_t n) {
+    const int64_t s0 = zq_scale_index(W, 0, r0) * (int64_t)zmlx_dtype_size(W->scale_dtype); /* bytes */
+    zmlx_qweight v = *W;
+    v.N = n;
+    v.w = zq_row_ptr(W, 0, r0);
+    v.scales = (const uint8_t *)W->scales + s0;
+    if (W->biases) v.biases = (const uint8_t *)W->biases + s0;
+    return v;
+}
+
+/* The packed q/k/v weight's parts (rows: Hq·hd of q, Hkv·hd of k, Hkv·hd_v
+ * of v) as row views; returns whether some part takes another family than
+ * the packed matrix at q.n_tok tokens (see run_qkv_parts). */
+static bool qkv_split(const zcu_qcall &q, zmlx_qweight (&part)[3], int64_t (&rows)[3]) {
+    const zmlx_attn_params &p = q.sp->attn;
+    rows[0] = (int64_t)p.Hq * p.hd, rows[1] = (int64_t)p.Hkv * p.hd, rows[2] = (int64_t)p.Hkv * p.hd_v;
+    const int path = qmm_path(q.Wa, q.T, q.n_tok);
+    bool differ = false;
+    for (int i = 0, r0 = 0; i < 3; r0 += (int)rows[i++]) {
+        part[i] = row_view(q.Wa, r0, rows[i]);
+        differ = differ || qmm_path(&part[i], q.T, q.n_tok) != path;
+    }
+    return differ;
+}
+
 /* attention_step with its projection at one token (zcu_qkv_step) as
  * k_mmv_qkv, where the projection alone would take k_mmv with a fast affine
- * variant (so the same kernel body and bits) and a head is at most
+ * variant (so the same kernel body and bits), and so would each of q, k and
+ * v alone (the unfused chain's projections: 8-bit parts of under
+ * MMV_A8_DENSE_ROWS rows take k_gemv), and a head is at most
  * QKV_MAX_CLUSTER blocks of 16 rows, with 16-byte aligned qkv and caches;
  * else ZMLX_ERR_UNSUPPORTED before anything is launched. */
 template <typename TT>
@@ -2375,10 +2471,14 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         if (q.n_tok != 1 || q.n_tok >= qkv_step_tokens() || qmm_path(q.Wa, q.T, 1) != PATH_MMV || p.hd != p.hd_v ||
             p.hd % 16 != 0 || p.hd > 16 * QKV_MAX_CLUSTER || (bits & 15) != 0)
             return ZMLX_ERR_UNSUPPORTED;
+        zmlx_qweight part[3];
+        int64_t rows[3];
+        if (qkv_split(q, part, rows)) return ZMLX_ERR_UNSUPPORTED;
         qargs a = make_args(c, q.Wa, NULL, q.x, 0, NULL, 1, 1, 0, NULL, q.y);
         const int lg = mmv_fast_lg<TT>(a.qa, a.x);
         const int64_t nrb = a.qa.rows / 16;
-        if (!mmv_affine_fast(lg) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX) return ZMLX_ERR_UNSUPPORTED;
+        if (!(mmv_affine_fast(lg) || lg == MMV_A8) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX)
+            return ZMLX_ERR_UNSUPPORTED;
         qkv_prep pp;
         memset(&pp, 0, sizeof pp);
         pp.a = p;
@@ -2388,7 +2488,7 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         with_ks(a.qa, [&](auto ksc) {
             with_variant(lg, [&](auto lgc) {
                 constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
-                if constexpr (mmv_affine_fast(LG))
+                if constexpr (mmv_affine_fast(LG) || LG == MMV_A8)
                     zcu_launch_cluster(ZCU_PDL_QMM, (unsigned)(p.hd / 16), k_mmv_qkv<TT, LG, KS>, (unsigned)nrb,
                                        KS * 32, 0, a.st, a.qa, (const TT *)a.x, (TT *)a.y, pp);
             });
@@ -2398,22 +2498,12 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
     }
 }
 
-/* Rows [r0, r0 + n) of a dense transpose=1 weight as a weight of their own. */
-static zmlx_qweight row_view(const zmlx_qweight *W, int64_t r0, int64_t n) {
-    const int64_t s0 = zq_scale_index(W, 0, r0) * (int64_t)zmlx_dtype_size(W->scale_dtype); /* bytes */
-    zmlx_qweight v = *W;
-    v.N = n;
-    v.w = zq_row_ptr(W, 0, r0);
-    v.scales = (const uint8_t *)W->scales + s0;
-    if (W->biases) v.biases = (const uint8_t *)W->biases + s0;
-    return v;
-}
-
-/* attention_step's packed projection (rows: Hq·hd of q, Hkv·hd of k, Hkv·hd_v
- * of v) as one matmul per part where a part takes another family than the
- * packed matrix (qmm_path: the dense GEMV / MMA rule counts output tiles, so
- * at a few hundred tokens the packed matrix can take k_mma while k and v take
- * k_gemv, and those two differ in bits for every format but affine 4-bit).
+/* attention_step's packed projection as one matmul per part where a part
+ * takes another family than the packed matrix (qmm_path: the dense GEMV /
+ * MMA rule counts output tiles, so at a few hundred tokens the packed matrix
+ * can take k_mma while k and v take k_gemv, and those two differ in bits for
+ * every format but affine 4-bit; 8-bit k and v of under MMV_A8_DENSE_ROWS
+ * rows take k_gemv beside a packed MMV matrix at any token count).
  * The unfused chain projects the parts apart; this gives its bits. Each part
  * into scratch 3, then a 2-D copy into its columns of qkv. Within a family a
  * row's bits do not depend on the matrix's other rows, so where every part
@@ -2421,19 +2511,11 @@ static zmlx_qweight row_view(const zmlx_qweight *W, int64_t r0, int64_t n) {
  * (one packed matmul then gives the same bits). */
 template <typename TT>
 static zmlx_status run_qkv_parts(zmlx_ctx *c, const zcu_qcall &q) {
-    const zmlx_attn_params &p = q.sp->attn;
-    const int64_t rows[3] = {(int64_t)p.Hq * p.hd, (int64_t)p.Hkv * p.hd, (int64_t)p.Hkv * p.hd_v};
-    const int64_t row = rows[0] + rows[1] + rows[2];
-    const int path = qmm_path(q.Wa, q.T, q.n_tok);
     zmlx_qweight part[3];
-    bool differ = false;
-    int64_t most = 0; /* the largest part's rows */
-    for (int i = 0, r0 = 0; i < 3; r0 += (int)rows[i++]) {
-        part[i] = row_view(q.Wa, r0, rows[i]);
-        differ = differ || qmm_path(&part[i], q.T, q.n_tok) != path;
-        most = rows[i] > most ? rows[i] : most;
-    }
-    if (!differ) return ZMLX_ERR_UNSUPPORTED;
+    int64_t rows[3];
+    if (!qkv_split(q, part, rows)) return ZMLX_ERR_UNSUPPORTED;
+    const int64_t row = rows[0] + rows[1] + rows[2];
+    const int64_t most = std::max(rows[0], std::max(rows[1], rows[2])); /* the largest part's rows */
     void *tmp;
     zmlx_status s = zcu_scratch(c, 3, (size_t)(q.n_tok * most) * sizeof(TT), &tmp);
     for (int i = 0, r0 = 0; i < 3 && s == ZMLX_OK; r0 += (int)rows[i++]) {
