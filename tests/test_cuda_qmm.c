@@ -356,8 +356,12 @@ static int family(fmt f, zmlx_dtype T, int64_t M, int64_t E, int64_t N, int64_t 
                     (f.bits == 4 || E > 1 || N >= 65536 || (f.bits == 8 && f.gs == 64 && N >= 512));
     if (aff || (mx && K % 64 == 0 && K < (1 << 24))) {
         if (!mx && f.bits == 4) return 1; /* MMV and its MMA kernel (k_mma_mmv) give the same bits */
-        const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"); /* qmm_impl.cuh mmv_max_tokens */
-        const int64_t lim = env && atoi(env) > 0 ? atoi(env) : mx ? 320 : f.bits <= 3 || f.bits == 8 ? 288 : 240;
+        /* qmm_impl.cuh mmv_max_tokens (4-bit never gets here) */
+        const char *env = getenv("ZMLX_CUDA_MMV_MAX_TOKENS"), *denv = getenv("ZMLX_CUDA_MMV_DENSE_MAX_TOKENS");
+        const int dense = E == 1 && N < 65536;
+        int64_t lim = mx ? 320 : f.bits == 8 ? (dense ? 224 : 288) : f.bits <= 3 ? 288 : 240;
+        if (env && atoi(env) > 0) lim = atoi(env);
+        if (dense && denv && atoi(denv) > 0) lim = atoi(denv);
         return M < lim ? 1 : 2;
     }
     if (E == 1 && M < 1024 && (M + 63) / 64 * ((N + 63) / 64) < 16) return 0; /* MMA_DENSE_TOKENS, MMA_MIN_TILES */

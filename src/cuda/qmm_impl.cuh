@@ -44,6 +44,9 @@
  *                           the formats MMV does not serve use the MMA path;
  * ZMLX_CUDA_MMV_MAX_TOKENS  n_tok from which the MMV formats use it too
  *                           (default per format: mmv_max_tokens);
+ * ZMLX_CUDA_MMV_DENSE_MAX_TOKENS the same for dense matrices (E = 1) of
+ *                           fewer than MMV_DENSE_ROWS rows (before the one
+ *                           above; default per format: mmv_max_tokens);
  * ZMLX_CUDA_MMV_SORT_TOKENS n_tok from which the MMV path groups the pairs by
  *                           expert (8 per tile) instead of one pair per tile;
  * ZMLX_CUDA_MMV_COMBINE_TOKENS n_tok from which the fused down + combine of
@@ -64,6 +67,7 @@
  *                           1 turns it off; the same bits either way). */
 ENV_TOKENS_KNOB(mma_min_tokens, "ZMLX_CUDA_MMA_MIN_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_max_tokens_env, "ZMLX_CUDA_MMV_MAX_TOKENS", 0)
+ENV_TOKENS_KNOB(mmv_dense_max_tokens_env, "ZMLX_CUDA_MMV_DENSE_MAX_TOKENS", 0)
 ENV_TOKENS_KNOB(mmv_sort_tokens, "ZMLX_CUDA_MMV_SORT_TOKENS", 8)
 ENV_TOKENS_KNOB(mmv_combine_tokens, "ZMLX_CUDA_MMV_COMBINE_TOKENS", 2)
 ENV_TOKENS_KNOB(mmv_stream_tokens, "ZMLX_CUDA_MMV_STREAM_TOKENS", 8)
@@ -117,12 +121,21 @@ static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
  * 1260 at 128 / 256 / 384 / 512; the other affine widths (generic variants
  * against k_mma, Qwen3, v31): 8-bit 875 / 1009 against 890 / 909 at 160 /
  * 192, 6-bit 939 / 1043 against 965 / 979 at 224 / 256, 3-bit 904 / 1081
- * against 934 / 960 at 256 / 320; 8-bit after its cheaper code conversion
- * (v32) 846 / 1009 against 933 / 961 at 256 / 320. */
+ * against 934 / 960 at 256 / 320; 8-bit on its fast variant (v32) 856 / 972 /
+ * 1063 against 996 / 1022 / 1021 at 384 / 448 / 512, but the whole 8-bit
+ * model's prefill of 320-448 tokens measured 7-13% slower with its experts on
+ * MMV than on k_mma, so 8-bit keeps 288 (not explained). A dense matrix's MMV
+ * re-reads its weights for every 8 tokens, so it leaves MMV earlier: the
+ * whole model's prefill of P tokens (one chunk; H200, full-size Qwen3, tok/s
+ * with q/k/v/o on MMV against MMA) 4-bit 6940 / 7171 / 7715 against 6740 /
+ * 7493 / 8659 at P = 128 / 160 / 256, 8-bit 5798 / 5926 / 6048 against 5569
+ * / 5920 / 6268 at 192 / 224 / 256 (NOTES.md v32). */
 static int64_t mmv_max_tokens(const zmlx_qweight *W) {
-    const int env = mmv_max_tokens_env();
-    if (env > 0) return env;
-    if (W->mode == ZMLX_QMODE_MXFP4) return 320;
+    const bool dense = W->E == 1 && W->N < MMV_DENSE_ROWS, affine = W->mode == ZMLX_QMODE_AFFINE;
+    if (dense && mmv_dense_max_tokens_env() > 0) return mmv_dense_max_tokens_env();
+    if (mmv_max_tokens_env() > 0) return mmv_max_tokens_env();
+    if (dense && affine && (W->bits == 4 || W->bits == 8)) return W->bits == 4 ? 144 : 224;
+    if (!affine) return 320; /* mxfp4 */
     return W->bits == 4 ? 384 : W->bits <= 3 || W->bits == 8 ? 288 : 240;
 }
 
