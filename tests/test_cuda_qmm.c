@@ -611,7 +611,7 @@ static void test_sort_and_dense_mma(void) {
  * k_mmv bit for bit. mxfp4 likewise (mmv_fast_mx, aligned against ANY):
  * K = 2880 (ranges of 12 steps), K = 1024 with a down of K = 192 (sorted:
  * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps).
- * 8-bit in groups of 64 likewise (mmv_fast_a8 against -8): K = 3072, K = 2048
+ * 8-bit in groups of 64 likewise (MMV_A8 against -8): K = 3072, K = 2048
  * with a down of K = 192 (k_mmv_warp when sorted), an LM head's shape. */
 static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
     void *A = ct_host(a, bytes), *B = ct_host(b, bytes);
@@ -891,7 +891,7 @@ static zmlx_qweight weight_rows(const zmlx_qweight *W, int64_t r0, int64_t n) {
  * memcmp of qkv, both caches and the output. One token: k_mmv_qkv serves
  * bf16 / f16 with head dims 128 and 64 (clusters of 8 / 4 blocks), K in 8,
  * 16 and 4 ranges, groups of 64 and 128, with and without norms, a partial
- * traditional rope, 8-bit in groups of 64 (mmv_fast_a8: k and v of 512
+ * traditional rope, 8-bit in groups of 64 (MMV_A8: k and v of 512
  * rows); the declined calls (3 tokens, f32, head dim 256, x 2 bytes off)
  * take ops.c's two calls. The projection runs part by part (qmm_impl.cuh
  * run_qkv_parts) for 8-bit at one token with k and v of 256 rows (k_gemv,

@@ -1027,21 +1027,26 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * rest: a dense matrix's kernel calls begin() before its PDL wait (its
  * weights do not depend on the previous kernel), so the first batch is in
  * registers when the activations become readable. ONE: a tile of one pair,
- * Σx of 8 steps at a time by mmv_sx8 (the same bits). */
-template <typename TT, int LG, int U, bool ONE>
+ * Σx of 8 steps at a time by mmv_sx8 (the same bits). B = 8 (MMV_A8: groups
+ * of 64, no ONE): the same loads for 8-bit codes, 16 bytes a lane and row
+ * per step, computed by mmv_step_w<8> (the generic variant's bits). */
+template <typename TT, int LG, int U, bool ONE, int B = 4>
 struct mmv_fast {
+    static_assert(B == 4 || (B == 8 && LG == 0 && !ONE), "8-bit: groups of 64, Σx per step");
     typedef unsigned short u16;
+    typedef typename std::conditional<B == 8, uint4, uint2>::type code_t; /* a lane's codes of a row's step */
+    static constexpr int SB = 8 * B;                                        /* a row's code bytes per step */
     const uint8_t *pa, *pb;
     const u16 *sa, *ba, *sb, *bb;
     int s, se; /* K < 2^24 */
-    uint2 wa[U], wb[U];
+    code_t wa[U], wb[U];
     uint32_t r[U >> LG][4]; /* scale/bias bits per group of the batch */
 
     __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
                                           int64_t s1, int tq) {
         s = (int)s0, se = (int)s1;
-        pa = qa.w + ra * qa.row_bytes + tq * 8 + s * 32;
-        pb = qb.w + rb * qb.row_bytes + tq * 8 + s * 32;
+        pa = qa.w + ra * qa.row_bytes + tq * 2 * B + s * SB;
+        pb = qb.w + rb * qb.row_bytes + tq * 2 * B + s * SB;
         sa = (const u16 *)qa.scales + ra * qa.gpr + (s >> LG);
         ba = (const u16 *)qa.biases + ra * qa.gpr + (s >> LG);
         sb = (const u16 *)qb.scales + rb * qb.gpr + (s >> LG);
@@ -1052,8 +1057,8 @@ struct mmv_fast {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (s + u >= se) break;
-            wa[u] = __ldg((const uint2 *)(pa + u * 32));
-            wb[u] = __ldg((const uint2 *)(pb + u * 32));
+            wa[u] = __ldg((const code_t *)(pa + u * SB));
+            wb[u] = __ldg((const code_t *)(pb + u * SB));
             if (u % (1 << LG)) continue; /* the group's first step loads its scales */
             r[u >> LG][0] = __ldg(sa + (u >> LG));
             r[u >> LG][1] = __ldg(ba + (u >> LG));
@@ -1070,18 +1075,24 @@ struct mmv_fast {
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 if (s + u >= se) break;
-                float sx[4];
-                if (ONE) {
-                    if (j + u == 0) mmv_sx8<TT>(px, se - s, sx8);
-                    mmv_sx_of(sx8, j + u, sx);
+                if constexpr (B == 8) {
+                    const uint32_t a[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+                    const uint32_t b[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
+                    mmv_step_w<TT, 8>(a, b, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
+                } else {
+                    float sx[4];
+                    if (ONE) {
+                        if (j + u == 0) mmv_sx8<TT>(px, se - s, sx8);
+                        mmv_sx_of(sx8, j + u, sx);
+                    }
+                    mmv_step<TT, !ONE>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG],
+                                       mmv_consts<TT>::ST, sx, acc);
                 }
-                mmv_step<TT, !ONE>(wa[u], wb[u], __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u >> LG],
-                                   mmv_consts<TT>::ST, sx, acc);
             }
             s += U;
             if (s >= se) return;
-            pa += U * 32;
-            pb += U * 32;
+            pa += U * SB;
+            pb += U * SB;
             sa += U >> LG;
             ba += U >> LG;
             sb += U >> LG;
@@ -1230,70 +1241,15 @@ struct mmv_fast_mx {
     }
 };
 
-/* mmv_fast's interface for affine 8-bit in groups of 64 (one group a
- * step): the lane's 16 code bytes of a step as one 16-byte load, the
- * group's scale and bias as T's 16-bit type, pointers walked once per batch;
- * the arithmetic is mmv_step_w<8>'s (so the generic variant's bits). 16-byte
- * aligned codes, rows and activations. */
-template <typename TT, int U>
-struct mmv_fast_a8 {
-    typedef unsigned short u16;
-    const uint8_t *pa, *pb;
-    const u16 *sa, *ba, *sb, *bb;
-    int s, se; /* K < 2^24 */
-    uint4 wa[U], wb[U];
-    uint32_t r[U][4];
-
-    __device__ __forceinline__ void begin(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, int64_t s0,
-                                          int64_t s1, int tq) {
-        s = (int)s0, se = (int)s1;
-        pa = qa.w + ra * qa.row_bytes + tq * 16 + s * 64;
-        pb = qb.w + rb * qb.row_bytes + tq * 16 + s * 64;
-        sa = (const u16 *)qa.scales + ra * qa.gpr + s;
-        ba = (const u16 *)qa.biases + ra * qa.gpr + s;
-        sb = (const u16 *)qb.scales + rb * qb.gpr + s;
-        bb = (const u16 *)qb.biases + rb * qb.gpr + s;
-        load();
-    }
-    __device__ __forceinline__ void load() {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (s + u >= se) break;
-            wa[u] = __ldg((const uint4 *)(pa + u * 64));
-            wb[u] = __ldg((const uint4 *)(pb + u * 64));
-            r[u][0] = __ldg(sa + u), r[u][1] = __ldg(ba + u), r[u][2] = __ldg(sb + u), r[u][3] = __ldg(bb + u);
-        }
-    }
-    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
-        const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8;
-        for (;;) {
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                if (s + u >= se) break;
-                const uint32_t a[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-                const uint32_t b[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
-                mmv_step_w<TT, 8>(a, b, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
-            }
-            s += U;
-            if (s >= se) return;
-            pa += U * 64;
-            pb += U * 64;
-            sa += U, ba += U, sb += U, bb += U;
-            px += U * 8;
-            load();
-        }
-    }
-};
-
 /* The MMV variants, the kernels' LG parameter: -B mmv_steps_any (affine of
  * width B, any scale dtype and alignment: the only variants of widths other
  * than 4 and 8); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
- * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); MMV_A8 mmv_fast_a8. Every
+ * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); MMV_A8 mmv_fast's 8-bit form. Every
  * variant >= 0 has mmv_fast's begin / run. */
 enum { MMV_MX = 2, MMV_MX_ANY = 3, MMV_A8 = 4 };
 template <typename TT, int LG, int U, bool ONE>
 using mmv_fast_of = typename std::conditional<
-    LG == MMV_A8, mmv_fast_a8<TT, U>,
+    LG == MMV_A8, mmv_fast<TT, 0, U, false, 8>,
     typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
                               mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type>::type;
 /* the affine 4-bit fast variants (mmv_fast: groups of 64 / 128) */
