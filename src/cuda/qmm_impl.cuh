@@ -102,7 +102,7 @@ enum { MMA_MIN_TILES = 16, MMA_DENSE_TOKENS = 1024 };
  * than k_gemv (NOTES.md v31). 8-bit in groups of 64 has a fast variant
  * (MMV_A8) that loads before the wait: dense matrices of at least
  * MMV_A8_DENSE_ROWS rows take it (the 8-bit model's attention blocks 1474 ->
- * 1157 us a step on the H200; its 128-row routers lost 0.6 us a layer on it,
+ * 1157 us a step on the H200; its 128-row routers lost ~0.7 us a layer on it,
  * NOTES.md v32). */
 enum { MMV_DENSE_ROWS = 65536, MMV_A8_DENSE_ROWS = 512 };
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
