@@ -1027,15 +1027,21 @@ __device__ __forceinline__ void mmv_steps_any(const zcu_qw &qa, int64_t ra, cons
  * rest: a dense matrix's kernel calls begin() before its PDL wait (its
  * weights do not depend on the previous kernel), so the first batch is in
  * registers when the activations become readable. ONE: a tile of one pair,
- * Σx of 8 steps at a time by mmv_sx8 (the same bits). B = 8 (MMV_A8: groups
- * of 64, no ONE): the same loads for 8-bit codes, 16 bytes a lane and row
- * per step, computed by mmv_step_w<8> (the generic variant's bits). */
+ * Σx of 8 steps at a time by mmv_sx8 (the same bits). The other widths B
+ * (mmv_fast_w: groups of 64, no ONE): the same loads and walks for their
+ * 2B code bytes a lane and row per step (8-bit: one 16-byte load; 2, 3:
+ * mmv_ldcodes), computed by mmv_step_w<B> (the generic variant's bits). */
+template <int B> struct mmv_code_words {
+    uint32_t v[mmv_width<B>::NL];
+};
 template <typename TT, int LG, int U, bool ONE, int B = 4>
 struct mmv_fast {
-    static_assert(B == 4 || (B == 8 && LG == 0 && !ONE), "8-bit: groups of 64, Σx per step");
+    static_assert(B == 4 || (LG == 0 && !ONE), "widths other than 4: groups of 64, Σx per step");
     typedef unsigned short u16;
-    typedef typename std::conditional<B == 8, uint4, uint2>::type code_t; /* a lane's codes of a row's step */
-    static constexpr int SB = 8 * B;                                        /* a row's code bytes per step */
+    /* a lane's codes of a row's step; a row's code bytes per step */
+    typedef typename std::conditional<B == 8, uint4, mmv_code_words<B>>::type wide_t;
+    typedef typename std::conditional<B == 4, uint2, wide_t>::type code_t;
+    static constexpr int SB = 8 * B;
     const uint8_t *pa, *pb;
     const u16 *sa, *ba, *sb, *bb;
     int s, se; /* K < 2^24 */
@@ -1057,8 +1063,13 @@ struct mmv_fast {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (s + u >= se) break;
-            wa[u] = __ldg((const code_t *)(pa + u * SB));
-            wb[u] = __ldg((const code_t *)(pb + u * SB));
+            if constexpr (B == 4 || B == 8) {
+                wa[u] = __ldg((const code_t *)(pa + u * SB));
+                wb[u] = __ldg((const code_t *)(pb + u * SB));
+            } else {
+                mmv_ldcodes<B>(pa + u * SB, wa[u].v);
+                mmv_ldcodes<B>(pb + u * SB, wb[u].v);
+            }
             if (u % (1 << LG)) continue; /* the group's first step loads its scales */
             r[u >> LG][0] = __ldg(sa + (u >> LG));
             r[u >> LG][1] = __ldg(ba + (u >> LG));
@@ -1079,6 +1090,9 @@ struct mmv_fast {
                     const uint32_t a[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
                     const uint32_t b[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
                     mmv_step_w<TT, 8>(a, b, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u], mmv_consts<TT>::ST, acc);
+                } else if constexpr (B != 4) {
+                    mmv_step_w<TT, B>(wa[u].v, wb[u].v, __ldg(px + 8 * u), __ldg(px + 8 * u + 1), r[u],
+                                      mmv_consts<TT>::ST, acc);
                 } else {
                     float sx[4];
                     if (ONE) {
@@ -1244,19 +1258,21 @@ struct mmv_fast_mx {
 /* The MMV variants, the kernels' LG parameter: -B mmv_steps_any (affine of
  * width B, any scale dtype and alignment: the only variants of widths other
  * than 4 and 8); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
- * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); MMV_A8 mmv_fast's 8-bit form. Every
- * variant >= 0 has mmv_fast's begin / run. */
-enum { MMV_MX = 2, MMV_MX_ANY = 3, MMV_A8 = 4 };
+ * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); mmv_fast_w(B) mmv_fast's
+ * form for width B (MMV_A8 = 8-bit). Every variant >= 0 has mmv_fast's begin
+ * / run. */
+enum { MMV_MX = 2, MMV_MX_ANY = 3, MMV_FW = 8, MMV_A8 = MMV_FW + 8 };
+static constexpr int mmv_fast_w(int bits) { return MMV_FW + bits; }
 template <typename TT, int LG, int U, bool ONE>
 using mmv_fast_of = typename std::conditional<
-    LG == MMV_A8, mmv_fast<TT, 0, U, false, 8>,
+    LG >= MMV_FW, mmv_fast<TT, 0, U, false, LG - MMV_FW>,
     typename std::conditional<(LG >= MMV_MX), mmv_fast_mx<TT, LG == MMV_MX_ANY, U>,
                               mmv_fast<TT, LG == 1 ? 1 : 0, U, ONE>>::type>::type;
 /* the affine 4-bit fast variants (mmv_fast: groups of 64 / 128) */
 static constexpr bool mmv_affine_fast(int lg) { return lg == 0 || lg == 1; }
-/* the aligned variants (0, 1, MMV_MX, MMV_A8): the ones with shallow
+/* the aligned variants (0, 1, MMV_MX, mmv_fast_w): the ones with shallow
    batches and k_mmv_warp; the generic ones (< 0, MMV_MX_ANY) are fallbacks */
-static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX || lg == MMV_A8; }
+static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX || lg >= MMV_FW; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -1382,9 +1398,10 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every
  * row keeps the base's alignment). Affine 4-bit: the fast one for groups of
  * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
- * batch then never starts mid-group), else -4 (generic); 8-bit in groups
- * of 64 with 16-byte aligned codes and rows: MMV_A8; other widths B (and
- * the rest of 8-bit): -B. mxfp4: MMV_MX where the codes,
+ * batch then never starts mid-group), else -4 (generic); 2, 3 and 8 bits
+ * in groups of 64: mmv_fast_w(B) (8-bit: with 16-byte aligned codes and
+ * rows), else -B; 5 and 6 bits: -B (their fast forms made the one-token
+ * fused gate/up slower than the unfused pair, NOTES.md v32). mxfp4: MMV_MX where the codes,
  * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
@@ -1392,12 +1409,13 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
     if (q.mode == ZMLX_QMODE_MXFP4) /* K < 2^24: mmv_ok */
         return ((uintptr_t)q.w & 3) == 0 && ((uintptr_t)q.scales & 1) == 0 && ((uintptr_t)x & 15) == 0 ? MMV_MX
                                                                                                          : MMV_MX_ANY;
-    const int align = q.bits == 8 ? 15 : 7; /* the codes' load width - 1 */
-    if ((q.bits != 4 && (q.bits != 8 || q.gs != 64)) || q.scale_t != mmv_consts<TT>::ST ||
+    /* the codes' load width - 1 (2, 3: mmv_ldcodes, 2-byte aligned) */
+    const int align = q.bits == 8 ? 15 : q.bits == 4 ? 7 : 1;
+    if (q.bits == 5 || q.bits == 6 || (q.bits != 4 && q.gs != 64) || q.scale_t != mmv_consts<TT>::ST ||
         ((uintptr_t)q.w & align) != 0 || (q.row_bytes & align) != 0 || ((uintptr_t)x & 15) != 0 ||
         q.cols >= ((int64_t)1 << 24))
         return -q.bits;
-    if (q.bits == 8) return MMV_A8;
+    if (q.bits != 4) return mmv_fast_w(q.bits);
     return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -4;
 }
 
@@ -1425,7 +1443,7 @@ __device__ __forceinline__ float mmv_sum(const float *p, int stride) {
  * grew and the decode step measured 0.2% slower, NOTES.md v31). */
 template <int LG>
 __device__ __forceinline__ void mmv_prefetch(const zcu_qw &q, int64_t r, int64_t s0, int64_t s1, int tq) {
-    constexpr int64_t SB = LG < 0 ? -8 * LG : LG == MMV_A8 ? 64 : 32; /* 8·bits; 4-bit and mxfp4: 32 */
+    constexpr int64_t SB = LG < 0 ? -8 * LG : LG >= MMV_FW ? 8 * (LG - MMV_FW) : 32; /* 8·bits; 4-bit, mxfp4: 32 */
     if (r < 0) return;
     const int64_t lo = s0 * SB & ~(int64_t)127;
     zcu_prefetch_l2(q.w + r * q.row_bytes + lo, s1 * SB - lo, tq, 4);
@@ -2208,6 +2226,8 @@ template <typename F> static void with_variant(int lg, F &&f) {
     case 1: f(std::integral_constant<int, 1>{}); break;
     case MMV_MX: f(std::integral_constant<int, MMV_MX>{}); break;
     case MMV_MX_ANY: f(std::integral_constant<int, MMV_MX_ANY>{}); break;
+    case mmv_fast_w(2): f(std::integral_constant<int, mmv_fast_w(2)>{}); break;
+    case mmv_fast_w(3): f(std::integral_constant<int, mmv_fast_w(3)>{}); break;
     case MMV_A8: f(std::integral_constant<int, MMV_A8>{}); break;
     case -2: f(std::integral_constant<int, -2>{}); break;
     case -3: f(std::integral_constant<int, -3>{}); break;
