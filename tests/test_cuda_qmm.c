@@ -471,18 +471,6 @@ static void sweep_linear(uint64_t seed, const char *name, fmt f, int64_t E, int6
     if (E > 1) qmat_free(&dn);
 }
 
-/* The affine widths other than 4 on the MMV path (qmm_impl.cuh mmv_step_w,
- * the generic variants -B; 8-bit as two nibble chains): every width at
- * gs 64 with the Qwen3 gate/up's K = 2048 (4 ranges of 8 steps) and a down
- * of K = 256, bf16 and f16, one token (the one-kernel combine), 3 unsorted,
- * 12 and 40 in sorted tiles, against the oracle and fused == unfused
- * (moe_case); 8-bit also in groups of 128. Then experts of 192 rows of
- * each width (K = 2048; their down projection K = 192) over the swept M,
- * and a 65536-row dense matrix (an LM head; smaller dense matrices take
- * k_gemv): the oracle at weight precision and the same row bits at every M
- * (sweep_linear).
- * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
- * 8-bit (whole words, two chains), moe_case only. */
 static void *dev_at(const void *host, size_t bytes, int off, void **base) { /* host bytes at device base + off */
     *base = ct_dev(NULL, bytes + 16);
     CHECK_EQ_INT(zmlx_mem_upload(g_ctx, (char *)*base + off, host, bytes), ZMLX_OK);
@@ -524,6 +512,21 @@ static void test_mmv_a8_offset(uint64_t seed) {
     zmlx_mem_free(g_ctx, base); zmlx_mem_free(g_ctx, x); zmlx_mem_free(g_ctx, idx);
     qmat_free(&m);
 }
+
+/* The affine widths other than 4 on the MMV path (qmm_impl.cuh mmv_step_w,
+ * the generic variants -B, and the fast forms of 2, 3 and 8 bits; 8-bit as
+ * two nibble chains): every width at
+ * gs 64 with the Qwen3 gate/up's K = 2048 (4 ranges of 8 steps) and a down
+ * of K = 256, bf16 and f16, one token (the one-kernel combine), 3 unsorted,
+ * 12 and 40 in sorted tiles, against the oracle and fused == unfused
+ * (moe_case); 8-bit also in groups of 128. Then experts of 192 rows of
+ * each width (K = 2048; their down projection K = 192) over the swept M,
+ * and a 65536-row dense matrix (an LM head; smaller dense matrices take
+ * k_gemv, but 8-bit ones of 512 rows or more): the oracle at weight
+ * precision and the same row bits at every M
+ * (sweep_linear).
+ * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
+ * 8-bit (whole words, two chains), moe_case only. */
 static void test_mmv_widths(void) {
     const int quick = getenv("ZMLX_TEST_QUICK") != NULL;
     const int bits[] = {3, 8, 2, 5, 6};
