@@ -616,7 +616,7 @@ static void test_sort_and_dense_mma(void) {
  * k_mmv_warp), a dense 40 x 4096 (16 ranges of one batch of 4 steps).
  * 8-bit in groups of 64 likewise (MMV_A8 against -8): K = 3072, K = 2048
  * with a down of K = 192 (k_mmv_warp when sorted), an LM head's shape; and
- * the fast forms of 3 and 2 bits against their generic variants. */
+ * the fast forms of 2, 3, 5 and 6 bits against their generic variants. */
 static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
     void *A = ct_host(a, bytes), *B = ct_host(b, bytes);
     CHECKF(memcmp(A, B, bytes) == 0, "%s: the fast and generic MMV variants differ", what);
@@ -628,7 +628,8 @@ static void test_mmv_variants(void) {
         {AFF4, 8, 256, 3072, 2}, {{ZMLX_QMODE_AFFINE, 4, 128}, 6, 256, 1024, 3}, {AFF4, 1, 40, 2048, 1},
         {AFF4, 8, 192, 2048, 2}, {AFF4, 1, 65552, 2048, 1}, {MX4, 8, 256, 2880, 2}, {MX4, 8, 192, 1024, 2},
         {MX4, 1, 40, 4096, 1}, {A8, 8, 256, 3072, 2}, {A8, 8, 192, 2048, 2}, {A8, 1, 65552, 2048, 1},
-        {{ZMLX_QMODE_AFFINE, 3, 64}, 8, 192, 2048, 2}, {{ZMLX_QMODE_AFFINE, 2, 64}, 6, 192, 1024, 2}};
+        {{ZMLX_QMODE_AFFINE, 3, 64}, 8, 192, 2048, 2}, {{ZMLX_QMODE_AFFINE, 2, 64}, 6, 192, 1024, 2},
+        {{ZMLX_QMODE_AFFINE, 5, 64}, 8, 192, 2048, 2}, {{ZMLX_QMODE_AFFINE, 6, 64}, 6, 256, 1024, 2}};
     const int64_t Ms[] = {1, 3, 12};
     char what[160];
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {

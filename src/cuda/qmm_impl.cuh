@@ -675,7 +675,7 @@ k_mma(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *perm,
  * only on its own row and pair, never on the tile it shares, so the fused
  * kernels (gate+up in one tile; down + combine) equal the unfused ones. */
 /* MMV_MINB: blocks per SM the fast k_mmv variant is compiled for at 4 K
- * ranges (6: 80 registers; measured against 1 (121) and 5 (92) in NOTES.md
+ * ranges (mmv_min_blocks; 6: 80 registers; measured against 1 (121) and 5 (92) in NOTES.md
  * v5); other range counts keep the same warps per SM.
  * K ranges per row (KS, mmv_ks): 4 for matrices of >= 65536 rows (the LM
  * head: tiles to spare; the stream kernel's warps per tile, NOTES.md v10,
@@ -1256,11 +1256,10 @@ struct mmv_fast_mx {
 };
 
 /* The MMV variants, the kernels' LG parameter: -B mmv_steps_any (affine of
- * width B, any scale dtype and alignment: the only variants of widths other
- * than 4 and 8); 0 / 1 mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX /
- * MMV_MX_ANY mmv_fast_mx (mxfp4; aligned / any); mmv_fast_w(B) mmv_fast's
- * form for width B (MMV_A8 = 8-bit). Every variant >= 0 has mmv_fast's begin
- * / run. */
+ * width B, any scale dtype, group size and alignment: the fallback); 0 / 1
+ * mmv_fast (affine 4-bit, groups of 64 << LG); MMV_MX / MMV_MX_ANY
+ * mmv_fast_mx (mxfp4; aligned / any); mmv_fast_w(B) mmv_fast's form for
+ * width B (MMV_A8 = 8-bit). Every variant >= 0 has mmv_fast's begin / run. */
 enum { MMV_MX = 2, MMV_MX_ANY = 3, MMV_FW = 8, MMV_A8 = MMV_FW + 8 };
 static constexpr int mmv_fast_w(int bits) { return MMV_FW + bits; }
 template <typename TT, int LG, int U, bool ONE>
@@ -1273,6 +1272,20 @@ static constexpr bool mmv_affine_fast(int lg) { return lg == 0 || lg == 1; }
 /* the aligned variants (0, 1, MMV_MX, mmv_fast_w): the ones with shallow
    batches and k_mmv_warp; the generic ones (< 0, MMV_MX_ANY) are fallbacks */
 static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == MMV_MX || lg >= MMV_FW; }
+/* k_mmv's blocks per SM (its launch bounds, KS ranges of 32 lanes, batches
+   of U steps): the generic variants 1; MMV_MINB * 4 / KS, except the wide
+   forms' (mmv_fast_w) batches of MMV_U steps (dense matrices at a few
+   tokens) at 4 ranges: MMV_MINB - 1 (96 registers; at 80 the 8-bit one
+   spilled 244 bytes and the 8-bit LM head took 173 us instead of 135,
+   NOTES.md v33). At 8 ranges 5 * 4 / 8 rounds down to 2 blocks, a third
+   fewer warps: k_mmv_qkv's 8-bit q/k/v lost ~2.5 us a layer that way. */
+static constexpr int mmv_min_blocks(int lg, int ks, int u) {
+    return lg < 0 ? 1 : lg >= MMV_FW && u == MMV_U && ks == 4 ? MMV_MINB - 1 : MMV_MINB * 4 / ks;
+}
+/* k_mmv_combine's batch: MMV_U steps, but MMV_U / 2 for 5 and 6 bits (at
+   MMV_U their unpacking spilled 152 and 448 bytes at the kernel's 128
+   registers, and their fused MoE lost to the unfused one, NOTES.md v32/v33) */
+static constexpr int mmv_combine_u(int lg) { return lg == mmv_fast_w(5) || lg == mmv_fast_w(6) ? MMV_U / 2 : MMV_U; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -1386,7 +1399,7 @@ template <typename TT, int LG>
 __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zcu_qw &qb, int64_t rb, const TT *xc,
                                           int64_t s0, int64_t s1, int tq, float (&acc)[4]) {
     if constexpr (LG >= 0) {
-        mmv_fast_of<TT, LG, MMV_U, true> f;
+        mmv_fast_of<TT, LG, mmv_combine_u(LG), true> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
         f.run(xc, tq, acc);
     } else {
@@ -1398,10 +1411,9 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * base x (rows of K = q.cols elements; K % 64 == 0 on the MMV path, so every
  * row keeps the base's alignment). Affine 4-bit: the fast one for groups of
  * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
- * batch then never starts mid-group), else -4 (generic); 2, 3 and 8 bits
- * in groups of 64: mmv_fast_w(B) (8-bit: with 16-byte aligned codes and
- * rows), else -B; 5 and 6 bits: -B (their fast forms made the one-token
- * fused gate/up slower than the unfused pair, NOTES.md v32). mxfp4: MMV_MX where the codes,
+ * batch then never starts mid-group), else -4 (generic); 2, 3, 5, 6 and 8
+ * bits in groups of 64: mmv_fast_w(B) (8-bit: with
+ * 16-byte aligned codes and rows), else -B. mxfp4: MMV_MX where the codes,
  * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
@@ -1411,7 +1423,7 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
                                                                                                          : MMV_MX_ANY;
     /* the codes' load width - 1 (2, 3: mmv_ldcodes, 2-byte aligned) */
     const int align = q.bits == 8 ? 15 : q.bits == 4 ? 7 : 1;
-    if (q.bits == 5 || q.bits == 6 || (q.bits != 4 && q.gs != 64) || q.scale_t != mmv_consts<TT>::ST ||
+    if ((q.bits != 4 && q.gs != 64) || q.scale_t != mmv_consts<TT>::ST ||
         ((uintptr_t)q.w & align) != 0 || (q.row_bytes & align) != 0 || ((uintptr_t)x & 15) != 0 ||
         q.cols >= ((int64_t)1 << 24))
         return -q.bits;
@@ -1668,7 +1680,7 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
     epilogue(&red[0][0][0], T, n0);
 }
 template <typename TT, bool FUSED, int LG, int KS, int U, bool ONE>
-__global__ void __launch_bounds__(KS * 32, LG >= 0 ? MMV_MINB * 4 / KS : 1)
+__global__ void __launch_bounds__(KS * 32, mmv_min_blocks(LG, KS, U))
 k_mmv(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, const int32_t *idx, int k,
       const int *perm, const int *n_tiles, const int4 *tiles, int act, TT *y, unsigned long long *amax,
       int32_t *amax_idx) {
@@ -2228,6 +2240,8 @@ template <typename F> static void with_variant(int lg, F &&f) {
     case MMV_MX_ANY: f(std::integral_constant<int, MMV_MX_ANY>{}); break;
     case mmv_fast_w(2): f(std::integral_constant<int, mmv_fast_w(2)>{}); break;
     case mmv_fast_w(3): f(std::integral_constant<int, mmv_fast_w(3)>{}); break;
+    case mmv_fast_w(5): f(std::integral_constant<int, mmv_fast_w(5)>{}); break;
+    case mmv_fast_w(6): f(std::integral_constant<int, mmv_fast_w(6)>{}); break;
     case MMV_A8: f(std::integral_constant<int, MMV_A8>{}); break;
     case -2: f(std::integral_constant<int, -2>{}); break;
     case -3: f(std::integral_constant<int, -3>{}); break;
