@@ -514,7 +514,7 @@ static void test_mmv_a8_offset(uint64_t seed) {
 }
 
 /* The affine widths other than 4 on the MMV path (qmm_impl.cuh mmv_step_w,
- * the generic variants -B, and the fast forms of 2, 3 and 8 bits; 8-bit as
+ * the generic variants -B, and the fast forms of 2, 3, 5, 6 and 8 bits; 8-bit as
  * two nibble chains): every width at
  * gs 64 with the Qwen3 gate/up's K = 2048 (4 ranges of 8 steps) and a down
  * of K = 256, bf16 and f16, one token (the one-kernel combine), 3 unsorted,
@@ -525,11 +525,12 @@ static void test_mmv_a8_offset(uint64_t seed) {
  * k_gemv, but 8-bit ones of 512 rows or more): the oracle at weight
  * precision and the same row bits at every M
  * (sweep_linear).
- * ZMLX_TEST_QUICK (under compute-sanitizer): 3-bit (half-word loads) and
- * 8-bit (whole words, two chains), moe_case only. */
+ * ZMLX_TEST_QUICK (under compute-sanitizer): 5-bit (half-word loads, and
+ * words from 2 bytes before the odd lanes' codes) and 8-bit (whole words, two
+ * chains), moe_case only. */
 static void test_mmv_widths(void) {
     const int quick = getenv("ZMLX_TEST_QUICK") != NULL;
-    const int bits[] = {3, 8, 2, 5, 6};
+    const int bits[] = {5, 8, 2, 3, 6};
     const zmlx_act acts[] = {ZMLX_ACT_SWIGLU, ZMLX_ACT_GEGLU, ZMLX_ACT_SWIGLU_OAI};
     const int64_t Ms[] = {1, 3, 12, 40};
     uint64_t seed = 900;

@@ -847,7 +847,13 @@ template <int B> struct mmv_width {
 /* The lane's 2B code bytes of one row's step at p: 2-byte aligned (weights
  * are 4-byte aligned, 2B·tq is even), so 4-byte words where p allows, else
  * halves; the top half of a last word of 2 bytes (B = 3, 5) is 0. 4-bit
- * keeps mmv_ldw's 8-byte load; 8-bit takes one 16-byte load where aligned. */
+ * keeps mmv_ldw's 8-byte load; 8-bit takes one 16-byte load where aligned.
+ * For B = 5 a p 2 bytes past a word (the odd lanes) loads the NL = 3 words
+ * from p - 2, exactly [p - 2, p + 10): its own bytes and the 2 before them,
+ * in p's word, so in the same allocation; then the words shifted down by 16
+ * bits. 3 loads instead of 5 halves (the 5-bit MoE layer's k_mmv ran at
+ * 84-92% of the L1's throughput, 18% of the DRAM's); the same for 3 bits
+ * made its one-token fused layer 9% slower (NOTES.md v33). */
 template <int B>
 __device__ __forceinline__ void mmv_ldcodes(const uint8_t *p, uint32_t (&v)[mmv_width<B>::NL]) {
     typedef unsigned short u16;
@@ -863,9 +869,22 @@ __device__ __forceinline__ void mmv_ldcodes(const uint8_t *p, uint32_t (&v)[mmv_
             for (int j = 0; j < 4; j++) v[j] = __ldg((const uint32_t *)p + j);
         }
     } else {
+        constexpr int NL = mmv_width<B>::NL;
         const bool a4 = ((uintptr_t)p & 3) == 0;
+        if constexpr (B == 5) {
+            if (!a4) {
+                const uint32_t *w = (const uint32_t *)(p - 2);
+                uint32_t a[NL];
 #pragma unroll
-        for (int j = 0; j < mmv_width<B>::NL; j++) {
+                for (int j = 0; j < NL; j++) a[j] = __ldg(w + j);
+#pragma unroll
+                for (int j = 0; j + 1 < NL; j++) v[j] = __funnelshift_r(a[j], a[j + 1], 16);
+                v[NL - 1] = a[NL - 1] >> 16;
+                return;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NL; j++) {
             const bool whole = 4 * j + 4 <= 2 * B;
             const u16 *h = (const u16 *)p + 2 * j;
             if (whole && a4) v[j] = __ldg((const uint32_t *)p + j);
