@@ -898,17 +898,18 @@ static zmlx_qweight weight_rows(const zmlx_qweight *W, int64_t r0, int64_t n) {
  * memcmp of qkv, both caches and the output. One token: k_mmv_qkv serves
  * bf16 / f16 with head dims 128 and 64 (clusters of 8 / 4 blocks), K in 8,
  * 16 and 4 ranges, groups of 64 and 128, with and without norms, a partial
- * traditional rope, 8-bit in groups of 64 (MMV_A8: k and v of 512
- * rows); the declined calls (3 tokens, f32, head dim 256, x 2 bytes off)
- * take ops.c's two calls. The projection runs part by part (qmm_impl.cuh
- * run_qkv_parts) for 8-bit at one token with k and v of 256 rows (k_gemv,
- * the packed matrix and q MMV), and at 64 tokens: the packed matrix (1280
+ * traditional rope, 8- and 3-bit in groups of 64 (mmv_fast_w: k and v of
+ * 512 rows); the declined calls (3 tokens, f32, head dim 256, x 2 bytes
+ * off; 6- and 5-bit, whose dense matrices take k_gemv) take ops.c's two
+ * calls. The projection runs part by part (qmm_impl.cuh run_qkv_parts) for
+ * 8- and 3-bit at one token with k and v of 256 rows (k_gemv, the packed
+ * matrix and q MMV), and for 8-bit at 64 tokens: the packed matrix (1280
  * rows, 20 tiles) and q (16) take k_mma, k and v (128 rows, 2 tiles)
- * k_gemv. An
- * out-of-range position flags ZMLX_ERR_RANGE at the sync and leaves the
- * caches alone. */
+ * k_gemv. An out-of-range position flags ZMLX_ERR_RANGE at the sync and
+ * leaves the caches alone. */
 static void test_qkv_step(void) {
-    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128};
+    const fmt g128 = {ZMLX_QMODE_AFFINE, 4, 128}, A6 = {ZMLX_QMODE_AFFINE, 6, 64};
+    const fmt A5 = {ZMLX_QMODE_AFFINE, 5, 64}, A3 = {ZMLX_QMODE_AFFINE, 3, 64};
     const zmlx_dtype B = ZMLX_BF16, H = ZMLX_F16;
     const struct { fmt f; zmlx_dtype T; int hq, hkv, hd; int64_t K, nt; int off, norms, rot; } cs[] = {
         {AFF4, B, 32, 4, 128, 2048, 1, 0, 1, 128}, {g128, H, 8, 2, 128, 4096, 1, 0, 1, 128},
@@ -916,7 +917,9 @@ static void test_qkv_step(void) {
         {AFF4, B, 8, 2, 128, 1024, 3, 0, 1, 128},  {AFF4, ZMLX_F32, 8, 2, 128, 1024, 1, 0, 1, 128},
         {A8, B, 8, 2, 128, 1024, 1, 0, 1, 128},    {AFF4, B, 2, 1, 256, 1024, 1, 0, 1, 256},
         {AFF4, B, 8, 2, 128, 1024, 1, 2, 1, 128},  {A8, B, 8, 1, 128, 256, 64, 0, 1, 128},
-        {A8, B, 16, 4, 128, 1024, 1, 0, 1, 128},   {A8, H, 16, 8, 64, 2048, 1, 0, 1, 64}};
+        {A8, B, 16, 4, 128, 1024, 1, 0, 1, 128},   {A8, H, 16, 8, 64, 2048, 1, 0, 1, 64},
+        {A6, B, 16, 4, 128, 1024, 1, 0, 1, 128},   {A5, B, 32, 4, 128, 2048, 1, 0, 1, 128},
+        {A3, H, 16, 8, 64, 2048, 1, 0, 1, 64},     {A3, B, 8, 2, 128, 1024, 1, 0, 1, 128}};
     enum { CAP = 700 };
     for (int c = 0; c < (int)(sizeof cs / sizeof cs[0]); c++) {
         h_rng r = {900 + (uint64_t)c};

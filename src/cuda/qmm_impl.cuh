@@ -99,17 +99,18 @@ enum { MMA_MIN_TILES = 16, MMA_DENSE_TOKENS = 1024 };
  * rows (an LM head): a dense matrix's rows are known before the PDL wait,
  * and k_gemv loads its first pass then, which the generic variants do not;
  * on the 8-bit routers and the q/k/v and o projections they measured slower
- * than k_gemv (NOTES.md v31). 8-bit in groups of 64 has a fast variant
- * (MMV_A8) that loads before the wait: dense matrices of at least
- * MMV_A8_DENSE_ROWS rows take it (the 8-bit model's attention blocks 1474 ->
- * 1157 us a step on the H200; its 128-row routers lost ~0.7 us a layer on it,
- * NOTES.md v32). */
-enum { MMV_DENSE_ROWS = 65536, MMV_A8_DENSE_ROWS = 512 };
+ * than k_gemv (NOTES.md v31). In groups of 64 every width has a fast form
+ * (mmv_fast_w) that loads before the wait: 8- and 3-bit dense matrices of at
+ * least MMV_W_DENSE_ROWS rows take it (the attention blocks of a step on the
+ * H200: 8-bit model 1474 -> 1157 us, NOTES.md v32, its 128-row routers ~0.7
+ * us a layer slower on it; 3-bit 1322 -> 1272). 6-bit ones measured slower
+ * (1384 -> 1806, NOTES.md v33); 2 and 5 bits not measured. */
+enum { MMV_DENSE_ROWS = 65536, MMV_W_DENSE_ROWS = 512 };
 static bool mmv_ok(const zmlx_qweight *W, zmlx_dtype T) {
     if (T == ZMLX_F32) return false;
     if (W->mode == ZMLX_QMODE_MXFP4) return W->K % 64 == 0 && W->K < ((int64_t)1 << 24);
     if (W->mode != ZMLX_QMODE_AFFINE || W->group_size % 64 != 0) return false;
-    if (W->bits == 8 && W->group_size == 64 && W->N >= MMV_A8_DENSE_ROWS) return true;
+    if ((W->bits == 8 || W->bits == 3) && W->group_size == 64 && W->N >= MMV_W_DENSE_ROWS) return true;
     return W->bits == 4 || W->E > 1 || W->N >= MMV_DENSE_ROWS;
 }
 
@@ -134,7 +135,7 @@ static int64_t mmv_max_tokens(const zmlx_qweight *W) {
     const bool dense = W->E == 1 && W->N < MMV_DENSE_ROWS, affine = W->mode == ZMLX_QMODE_AFFINE;
     if (dense && mmv_dense_max_tokens_env() > 0) return mmv_dense_max_tokens_env();
     if (mmv_max_tokens_env() > 0) return mmv_max_tokens_env();
-    if (dense && affine && (W->bits == 4 || W->bits == 8)) return W->bits == 4 ? 144 : 224;
+    if (dense && affine) return W->bits == 4 ? 144 : 224; /* 8 and 3 bits (mmv_ok); 224 measured for 8 */
     if (!affine) return 320; /* mxfp4 */
     return W->bits == 4 ? 384 : W->bits <= 3 || W->bits == 8 ? 288 : 240;
 }
@@ -2478,8 +2479,8 @@ static bool qkv_split(const zcu_qcall &q, zmlx_qweight (&part)[3], int64_t (&row
 /* attention_step with its projection at one token (zcu_qkv_step) as
  * k_mmv_qkv, where the projection alone would take k_mmv with a fast affine
  * variant (so the same kernel body and bits), and so would each of q, k and
- * v alone (the unfused chain's projections: 8-bit parts of under
- * MMV_A8_DENSE_ROWS rows take k_gemv), and a head is at most
+ * v alone (the unfused chain's projections: 8- and 3-bit parts of under
+ * MMV_W_DENSE_ROWS rows take k_gemv), and a head is at most
  * QKV_MAX_CLUSTER blocks of 16 rows, with 16-byte aligned qkv and caches;
  * else ZMLX_ERR_UNSUPPORTED before anything is launched. */
 template <typename TT>
@@ -2499,7 +2500,7 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         qargs a = make_args(c, q.Wa, NULL, q.x, 0, NULL, 1, 1, 0, NULL, q.y);
         const int lg = mmv_fast_lg<TT>(a.qa, a.x);
         const int64_t nrb = a.qa.rows / 16;
-        if (!(mmv_affine_fast(lg) || lg == MMV_A8) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX)
+        if (!(mmv_affine_fast(lg) || lg >= MMV_FW) || mmv_streams(a, lg, 16, 1, nrb) || nrb > INT32_MAX)
             return ZMLX_ERR_UNSUPPORTED;
         qkv_prep pp;
         memset(&pp, 0, sizeof pp);
@@ -2510,7 +2511,7 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
         with_ks(a.qa, [&](auto ksc) {
             with_variant(lg, [&](auto lgc) {
                 constexpr int KS = decltype(ksc)::value, LG = decltype(lgc)::value;
-                if constexpr (mmv_affine_fast(LG) || LG == MMV_A8)
+                if constexpr (mmv_affine_fast(LG) || LG >= MMV_FW)
                     zcu_launch_cluster(ZCU_PDL_QMM, (unsigned)(p.hd / 16), k_mmv_qkv<TT, LG, KS>, (unsigned)nrb,
                                        KS * 32, 0, a.st, a.qa, (const TT *)a.x, (TT *)a.y, pp);
             });
@@ -2524,8 +2525,8 @@ static zmlx_status run_qkv_step(zmlx_ctx *c, const zcu_qcall &q) {
  * takes another family than the packed matrix (qmm_path: the dense GEMV /
  * MMA rule counts output tiles, so at a few hundred tokens the packed matrix
  * can take k_mma while k and v take k_gemv, and those two differ in bits for
- * every format but affine 4-bit; 8-bit k and v of under MMV_A8_DENSE_ROWS
- * rows take k_gemv beside a packed MMV matrix at any token count).
+ * every format but affine 4-bit; 8- and 3-bit k and v of under
+ * MMV_W_DENSE_ROWS rows take k_gemv beside a packed MMV matrix at any token count).
  * The unfused chain projects the parts apart; this gives its bits. Each part
  * into scratch 3, then a 2-D copy into its columns of qkv. Within a family a
  * row's bits do not depend on the matrix's other rows, so where every part
