@@ -16,7 +16,9 @@
 #
 #   scripts/device-check.sh [all|build|test|sanitize|bench|decode|model|profile]...   (default: all)
 # Environment: BUILD (default build-device), LAYERS (48), TOKENS (1,4,16,32,64),
-# SHAPES (the four), JOBS (nproc).
+# SHAPES (the four), JOBS (nproc), ZMLX_GIT_COMMIT (the commit the capsules
+# record, e.g. `git rev-parse --short=12 HEAD` taken where the tree came from:
+# the device copy's .git is a snapshot of the session start).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-device}
