@@ -1432,9 +1432,9 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * row keeps the base's alignment). Affine 4-bit: the fast one for groups of
  * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
  * batch then never starts mid-group), else -4 (generic); 2, 3, 5, 6 and 8
- * bits in groups of 64: mmv_fast_w(B) (8-bit: with
- * 16-byte aligned codes and rows), else -B. mxfp4: MMV_MX where the codes,
- * scales and x allow its loads, else MMV_MX_ANY. Decided on the host: each
+ * bits in groups of 64: mmv_fast_w(B) (8-bit: with 16-byte aligned codes and
+ * rows), else -B. mxfp4: MMV_MX where the codes, scales and x allow its
+ * loads, else MMV_MX_ANY. Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
 static int mmv_fast_lg(const zcu_qw &q, const void *x) {
