@@ -1063,7 +1063,11 @@ struct mmv_fast {
     typedef typename std::conditional<B == 4, uint2, wide_t>::type code_t;
     static constexpr int SB = 8 * B;
     const uint8_t *pa, *pb;
-    const u16 *sa, *ba, *sb, *bb;
+    /* the groups of rows a and b at step s, as indices into the weights'
+       scales and biases (< 2^32: mmv_fast_lg): the arrays' bases stay kernel
+       parameters, not 8 registers of pointers (with them the fused 5- and
+       6-bit forms spilled 16-32 bytes at their 80 registers, NOTES.md v34) */
+    uint32_t ga, gb;
     int s, se; /* K < 2^24 */
     code_t wa[U], wb[U];
     uint32_t r[U >> LG][4]; /* scale/bias bits per group of the batch */
@@ -1073,13 +1077,13 @@ struct mmv_fast {
         s = (int)s0, se = (int)s1;
         pa = qa.w + ra * qa.row_bytes + tq * 2 * B + s * SB;
         pb = qb.w + rb * qb.row_bytes + tq * 2 * B + s * SB;
-        sa = (const u16 *)qa.scales + ra * qa.gpr + (s >> LG);
-        ba = (const u16 *)qa.biases + ra * qa.gpr + (s >> LG);
-        sb = (const u16 *)qb.scales + rb * qb.gpr + (s >> LG);
-        bb = (const u16 *)qb.biases + rb * qb.gpr + (s >> LG);
-        load();
+        ga = (uint32_t)(ra * qa.gpr + (s >> LG));
+        gb = (uint32_t)(rb * qb.gpr + (s >> LG));
+        load(qa, qb);
     }
-    __device__ __forceinline__ void load() {
+    __device__ __forceinline__ void load(const zcu_qw &qa, const zcu_qw &qb) {
+        const u16 *sa = (const u16 *)qa.scales + ga, *ba = (const u16 *)qa.biases + ga;
+        const u16 *sb = (const u16 *)qb.scales + gb, *bb = (const u16 *)qb.biases + gb;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (s + u >= se) break;
@@ -1097,8 +1101,8 @@ struct mmv_fast {
             r[u >> LG][3] = __ldg(bb + (u >> LG));
         }
     }
-    /* xc: the activation row (see mmv_steps_any) */
-    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
+    /* xc: the activation row (see mmv_steps_any); qa, qb: begin's */
+    __device__ __forceinline__ void run(const zcu_qw &qa, const zcu_qw &qb, const TT *xc, int tq, float (&acc)[4]) {
         const uint4 *px = (const uint4 *)(xc + tq * 16) + s * 8; /* 8 uint4 = one step's 64 activations */
         float sx8[4];
         static_assert(8 % U == 0, "a batch never straddles mmv_sx8's 8 steps");
@@ -1127,12 +1131,10 @@ struct mmv_fast {
             if (s >= se) return;
             pa += U * SB;
             pb += U * SB;
-            sa += U >> LG;
-            ba += U >> LG;
-            sb += U >> LG;
-            bb += U >> LG;
+            ga += U >> LG;
+            gb += U >> LG;
             px += U * 8;
-            load();
+            load(qa, qb);
         }
     }
 };
@@ -1255,7 +1257,9 @@ struct mmv_fast_mx {
             r[u][1] = ld16(sb + u * 2);
         }
     }
-    __device__ __forceinline__ void run(const TT *xc, int tq, float (&acc)[4]) {
+    /* qa, qb: unused (the scales by pointer: as mmv_fast's indices, the
+       mxfp4 MoE layer measured ~1% slower at every M, NOTES.md v34) */
+    __device__ __forceinline__ void run(const zcu_qw &, const zcu_qw &, const TT *xc, int tq, float (&acc)[4]) {
         const TT *px = xc + tq * 8 + s * 64;
         for (;;) {
 #pragma unroll
@@ -1302,10 +1306,12 @@ static constexpr bool mmv_aligned(int lg) { return mmv_affine_fast(lg) || lg == 
 static constexpr int mmv_min_blocks(int lg, int ks, int u) {
     return lg < 0 ? 1 : lg >= MMV_FW && u == MMV_U && ks == 4 ? MMV_MINB - 1 : MMV_MINB * 4 / ks;
 }
-/* k_mmv_combine's batch: MMV_U steps, but MMV_U / 2 for 5 and 6 bits (at
+/* k_mmv_combine's batch: MMV_U steps, but one step for 5 and 6 bits (at
    MMV_U their unpacking spilled 152 and 448 bytes at the kernel's 128
-   registers, and their fused MoE lost to the unfused one, NOTES.md v32/v33) */
-static constexpr int mmv_combine_u(int lg) { return lg == mmv_fast_w(5) || lg == mmv_fast_w(6) ? MMV_U / 2 : MMV_U; }
+   registers, NOTES.md v33; at MMV_U / 2 ptxas gave them 64 registers and 32
+   bytes of spills, and the 5-bit fused MoE layer at one token took 37.6 us
+   against 36.5 at one step, NOTES.md v34) */
+static constexpr int mmv_combine_u(int lg) { return lg == mmv_fast_w(5) || lg == mmv_fast_w(6) ? 1 : MMV_U; }
 
 /* The MMV as a stream (k_mmv_stream, for slab_fits: SLAB_KS K ranges of K =
  * 64·SLAB_STEPS, whole tiles, 16-byte aligned rows, scales and biases): the
@@ -1421,7 +1427,7 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
     if constexpr (LG >= 0) {
         mmv_fast_of<TT, LG, mmv_combine_u(LG), true> f;
         f.begin(qa, ra, qb, rb, s0, s1, tq);
-        f.run(xc, tq, acc);
+        f.run(qa, qb, xc, tq, acc);
     } else {
         mmv_steps_any<TT, -LG>(qa, ra, qb, rb, xc, s0, s1, tq, acc);
     }
@@ -1433,8 +1439,9 @@ __device__ __forceinline__ void mmv_steps(const zcu_qw &qa, int64_t ra, const zc
  * 64 or 128 columns, and for 128 K ranges of an even number of steps (a
  * batch then never starts mid-group), else -4 (generic); 2, 3, 5, 6 and 8
  * bits in groups of 64: mmv_fast_w(B) (8-bit: with 16-byte aligned codes and
- * rows), else -B. mxfp4: MMV_MX where the codes, scales and x allow its
- * loads, else MMV_MX_ANY. Decided on the host: each
+ * rows), else -B; any affine weight of 2^32 groups or more: -B. mxfp4:
+ * MMV_MX where the codes, scales and x allow its loads, else MMV_MX_ANY.
+ * Decided on the host: each
  * variant is its own kernel, so its registers are not the other's. */
 template <typename TT>
 static int mmv_fast_lg(const zcu_qw &q, const void *x) {
@@ -1445,7 +1452,7 @@ static int mmv_fast_lg(const zcu_qw &q, const void *x) {
     const int align = q.bits == 8 ? 15 : q.bits == 4 ? 7 : 1;
     if ((q.bits != 4 && q.gs != 64) || q.scale_t != mmv_consts<TT>::ST ||
         ((uintptr_t)q.w & align) != 0 || (q.row_bytes & align) != 0 || ((uintptr_t)x & 15) != 0 ||
-        q.cols >= ((int64_t)1 << 24))
+        q.cols >= ((int64_t)1 << 24) || q.E * q.rows * q.gpr > (int64_t)UINT32_MAX) /* mmv_fast::ga */
         return -q.bits;
     if (q.bits != 4) return mmv_fast_w(q.bits);
     return q.gs == 64 ? 0 : q.gs == 128 && mmv_range_steps(q) % 2 == 0 ? 1 : -4;
@@ -1689,7 +1696,7 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if constexpr (LG >= 0) {
         if (!dense) f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
-        f.run(xc, tq, acc);
+        f.run(qa, FUSED ? qb : qa, xc, tq, acc);
     } else {
         mmv_steps_any<TT, -LG>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
     }
@@ -1836,7 +1843,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         mmv_fast_of<TT, LG, U, false> f;
         f.begin(qa, ra, FUSED ? qb : qa, rb, s0, s1, tq);
-        f.run(xc, tq, acc);
+        f.run(qa, FUSED ? qb : qa, xc, tq, acc);
 #pragma unroll
         for (int c = 0; c < 4; c++) sum[c] = __fadd_rn(sum[c], acc[c]);
     }
