@@ -1682,12 +1682,13 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
        mmv_steps_any) */
     const int64_t na = n0 + gq, nb = FUSED ? na : n0 + gq + 8;
     const int64_t rowa = na < N ? na : N - 1, rowb = nb < N ? nb : N - 1;
+    const zcu_qw &qB = FUSED ? qb : qa; /* the matrix of rows nb */
     const bool dense = !idx && !perm; /* its rows are known before the wait */
     mmv_fast_of<TT, LG, U, ONE> f;
     if (dense) { /* the K range into L2, the first batch into registers */
         mmv_prefetch<LG>(qa, na < N ? na : -1, s0, s1, tq);
-        mmv_prefetch<LG>(FUSED ? qb : qa, nb < N ? nb : -1, s0, s1, tq);
-        if (LG >= 0) f.begin(qa, rowa, FUSED ? qb : qa, rowb, s0, s1, tq);
+        mmv_prefetch<LG>(qB, nb < N ? nb : -1, s0, s1, tq);
+        if (LG >= 0) f.begin(qa, rowa, qB, rowb, s0, s1, tq);
     }
     zcu_pdl_entry();
     if (perm && ti >= *n_tiles) return;
@@ -1695,10 +1696,10 @@ __device__ __forceinline__ void mmv_block(const zcu_qw &qa, const zcu_qw &qb, co
     const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, K);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if constexpr (LG >= 0) {
-        if (!dense) f.begin(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, s0, s1, tq);
-        f.run(qa, FUSED ? qb : qa, xc, tq, acc);
+        if (!dense) f.begin(qa, T.e * N + rowa, qB, T.e * N + rowb, s0, s1, tq);
+        f.run(qa, qB, xc, tq, acc);
     } else {
-        mmv_steps_any<TT, -LG>(qa, T.e * N + rowa, FUSED ? qb : qa, T.e * N + rowb, xc, s0, s1, tq, acc);
+        mmv_steps_any<TT, -LG>(qa, T.e * N + rowa, qB, T.e * N + rowb, xc, s0, s1, tq, acc);
     }
     zcu_trace_mark(1); /* warp 0's K range done */
     mmv_red_put<MMV_TILE>(&red[0][0][0], ks, gq, tq, acc);
@@ -1835,6 +1836,7 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
     if (ti >= nt) return;
     const TT *xc = mmv_xrow(T, gq, perm, x, x_per_slot, k, qa.cols);
     const int64_t ra = T.e * qa.rows + (na < N ? na : N - 1), rb = T.e * qa.rows + (nb < N ? nb : N - 1);
+    const zcu_qw &qB = FUSED ? qb : qa; /* the matrix of rows nb */
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 1
     for (int ks = 0; ks < KS; ks++) {
@@ -1842,8 +1844,8 @@ k_mmv_warp(zcu_qw qa, zcu_qw qb, const TT *x, int x_per_slot, int k, const int *
         mmv_range<KS>(qa.cols, ks, s0, s1);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         mmv_fast_of<TT, LG, U, false> f;
-        f.begin(qa, ra, FUSED ? qb : qa, rb, s0, s1, tq);
-        f.run(qa, FUSED ? qb : qa, xc, tq, acc);
+        f.begin(qa, ra, qB, rb, s0, s1, tq);
+        f.run(qa, qB, xc, tq, acc);
 #pragma unroll
         for (int c = 0; c < 4; c++) sum[c] = __fadd_rn(sum[c], acc[c]);
     }
