@@ -446,6 +446,25 @@ zmlx_status zmlx_kv_append(zmlx_ctx *ctx, zmlx_dtype T, const void *rows, int64_
                            int hd, void *cache, int64_t cap, int64_t pos);
 
 /*
+ * LFM2's short convolution (the core of its conv block, FORMATS.md C.3
+ * steps 2-4) over n_tok consecutive tokens of one sequence:
+ *   bcx   : [n_tok, 3·D] in T, the in_proj output: per token B, C, then xx
+ *   w     : [D, L] in T, the depthwise kernel (MLX's [D, L, 1])
+ *   state : [L-1, D] in T: Bx of the L-1 tokens before these (zeros at the
+ *           start of a sequence); left holding the last L-1 rows of Bx
+ *   y     : [n_tok, D] in T
+ *   Bx[t]   = round_T(B[t] ⊙ xx[t])                   (Bx[t < 0]: state)
+ *   c[t, d] = round_T(Σ_{j<L} w[d, j] · Bx[t - L + 1 + j, d])
+ *             (f32, one FMA per j in increasing j from 0)
+ *   y[t]    = round_T(C[t] ⊙ c[t])
+ * Calls over consecutive pieces of a sequence give the bits of one call over
+ * all of it. 2 <= L <= ZMLX_SHORT_CONV_MAX_L; y must not overlap bcx or state.
+ */
+#define ZMLX_SHORT_CONV_MAX_L 8
+zmlx_status zmlx_short_conv(zmlx_ctx *ctx, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                            const void *w, void *state, void *y);
+
+/*
  * The attention block of a decode step fused into one call, for n_tok
  * consecutive tokens whose first position is read from memory when the op
  * executes (so a captured graph replays at the current position):

@@ -47,6 +47,8 @@ typedef struct zmlx_backend {
                                 const int32_t *ids, int64_t n, void *out);
     zmlx_status (*kv_append)(zmlx_ctx *, zmlx_dtype T, const void *rows, int64_t n_tok, int H,
                              int hd, void *cache, int64_t cap, int64_t pos);
+    zmlx_status (*short_conv)(zmlx_ctx *, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                              const void *w, void *state, void *y);
     /* with p->proj set a backend may decline (ZMLX_ERR_UNSUPPORTED, nothing
        done): ops.c then runs gather_qmm and the step without it */
     zmlx_status (*attention_step)(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_dtype T,

@@ -313,6 +313,13 @@ zmlx_status zmlx_kv_append(zmlx_ctx *c, zmlx_dtype T, const void *rows, int64_t 
     return backend_of(c)->kv_append(c, T, rows, n_tok, H, hd, cache, cap, pos);
 }
 
+zmlx_status zmlx_short_conv(zmlx_ctx *c, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                            const void *w, void *state, void *y) {
+    CHECK(valid_T(T) && bcx && w && state && y && n_tok >= 0 && D >= 1 && L >= 2 && L <= ZMLX_SHORT_CONV_MAX_L);
+    if (n_tok == 0) return ZMLX_OK;
+    return backend_of(c)->short_conv(c, T, bcx, n_tok, D, L, w, state, y);
+}
+
 zmlx_status zmlx_attention_step(zmlx_ctx *c, const zmlx_attn_step_params *p, zmlx_dtype T, void *qkv,
                                 int64_t n_tok, const int32_t *pos, void *k_cache, void *v_cache,
                                 void *out) {
@@ -386,6 +393,7 @@ const zmlx_backend zmlx_backend_ref = {
     .attention_decode = zr_attention_decode,
     .embed_lookup = zr_embed_lookup,
     .kv_append = zr_kv_append,
+    .short_conv = zr_short_conv,
     .attention_step = zr_attention_step,
     .argmax = zr_argmax,
     .i32_add = zr_i32_add,

@@ -4,7 +4,8 @@
  * against an f64 oracle written here (routers: exact indices), fused ==
  * unfused with memcmp (add_rms_norm vs add + rms_norm), the same bits for 1,
  * 2 and 3 threads, and the router's error path (non-finite logits: RANGE,
- * nothing written); attention_decode against the reference by memcmp.
+ * nothing written); attention_decode against the reference by memcmp; LFM2's
+ * short convolution against an oracle, in pieces == whole.
  */
 #include "harness.h"
 #include "zmlx.h"
@@ -19,7 +20,7 @@ static void *rand_T(h_rng *r, zmlx_dtype T, int64_t n, float lo, float hi) {
     return p;
 }
 
-static zmlx_ctx *g_ctx[4];
+static zmlx_ctx *g_ctx[4]; /* [0]: the reference table; [n]: CPU, n threads */
 static const zmlx_dtype Ts[3] = {ZMLX_F32, ZMLX_F16, ZMLX_BF16};
 
 static zmlx_ctx *ctx_n(int n) {
@@ -258,6 +259,76 @@ static void test_router(void) {
     }
 }
 
+/* zmlx_short_conv against an oracle that keeps its rounding points (Bx and
+ * c rounded to T, the sums in f64): y within T's rounding of C·c, the state
+ * exactly the last rows of Bx; a call over pieces == one call (memcmp);
+ * state zeros give the sequence start. Reference and CPU tables alike. */
+static void test_short_conv(void) {
+    h_rng r = {31};
+    static const int64_t Ds[3] = {1, 7, 130};
+    zmlx_ctx *ctxs[2] = {g_ctx[0], g_ctx[2]};
+    for (int ti = 0; ti < 3; ti++)
+        for (int di = 0; di < 3; di++)
+            for (int L = 2; L <= 4; L++) {
+                const zmlx_dtype T = Ts[ti];
+                const int64_t D = Ds[di], n = 9, es = (int64_t)zmlx_dtype_size(T);
+                void *bcx = rand_T(&r, T, n * 3 * D, -2, 2), *w = rand_T(&r, T, D * L, -1, 1);
+                void *st0 = rand_T(&r, T, (L - 1) * D, -2, 2);
+                /* oracle: Bx over [state; tokens], rounded to T as the op rounds it */
+                const int64_t nb = (L - 1) + n;
+                void *bx = h_alloc((size_t)(nb * D * es));
+                for (int64_t i = 0; i < (L - 1) * D; i++) h_set_T(T, bx, i, (float)h_get_T(T, st0, i));
+                for (int64_t t = 0; t < n; t++)
+                    for (int64_t d = 0; d < D; d++)
+                        h_set_T(T, bx, (L - 1 + t) * D + d,
+                                (float)(h_get_T(T, bcx, t * 3 * D + d) * h_get_T(T, bcx, t * 3 * D + 2 * D + d)));
+                for (int ci = 0; ci < 2; ci++) {
+                    zmlx_ctx *c = ctxs[ci];
+                    void *st = h_alloc((size_t)((L - 1) * D * es)), *y = h_alloc((size_t)(n * D * es));
+                    memcpy(st, st0, (size_t)((L - 1) * D * es));
+                    h_poison(y, (size_t)(n * D * es));
+                    CHECK_EQ_INT(zmlx_short_conv(c, T, bcx, n, D, L, w, st, y), ZMLX_OK);
+                    int bad = 0;
+                    for (int64_t t = 0; t < n; t++)
+                        for (int64_t d = 0; d < D; d++) {
+                            double s = 0, sa = 0;
+                            for (int j = 0; j < L; j++) {
+                                double p = h_get_T(T, w, d * L + j) * h_get_T(T, bx, (t + j) * D + d);
+                                s += p, sa += fabs(p);
+                            }
+                            const double cc = h_get_T(T, bcx, t * 3 * D + D + d);
+                            const double want = cc * s, got = h_get_T(T, y, t * D + d);
+                            bad += !(fabs(got - want) <= 2.01 * rel_T(T) * fabs(cc) * sa + 1e-30);
+                        }
+                    CHECKF(bad == 0, "T=%s D=%lld L=%d ctx %d: %d outputs off the oracle", zmlx_dtype_name(T),
+                           (long long)D, L, ci, bad);
+                    CHECK(memcmp(st, (char *)bx + n * D * es, (size_t)((L - 1) * D * es)) == 0);
+                    /* the same tokens in pieces of 1, 3 and 5 */
+                    void *st2 = h_alloc((size_t)((L - 1) * D * es)), *y2 = h_alloc((size_t)(n * D * es));
+                    memcpy(st2, st0, (size_t)((L - 1) * D * es));
+                    static const int64_t piece[3] = {1, 3, 5};
+                    for (int64_t p = 0, t0 = 0; p < 3; t0 += piece[p++])
+                        CHECK_EQ_INT(zmlx_short_conv(c, T, (char *)bcx + t0 * 3 * D * es, piece[p], D, L, w, st2,
+                                                     (char *)y2 + t0 * D * es),
+                                     ZMLX_OK);
+                    CHECK(memcmp(y, y2, (size_t)(n * D * es)) == 0);
+                    CHECK(memcmp(st, st2, (size_t)((L - 1) * D * es)) == 0);
+                    free(st); free(y); free(st2); free(y2);
+                }
+                free(bcx); free(w); free(st0); free(bx);
+            }
+    /* a zero state is the start of a sequence: the first output sees only itself */
+    const int64_t D = 4;
+    float bcx[12] = {1, 2, 3, 4, /* C */ 1, 1, 1, 1, /* xx */ 2, 2, 2, 2}, w[12], st[8] = {0}, y[4];
+    for (int i = 0; i < 12; i++) w[i] = (float)(i + 1); /* w[d, j] = 3d + j + 1 */
+    CHECK_EQ_INT(zmlx_short_conv(g_ctx[0], ZMLX_F32, bcx, 1, D, 3, w, st, y), ZMLX_OK);
+    for (int d = 0; d < D; d++) CHECK(y[d] == (float)(3 * d + 3) * (float)(2 * (d + 1)));
+    CHECK(st[4] == 2.0f && st[7] == 8.0f && st[0] == 0.0f);
+    CHECK_EQ_INT(zmlx_short_conv(g_ctx[0], ZMLX_F32, bcx, 1, D, 1, w, st, y), ZMLX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(zmlx_short_conv(g_ctx[0], ZMLX_F32, bcx, 1, D, ZMLX_SHORT_CONV_MAX_L + 1, w, st, y),
+                 ZMLX_ERR_INVALID_ARG);
+}
+
 /* attention_decode: the CPU kernel gives the reference's bits (ref_attn.c's
  * operations in its order) for every thread count: GQA groups, sinks, a
  * sliding window, hd_v != hd, position counts around the kernel's blocks of
@@ -303,12 +374,17 @@ static void test_attention(void) {
 
 int main(void) {
     for (int n = 1; n <= 3; n++) g_ctx[n] = ctx_n(n);
+    zmlx_ctx_opts ro;
+    zmlx_ctx_opts_default(&ro);
+    ro.backend = ZMLX_BACKEND_CPU_REF;
+    if (zmlx_ctx_create(&ro, &g_ctx[0], NULL, 0) != ZMLX_OK) return 2;
     RUN(test_norms);
     RUN(test_glu_act);
     RUN(test_act_vector);
     RUN(test_moe_combine);
     RUN(test_router);
     RUN(test_attention);
-    for (int n = 1; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);
+    RUN(test_short_conv);
+    for (int n = 0; n <= 3; n++) zmlx_ctx_free(g_ctx[n]);
     return harness_done();
 }

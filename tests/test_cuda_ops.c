@@ -5,7 +5,8 @@
  * NaN logits -> ZMLX_ERR_RANGE at the next sync), rope, attention_decode
  * (GQA, window, sinks), attention_prefill (the flash kernel and the chunked
  * one), attention_step (== the unfused ops, bit for bit; graph
- * replays with a device position), argmax, i32_add, kv_append, memory round trips, measure_bandwidth and graph
+ * replays with a device position), argmax, i32_add, kv_append, short_conv (== the
+ * reference, bit for bit), memory round trips, measure_bandwidth and graph
  * capture/replay; the forward's per-token ops at the tiny models' shapes
  * (n-token call == one-token calls, bit for bit). f64 oracles written here.
  * Exits 77 without a GPU.
@@ -800,6 +801,44 @@ static void test_attention_step(void) {
 
 /* argmax == the CPU's on rows with ties, NaN, a row of NaN and a vocabulary-
  * sized row; i32_add adds. */
+/* zmlx_short_conv on the GPU == the reference table, bit for bit (y and the
+ * state), over a whole call and over pieces of one token. */
+static void test_short_conv(void) {
+    h_rng r = {801};
+    zmlx_ctx_opts o;
+    zmlx_ctx_opts_default(&o);
+    o.backend = ZMLX_BACKEND_CPU_REF;
+    zmlx_ctx *ref = NULL;
+    CHECK_EQ_INT(zmlx_ctx_create(&o, &ref, NULL, 0), ZMLX_OK);
+    if (!ref) return;
+    for (int ti = 0; ti < 3; ti++)
+        for (int v = 0; v < 4; v++) {
+            const zmlx_dtype T = TS[ti];
+            const int64_t D = v & 1 ? 2048 : 130, n = v & 2 ? 37 : 1;
+            const int L = v & 1 ? 3 : 4;
+            const size_t es = zmlx_dtype_size(T), bb = (size_t)(n * 3 * D) * es, yb = (size_t)(n * D) * es,
+                         sb = (size_t)((L - 1) * D) * es;
+            void *hbcx = ct_rand(&r, T, n * 3 * D, -2, 2), *hw = ct_rand(&r, T, D * L, -1, 1);
+            void *hst = ct_rand(&r, T, (L - 1) * D, -2, 2), *hy = h_alloc(yb);
+            void *bcx = ct_dev(hbcx, bb), *w = ct_dev(hw, (size_t)(D * L) * es), *st = ct_dev(hst, sb);
+            void *st1 = ct_dev(hst, sb), *y = ct_dev_poison(yb), *y1 = ct_dev_poison(yb);
+            CHECK_EQ_INT(zmlx_short_conv(g_ctx, T, bcx, n, D, L, w, st, y), ZMLX_OK);
+            for (int64_t t = 0; t < n; t++)
+                CHECK_EQ_INT(zmlx_short_conv(g_ctx, T, (char *)bcx + (size_t)(t * 3 * D) * es, 1, D, L, w, st1,
+                                             (char *)y1 + (size_t)(t * D) * es),
+                             ZMLX_OK);
+            CHECK_EQ_INT(zmlx_short_conv(ref, T, hbcx, n, D, L, hw, hst, hy), ZMLX_OK);
+            void *Y = ct_host(y, yb), *Y1 = ct_host(y1, yb), *S = ct_host(st, sb), *S1 = ct_host(st1, sb);
+            CHECKF(memcmp(Y, hy, yb) == 0 && memcmp(S, hst, sb) == 0, "T=%s D=%lld n=%lld: GPU != reference",
+                   zmlx_dtype_name(T), (long long)D, (long long)n);
+            CHECK(memcmp(Y1, hy, yb) == 0 && memcmp(S1, hst, sb) == 0);
+            free(hbcx); free(hw); free(hst); free(hy); free(Y); free(Y1); free(S); free(S1);
+            void *dev[] = {bcx, w, st, st1, y, y1};
+            for (int i = 0; i < 6; i++) zmlx_mem_free(g_ctx, dev[i]);
+        }
+    zmlx_ctx_free(ref);
+}
+
 static void test_argmax(void) {
     h_rng r = {32};
     for (int ti = 0; ti < 3; ti++) {
@@ -847,6 +886,7 @@ int main(void) {
     RUN(test_attention_prefill);
     RUN(test_attention_step);
     RUN(test_argmax);
+    RUN(test_short_conv);
     RUN(test_plumbing);
     RUN(test_model_shapes);
     zmlx_ctx_free(g_ctx);

@@ -1,11 +1,13 @@
 /*
- * test_model_forward.c — the session and the qwen3_moe forward on tiny
- * checkpoints made at test time (zw_make_tiny):
+ * test_model_forward.c — the session and the qwen3_moe and lfm2_moe forwards
+ * on tiny checkpoints made at test time (zw_make_tiny):
  *  - baseline (no patch) vs the bit-exact fused plan: identical greedy tokens
  *    and memcmp-identical logits for 500 tokens; the full plan (router too,
  *    not bit-exact by design): the prompt's logits close to the baseline's;
  *  - the logits of a prompt against an f64 oracle written here from the
- *    dequantized weights (independent of the forward's code);
+ *    dequantized weights (independent of the forward's code; qwen3_moe only:
+ *    lfm2_moe is checked against transformers on the device machine,
+ *    scripts/hf-reference.py);
  *  - prefill in chunks vs token-by-token feeding; reset; context overflow,
  *    bad ids and bad arguments give their statuses; the patch-plan parser;
  *  - on a machine with a GPU: the same on CUDA, and CUDA vs CPU agreement.
@@ -16,7 +18,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
-static char g_root[256], g_untied[512], g_tied[512];
+static char g_root[256], g_untied[512], g_tied[512], g_lfm2[512];
 
 static void make_fixtures(void) {
     zw_tiny_opts o;
@@ -45,6 +47,12 @@ static void make_fixtures(void) {
     o.seed = 7;
     snprintf(g_tied, sizeof g_tied, "%s/tied", g_root);
     s = zw_make_tiny(g_tied, &o, err, sizeof err);
+    CHECKF(s == ZMLX_OK, "%s", err);
+    /* lfm2_moe: 4 layers (conv, attention, conv, attention; the first dense), D 64 */
+    zw_tiny_lfm2(&o);
+    o.n_threads = 2;
+    snprintf(g_lfm2, sizeof g_lfm2, "%s/lfm2", g_root);
+    s = zw_make_tiny(g_lfm2, &o, err, sizeof err);
     CHECKF(s == ZMLX_OK, "%s", err);
 }
 
@@ -156,9 +164,11 @@ static void test_fused_vs_unfused_cpu(void) {
     zmlx_ctx *c = cpu_ctx(ZMLX_BACKEND_CPU);
     fused_vs_unfused(g_untied, c, 500);
     fused_vs_unfused(g_tied, c, 120);
+    fused_vs_unfused(g_lfm2, c, 120);
     zmlx_ctx_free(c);
     c = cpu_ctx(ZMLX_BACKEND_CPU_REF);
     fused_vs_unfused(g_tied, c, 40);
+    fused_vs_unfused(g_lfm2, c, 40);
     zmlx_ctx_free(c);
 }
 
@@ -361,8 +371,10 @@ static void test_oracle(void) {
 /* ------------------------------------------------- prefill, reset, errors */
 
 /* Chunked prefill (chunks of 4, 4, 4, 1) vs one token at a time. */
-static void prefill_vs_steps(zmlx_ctx *c) {
-    zmlx_model *m = open_model(g_untied);
+/* A prefill in chunks of 4 == the same tokens one at a time, bit for bit (for
+ * lfm2_moe this also carries the conv states across chunks). */
+static void prefill_vs_steps(zmlx_ctx *c, const char *dir) {
+    zmlx_model *m = open_model(dir);
     if (!m || !c) goto out;
     const int64_t V = m->cfg.vocab, n_gen = 24;
     zmlx_session *a = new_session(m, c, 64, 4, ZMLX_PATCH_EXACT), *b = new_session(m, c, 64, 1, ZMLX_PATCH_EXACT);
@@ -441,13 +453,16 @@ out:
 
 static void test_prefill_vs_steps(void) {
     zmlx_ctx *c = cpu_ctx(ZMLX_BACKEND_CPU);
-    prefill_vs_steps(c);
+    prefill_vs_steps(c, g_untied);
+    prefill_vs_steps(c, g_lfm2);
     zmlx_ctx_free(c);
 }
 
-static void test_reset(void) {
+/* After a reset a session repeats its first run exactly (lfm2_moe: the conv
+ * states start from zeros again). */
+static void reset_repeats(const char *dir) {
     zmlx_ctx *c = cpu_ctx(ZMLX_BACKEND_CPU);
-    zmlx_model *m = open_model(g_tied);
+    zmlx_model *m = open_model(dir);
     if (!m || !c) goto out;
     const int64_t V = m->cfg.vocab, n = 30;
     int32_t t0[30], t1[30];
@@ -472,6 +487,36 @@ static void test_reset(void) {
 out:
     zmlx_model_free(m);
     zmlx_ctx_free(c);
+}
+
+static void test_reset(void) {
+    reset_repeats(g_tied);
+    reset_repeats(g_lfm2);
+}
+
+/* The backends differ in reduction order only: after the same prompt the
+ * logits agree closely and the first greedy token is the same. */
+static void cuda_vs_cpu(zmlx_ctx *g, zmlx_ctx *c, const char *dir) {
+    zmlx_model *m = open_model(dir);
+    if (!m) return;
+    const int64_t V = m->cfg.vocab, n = 32;
+    int32_t tg[32], tc[32];
+    float *lg = h_alloc((size_t)(n * V) * 4), *lc = h_alloc((size_t)(n * V) * 4);
+    zmlx_session *sg = new_session(m, g, 64, 0, ZMLX_PATCH_EXACT), *sc = new_session(m, c, 64, 0, ZMLX_PATCH_EXACT);
+    if (sg && sc && greedy(sg, n, tg, lg, V) && greedy(sc, n, tc, lc, V)) {
+        double maxe = 0, span = 0;
+        for (int64_t i = 0; i < V; i++) {
+            maxe = fmax(maxe, fabs((double)lg[i] - lc[i]));
+            span = fmax(span, fabs((double)lc[i]));
+        }
+        CHECKF(maxe < 0.05 * span, "%s: cuda vs cpu first logits: max diff %.4f (max |logit| %.4f)", dir, maxe, span);
+        CHECKF(tg[0] == tc[0], "%s: first greedy token cuda %d cpu %d", dir, tg[0], tc[0]);
+    }
+    zmlx_session_free(sg);
+    zmlx_session_free(sc);
+    free(lg);
+    free(lc);
+    zmlx_model_free(m);
 }
 
 static void test_errors(void) {
@@ -574,32 +619,14 @@ static void test_cuda(void) {
     fused_vs_unfused(g_tied, g, 60);
     oracle_check(g_untied, g, PROMPT_N);
     oracle_check(g_tied, g, 5);
-    prefill_vs_steps(g);
+    fused_vs_unfused(g_lfm2, g, 60);
+    prefill_vs_steps(g, g_untied);
+    prefill_vs_steps(g, g_lfm2);
     prefill_one_chunk_cuda(g, g_untied);
     prefill_one_chunk_cuda(g, g_tied);
-    /* the backends differ in reduction order only: after the same prompt the
-       logits agree closely and greedy tokens agree for a while */
-    zmlx_model *m = open_model(g_untied);
-    if (m) {
-        const int64_t V = m->cfg.vocab, n = 32;
-        int32_t tg[32], tc[32];
-        float *lg = h_alloc((size_t)(n * V) * 4), *lc = h_alloc((size_t)(n * V) * 4);
-        zmlx_session *sg = new_session(m, g, 64, 0, ZMLX_PATCH_EXACT), *sc = new_session(m, c, 64, 0, ZMLX_PATCH_EXACT);
-        if (sg && sc && greedy(sg, n, tg, lg, V) && greedy(sc, n, tc, lc, V)) {
-            double maxe = 0, span = 0;
-            for (int64_t i = 0; i < V; i++) {
-                maxe = fmax(maxe, fabs((double)lg[i] - lc[i]));
-                span = fmax(span, fabs((double)lc[i]));
-            }
-            CHECKF(maxe < 0.05 * span, "cuda vs cpu first logits: max diff %.4f (max |logit| %.4f)", maxe, span);
-            CHECKF(tg[0] == tc[0], "first greedy token cuda %d cpu %d", tg[0], tc[0]);
-        }
-        zmlx_session_free(sg);
-        zmlx_session_free(sc);
-        free(lg);
-        free(lc);
-        zmlx_model_free(m);
-    }
+    prefill_one_chunk_cuda(g, g_lfm2);
+    cuda_vs_cpu(g, c, g_untied);
+    cuda_vs_cpu(g, c, g_lfm2);
 out:
     zmlx_ctx_free(g);
     zmlx_ctx_free(c);
@@ -618,6 +645,7 @@ int main(void) {
     RUN(test_cuda);
     h_rm_tree(g_untied);
     h_rm_tree(g_tied);
+    h_rm_tree(g_lfm2);
     h_rm_tree(g_root);
     return harness_done();
 }

@@ -23,10 +23,10 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: zmlx bench decode (--preset NAME | --model DIR) [options]\n"
-            "  --preset NAME      qwen3-30b-a3b: a full-size random 4-bit gs64 checkpoint is written to\n"
-            "                     a temporary directory (~17 GB; $TMPDIR or /tmp) and removed after.\n"
-            "                     glm-4.7-flash, lfm2-8b-a1b, gpt-oss-20b: not supported yet\n"
-            "  --model DIR        an existing qwen3_moe checkpoint instead\n"
+            "  --preset NAME      qwen3-30b-a3b, lfm2-8b-a1b: a full-size random 4-bit gs64 checkpoint is\n"
+            "                     written to a temporary directory (~17 / ~4.7 GB; $TMPDIR or /tmp) and\n"
+            "                     removed after. glm-4.7-flash, gpt-oss-20b: not supported yet\n"
+            "  --model DIR        an existing qwen3_moe or lfm2_moe checkpoint instead\n"
             "  --backend B        cuda | cpu | cpu-ref | auto (default auto)\n"
             "  --prompt-tokens P  random prompt length (default 512)\n"
             "  --tokens N         greedy tokens timed per plan (default 256)\n"
@@ -151,10 +151,10 @@ int bench_decode(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (preset && strcmp(preset, "qwen3-30b-a3b")) {
-        if (!strcmp(preset, "glm-4.7-flash") || !strcmp(preset, "lfm2-8b-a1b") || !strcmp(preset, "gpt-oss-20b")) {
+    if (preset && strcmp(preset, "qwen3-30b-a3b") && strcmp(preset, "lfm2-8b-a1b")) {
+        if (!strcmp(preset, "glm-4.7-flash") || !strcmp(preset, "gpt-oss-20b")) {
             fprintf(stderr, "zmlx bench decode: preset %s: not supported yet (its architecture has no "
-                    "forward pass in zmlx yet; qwen3-30b-a3b has)\n", preset);
+                    "forward pass in zmlx yet; qwen3-30b-a3b and lfm2-8b-a1b have)\n", preset);
             return 2;
         }
         fprintf(stderr, "zmlx bench decode: unknown preset '%s'\n", preset);
@@ -177,7 +177,8 @@ int bench_decode(int argc, char **argv) {
             return 1;
         }
         zw_tiny_opts o;
-        zw_tiny_preset_qwen3_30b(&o);
+        if (!strcmp(preset, "lfm2-8b-a1b")) zw_tiny_preset_lfm2_8b(&o);
+        else zw_tiny_preset_qwen3_30b(&o);
         fprintf(stderr, "bench decode: writing a full-size %s checkpoint to %s ...\n", preset, tmp);
         double t0 = zc_now_sec();
         if (zw_make_tiny(tmp, &o, err, sizeof err) != ZMLX_OK) {

@@ -1,6 +1,6 @@
 /*
  * cmd_make_tiny.c — `zmlx make-tiny`: write a synthetic MLX-format qwen3_moe
- * checkpoint (random weights) laid out like an mlx-community conversion; the
+ * or lfm2_moe checkpoint (random weights) laid out like an mlx-community conversion; the
  * generator itself is src/model/writer.c (zw_make_tiny). With --tokenizer the
  * tokenizer files are copied in and the vocabulary and BOS/EOS ids follow the
  * tokenizer, so `zmlx generate --prompt` runs on the result.
@@ -19,7 +19,7 @@ __attribute__((constructor)) static void register_make_tiny(void) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: zmlx make-tiny --out DIR [--arch qwen3_moe] [--preset qwen3-30b-a3b]\n"
+            "usage: zmlx make-tiny --out DIR [--arch qwen3_moe|lfm2_moe] [--preset qwen3-30b-a3b|lfm2-8b-a1b]\n"
             "         [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--head-dim N]\n"
             "         [--experts N] [--top-k N] [--moe-inter N] [--dense-layers N] [--dense-inter N]\n"
             "         [--vocab N]\n"
@@ -35,7 +35,9 @@ static void usage(FILE *f) {
             "and chat_template.jinja beside it when present; the vocab becomes the tokenizer's\n"
             "(largest id + 1, unless --vocab is larger) and BOS/EOS its ids.\n"
             "--dense-layers N makes the first N layers dense SwiGLU MLPs of --dense-inter\n"
-            "(config mlp_only_layers), the rest MoE.\n");
+            "(config mlp_only_layers), the rest MoE.\n"
+            "--arch lfm2_moe: 4 layers, attention at layers 1 and 3 and short-conv blocks (kernel 3)\n"
+            "elsewhere, the first layer dense, head dim = hidden / heads, tied embeddings.\n");
 }
 
 /* Copy src to dir/name; 1 on success, else prints why. */
@@ -101,14 +103,25 @@ int cmd_make_tiny(int argc, char **argv) {
     zw_tiny_defaults(&o);
     const char *out = NULL, *tok_path = NULL;
     int vocab_given = 0;
-    /* a preset first, so explicit flags override it whatever their position */
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--preset")) {
-            if (strcmp(argv[i + 1], "qwen3-30b-a3b")) {
-                fprintf(stderr, "make-tiny: unknown preset '%s' (known: qwen3-30b-a3b)\n", argv[i + 1]);
+    /* an architecture or a preset first, so explicit flags override it whatever their position */
+    for (int i = 1; i + 1 < argc; i++) {
+        const char *v = argv[i + 1];
+        if (!strcmp(argv[i], "--arch")) {
+            if (strcmp(v, "qwen3_moe") && strcmp(v, "lfm2_moe")) {
+                fprintf(stderr, "make-tiny: arch '%s' is not supported (supported: qwen3_moe, lfm2_moe)\n", v);
                 return 2;
             }
-            zw_tiny_preset_qwen3_30b(&o);
+            if (!strcmp(v, "lfm2_moe")) zw_tiny_lfm2(&o);
+        }
+    }
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--preset")) {
+            if (!strcmp(argv[i + 1], "qwen3-30b-a3b")) zw_tiny_preset_qwen3_30b(&o);
+            else if (!strcmp(argv[i + 1], "lfm2-8b-a1b")) zw_tiny_preset_lfm2_8b(&o);
+            else {
+                fprintf(stderr, "make-tiny: unknown preset '%s' (known: qwen3-30b-a3b, lfm2-8b-a1b)\n", argv[i + 1]);
+                return 2;
+            }
         }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -150,13 +163,8 @@ int cmd_make_tiny(int argc, char **argv) {
         if (done) continue;
         if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--tokenizer")) tok_path = v;
-        else if (!strcmp(a, "--preset")) continue;
-        else if (!strcmp(a, "--arch")) {
-            if (strcmp(v, "qwen3_moe")) {
-                fprintf(stderr, "make-tiny: arch '%s' is not supported (supported: qwen3_moe)\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--mode")) {
+        else if (!strcmp(a, "--preset") || !strcmp(a, "--arch")) continue;
+        else if (!strcmp(a, "--mode")) {
             if (zmlx_qmode_parse(v, &o.mode) != ZMLX_OK) {
                 fprintf(stderr, "make-tiny: unknown mode '%s'\n", v);
                 return 2;

@@ -24,6 +24,7 @@ const zmlx_backend zmlx_backend_cpu = {
     .attention_decode = zcpu_attention_decode,
     .embed_lookup = zr_embed_lookup,
     .kv_append = zr_kv_append,
+    .short_conv = zr_short_conv,
     .attention_step = zr_attention_step,
     .argmax = zr_argmax,
     .i32_add = zr_i32_add,

@@ -87,6 +87,9 @@ zmlx_status zr_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
 /* ref_kv.c */
 zmlx_status zr_kv_append(zmlx_ctx *, zmlx_dtype T, const void *rows, int64_t n_tok, int H, int hd,
                          void *cache, int64_t cap, int64_t pos);
+/* ref_kv.c: LFM2's short convolution and its state (also the CPU backend's). */
+zmlx_status zr_short_conv(zmlx_ctx *, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                          const void *w, void *state, void *y);
 
 /* ref_act.c: the unfused activation, and the scalar pieces, also used by the optimised CPU kernels so
  * that activation and combine round identically on every CPU path. */

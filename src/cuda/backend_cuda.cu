@@ -370,6 +370,7 @@ static zmlx_backend make_table(void) {
     t.attention_prefill = zcu_attention_prefill;
     t.argmax = zcu_argmax;
     t.i32_add = zcu_i32_add;
+    t.short_conv = zcu_short_conv;
     t.qmm_argmax = zcu_qmm_argmax;
     t.mem_alloc = cu_mem_alloc;
     t.mem_free = cu_mem_free;

@@ -587,6 +587,8 @@ zmlx_status zcu_attention_step(zmlx_ctx *, const zmlx_attn_step_params *p, zmlx_
 zmlx_status zcu_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                        int32_t *idx);
 zmlx_status zcu_i32_add(zmlx_ctx *, int32_t *x, int64_t n, int32_t delta);
+zmlx_status zcu_short_conv(zmlx_ctx *, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                           const void *w, void *state, void *y);
 zmlx_status zcu_qmm_argmax(zmlx_ctx *, zmlx_dtype T, const void *x, int64_t n_tok, const zmlx_qweight *W,
                            void *y, int32_t *idx);
 /* attention_step's projection qkv = p->x·p->projᵀ and its prep (q/k norms,

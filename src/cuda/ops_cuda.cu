@@ -1,7 +1,7 @@
 /*
  * ops_cuda.cu — the non-matmul, non-attention primitives on the GPU: add,
- * rms_norm, add_rms_norm, softmax, the MoE router, argmax and the int32
- * counter add (rope and attention: attn_cuda.cu). Formulas and rounding
+ * rms_norm, add_rms_norm, softmax, the MoE router, argmax, LFM2's short
+ * convolution and the int32 counter add (rope and attention: attn_cuda.cu). Formulas and rounding
  * points follow the reference kernels (src/cpu/ref_norm.c, ref_router.c,
  * ref_elementwise.c); reductions run
  * in fixed shuffle trees instead of index order, so results agree with the
@@ -461,6 +461,46 @@ static zmlx_status argmax_t(cudaStream_t st, const void *x, int64_t n_rows, int6
 extern "C" zmlx_status zcu_argmax(zmlx_ctx *c, zmlx_dtype T, const void *x, int64_t n_rows, int64_t n,
                                   int32_t *idx) {
     return ZCU_DISPATCH_T(T, argmax_t, zcu_state_of(c)->stream, x, n_rows, n, idx);
+}
+
+/* ------------------------------------------------------- short conv */
+
+/* zmlx_short_conv: a thread per channel walks the tokens in order with its
+ * window of the last L-1 Bx values, exactly as zr_short_conv (the same
+ * roundings and FMA chain, so the same bits). bcx [n, 3D], w [D, L],
+ * state [L-1, D], y [n, D]. */
+template <typename TT>
+__global__ void k_short_conv(const TT *bcx, int64_t n, int64_t D, int L, const TT *w, TT *state, TT *y) {
+    const int64_t d = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    float win[ZMLX_SHORT_CONV_MAX_L], wt[ZMLX_SHORT_CONV_MAX_L];
+    if (d < D)
+        for (int j = 0; j < L; j++) wt[j] = zcu_ld(w, d * L + j); /* weights: readable before the wait */
+    zcu_pdl_entry();
+    if (d >= D) return;
+    for (int j = 0; j < L - 1; j++) win[j] = zcu_ld(state, (int64_t)j * D + d);
+    for (int64_t t = 0; t < n; t++) {
+        const TT *row = bcx + t * 3 * D;
+        win[L - 1] = zcu_round(row, __fmul_rn(zcu_ld(row, d), zcu_ld(row, 2 * D + d)));
+        float acc = 0.0f;
+        for (int j = 0; j < L; j++) acc = __fmaf_rn(wt[j], win[j], acc);
+        zcu_st(y, t * D + d, __fmul_rn(zcu_ld(row, D + d), zcu_round(row, acc)));
+        for (int j = 0; j < L - 1; j++) win[j] = win[j + 1];
+    }
+    for (int j = 0; j < L - 1; j++) zcu_st(state, (int64_t)j * D + d, win[j]);
+}
+
+template <typename TT>
+static zmlx_status short_conv_t(cudaStream_t st, const void *bcx, int64_t n, int64_t D, int L, const void *w,
+                                void *state, void *y) {
+    zcu_launch(ZCU_PDL_OPS, k_short_conv<TT>, nblocks(D, 128), 128, 0, st, (const TT *)bcx, n, D, L, (const TT *)w,
+               (TT *)state, (TT *)y);
+    ZCU_LAUNCHED();
+    return ZMLX_OK;
+}
+
+extern "C" zmlx_status zcu_short_conv(zmlx_ctx *c, zmlx_dtype T, const void *bcx, int64_t n_tok, int64_t D, int L,
+                                      const void *w, void *state, void *y) {
+    return ZCU_DISPATCH_T(T, short_conv_t, zcu_state_of(c)->stream, bcx, n_tok, D, L, w, state, y);
 }
 
 __global__ void k_i32_add(int32_t *x, int64_t n, int32_t delta) {

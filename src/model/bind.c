@@ -196,7 +196,18 @@ static zmlx_status bind_linear(binder *b, const char *path, zmlx_wcat cat, int s
     return ZMLX_OK;
 }
 
-zmlx_status zm_bind_qwen3_moe(zmlx_model *m, char *err, size_t errlen) {
+/* Where an architecture keeps a layer's modules (FORMATS.md C.1, C.3). */
+typedef struct arch_names {
+    const char *in_norm, *post_norm, *q, *k, *v, *o, *q_norm, *k_norm, *ffn, *final_norm;
+} arch_names;
+static const arch_names qwen3_names = {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj",
+                                       "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                       "self_attn.q_norm", "self_attn.k_norm", "mlp", "model.norm.weight"};
+static const arch_names lfm2_names = {"operator_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
+                                      "self_attn.v_proj", "self_attn.out_proj", "self_attn.q_layernorm",
+                                      "self_attn.k_layernorm", "feed_forward", "model.embedding_norm.weight"};
+
+zmlx_status zm_bind(zmlx_model *m, char *err, size_t errlen) {
     const zm_config *c = &m->cfg;
     binder b = {m, calloc(m->st.n ? m->st.n : 1, 1), err, errlen};
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -206,8 +217,9 @@ zmlx_status zm_bind_qwen3_moe(zmlx_model *m, char *err, size_t errlen) {
     }
     const int64_t D = c->hidden, hd = c->head_dim, H = c->n_heads, Hkv = c->n_kv_heads;
     const int64_t E = c->n_experts, I = c->moe_inter, V = c->vocab;
+    const arch_names *an = c->arch == ZM_ARCH_LFM2_MOE ? &lfm2_names : &qwen3_names;
     zmlx_status st = bind_linear(&b, "model.embed_tokens", ZMLX_WCAT_EMBED, 0, 1, V, D, &m->embed);
-    char p[192], p2[224];
+    char p[192], p2[224], f[64];
     for (int64_t l = 0; l < c->n_layers && st == ZMLX_OK; l++) {
         zm_layer *L = &m->layers[l];
 #define LIN(suffix, cat, stacked, e, n, k, dst) \
@@ -220,29 +232,45 @@ zmlx_status zm_bind_qwen3_moe(zmlx_model *m, char *err, size_t errlen) {
         snprintf(p2, sizeof p2, "model.layers.%lld.%s.weight", (long long)l, suffix); \
         st = bind_norm(&b, p2, d, dst); \
     }
-        NORM("input_layernorm", D, &L->in_norm);
-        NORM("post_attention_layernorm", D, &L->post_norm);
-        LIN("self_attn.q_proj", ZMLX_WCAT_ATTN, 0, 1, H * hd, D, &L->q);
-        LIN("self_attn.k_proj", ZMLX_WCAT_ATTN, 0, 1, Hkv * hd, D, &L->k);
-        LIN("self_attn.v_proj", ZMLX_WCAT_ATTN, 0, 1, Hkv * hd, D, &L->v);
-        LIN("self_attn.o_proj", ZMLX_WCAT_ATTN, 0, 1, D, H * hd, &L->o);
-        NORM("self_attn.q_norm", hd, &L->q_norm);
-        NORM("self_attn.k_norm", hd, &L->k_norm);
+/* the feed-forward's module `s` (its path under an->ffn) */
+#define FFN(s) (snprintf(f, sizeof f, "%s.%s", an->ffn, s), f)
+        NORM(an->in_norm, D, &L->in_norm);
+        NORM(an->post_norm, D, &L->post_norm);
+        L->is_attn = zm_layer_is_attn(c, l);
+        if (L->is_attn) {
+            LIN(an->q, ZMLX_WCAT_ATTN, 0, 1, H * hd, D, &L->q);
+            LIN(an->k, ZMLX_WCAT_ATTN, 0, 1, Hkv * hd, D, &L->k);
+            LIN(an->v, ZMLX_WCAT_ATTN, 0, 1, Hkv * hd, D, &L->v);
+            LIN(an->o, ZMLX_WCAT_ATTN, 0, 1, D, H * hd, &L->o);
+            NORM(an->q_norm, hd, &L->q_norm);
+            NORM(an->k_norm, hd, &L->k_norm);
+        } else { /* LFM2's short-conv block */
+            LIN("conv.in_proj", ZMLX_WCAT_ATTN, 0, 1, 3 * D, D, &L->conv_in);
+            LIN("conv.out_proj", ZMLX_WCAT_ATTN, 0, 1, D, D, &L->conv_out);
+            const int64_t cw[3] = {D, c->conv_L, 1};
+            snprintf(p2, sizeof p2, "model.layers.%lld.conv.conv.weight", (long long)l);
+            if (st == ZMLX_OK) st = bind_float(&b, p2, ZMLX_WCAT_ATTN, 3, cw, &L->conv_w);
+        }
         L->is_moe = zm_layer_is_moe(c, l);
         if (L->is_moe) {
-            LIN("mlp.gate", ZMLX_WCAT_ROUTER, 0, 1, E, D, &L->router);
-            LIN("mlp.switch_mlp.gate_proj", ZMLX_WCAT_EXPERTS, 1, E, I, D, &L->ex_gate);
-            LIN("mlp.switch_mlp.up_proj", ZMLX_WCAT_EXPERTS, 1, E, I, D, &L->ex_up);
-            LIN("mlp.switch_mlp.down_proj", ZMLX_WCAT_EXPERTS, 1, E, D, I, &L->ex_down);
+            LIN(FFN("gate"), ZMLX_WCAT_ROUTER, 0, 1, E, D, &L->router);
+            LIN(FFN("switch_mlp.gate_proj"), ZMLX_WCAT_EXPERTS, 1, E, I, D, &L->ex_gate);
+            LIN(FFN("switch_mlp.up_proj"), ZMLX_WCAT_EXPERTS, 1, E, I, D, &L->ex_up);
+            LIN(FFN("switch_mlp.down_proj"), ZMLX_WCAT_EXPERTS, 1, E, D, I, &L->ex_down);
+            if (c->expert_bias) {
+                snprintf(p2, sizeof p2, "model.layers.%lld.%s.expert_bias", (long long)l, an->ffn);
+                if (st == ZMLX_OK) st = bind_float(&b, p2, ZMLX_WCAT_ROUTER, 1, &E, &L->expert_bias);
+            }
         } else {
-            LIN("mlp.gate_proj", ZMLX_WCAT_DENSE_MLP, 0, 1, c->inter, D, &L->mlp_gate);
-            LIN("mlp.up_proj", ZMLX_WCAT_DENSE_MLP, 0, 1, c->inter, D, &L->mlp_up);
-            LIN("mlp.down_proj", ZMLX_WCAT_DENSE_MLP, 0, 1, D, c->inter, &L->mlp_down);
+            LIN(FFN("gate_proj"), ZMLX_WCAT_DENSE_MLP, 0, 1, c->inter, D, &L->mlp_gate);
+            LIN(FFN("up_proj"), ZMLX_WCAT_DENSE_MLP, 0, 1, c->inter, D, &L->mlp_up);
+            LIN(FFN("down_proj"), ZMLX_WCAT_DENSE_MLP, 0, 1, D, c->inter, &L->mlp_down);
         }
+#undef FFN
 #undef LIN
 #undef NORM
     }
-    if (st == ZMLX_OK) st = bind_norm(&b, "model.norm.weight", D, &m->norm);
+    if (st == ZMLX_OK) st = bind_norm(&b, an->final_norm, D, &m->norm);
     if (st == ZMLX_OK && !c->tie) st = bind_linear(&b, "lm_head", ZMLX_WCAT_LM_HEAD, 0, 1, V, D, &m->lm_head);
     for (size_t i = 0; i < m->st.n && st == ZMLX_OK; i++) {
         const zst_tensor *t = m->st.by_name[i];
@@ -306,7 +334,7 @@ zmlx_status zmlx_model_open(const char *dir, const zmlx_model_opts *opts, zmlx_m
     if (s == ZMLX_OK) {
         m->st.t_parse += t_cfg;
         double t1 = zc_now_sec();
-        s = zm_bind_qwen3_moe(m, err, errlen);
+        s = zm_bind(m, err, errlen);
         m->t_bind = zc_now_sec() - t1;
     }
     if (s == ZMLX_OK && o.prefault) m->t_touch = zst_prefault(&m->st);

@@ -1,6 +1,6 @@
 /*
  * config.c — config.json / generation_config.json for the supported
- * architectures (qwen3_moe: FORMATS.md §C.1) and the quantization block
+ * architectures (qwen3_moe: FORMATS.md §C.1, lfm2_moe: §C.3) and the quantization block
  * (FORMATS.md §D): global group_size/bits/mode plus per-module overrides, and
  * the per-module resolution rule (override, else presence of `<path>.scales`).
  */
@@ -13,16 +13,20 @@
 void zm_config_free(zm_config *c) {
     if (!c) return;
     free(c->mlp_only);
+    free(c->attn);
     for (size_t i = 0; i < c->n_over; i++) free(c->over[i].path);
     free(c->over);
     memset(c, 0, sizeof *c);
 }
 
 int zm_layer_is_moe(const zm_config *c, int64_t layer) {
+    if (c->arch == ZM_ARCH_LFM2_MOE) return layer >= c->n_dense;
     for (size_t i = 0; i < c->n_mlp_only; i++)
         if (c->mlp_only[i] == layer) return 0;
     return c->n_experts > 0 && (layer + 1) % c->sparse_step == 0;
 }
+
+int zm_layer_is_attn(const zm_config *c, int64_t layer) { return c->arch != ZM_ARCH_LFM2_MOE || c->attn[layer]; }
 
 /* A required integer key in [lo, hi]. */
 static zmlx_status get_int(const zj_value *root, const char *what, const char *key, int64_t lo, int64_t hi,
@@ -179,6 +183,20 @@ static zmlx_status parse_quant(const zj_value *root, const char *what, zm_config
     return ZMLX_OK;
 }
 
+/* What the attention and the router need of any architecture's sizes. */
+static zmlx_status check_heads(const zm_config *c, const char *what, char *err, size_t errlen) {
+    if (c->n_heads % c->n_kv_heads)
+        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: num_attention_heads %lld is not a multiple of "
+                      "num_key_value_heads %lld", what, (long long)c->n_heads, (long long)c->n_kv_heads);
+    if (c->head_dim % 2)
+        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: head_dim %lld is odd (RoPE needs pairs)", what,
+                      (long long)c->head_dim);
+    if (c->n_experts > 0 && c->top_k > c->n_experts)
+        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: num_experts_per_tok %lld > num_experts %lld", what,
+                      (long long)c->top_k, (long long)c->n_experts);
+    return ZMLX_OK;
+}
+
 static zmlx_status parse_qwen3_moe(const zj_value *r, const char *what, zm_config *c, char *err, size_t errlen) {
     const int64_t BIG = (int64_t)1 << 30;
     zmlx_status s;
@@ -217,16 +235,82 @@ static zmlx_status parse_qwen3_moe(const zj_value *r, const char *what, zm_confi
     if (rs && rs->type != ZJ_NULL && rs->type != ZJ_OBJECT)
         return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: \"rope_scaling\" must be null or an object", what);
 
-    if (c->n_heads % c->n_kv_heads)
-        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: num_attention_heads %lld is not a multiple of "
-                      "num_key_value_heads %lld", what, (long long)c->n_heads, (long long)c->n_kv_heads);
-    if (c->head_dim % 2)
-        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: head_dim %lld is odd (RoPE needs pairs)", what,
-                      (long long)c->head_dim);
-    if (c->n_experts > 0 && c->top_k > c->n_experts)
-        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: num_experts_per_tok %lld > num_experts %lld", what,
-                      (long long)c->top_k, (long long)c->n_experts);
-    return ZMLX_OK;
+    return check_heads(c, what, err, errlen);
+}
+
+/* FORMATS.md C.3. */
+static zmlx_status parse_lfm2_moe(const zj_value *r, const char *what, zm_config *c, char *err, size_t errlen) {
+    const int64_t BIG = (int64_t)1 << 30;
+    zmlx_status s;
+#define INT_KEY(k, lo, hi, dst) \
+    if ((s = get_int(r, what, k, lo, hi, dst, err, errlen)) != ZMLX_OK) return s
+    INT_KEY("hidden_size", 1, BIG, &c->hidden);
+    INT_KEY("num_hidden_layers", 1, 4096, &c->n_layers);
+    INT_KEY("intermediate_size", 1, BIG, &c->inter);
+    INT_KEY("moe_intermediate_size", 1, BIG, &c->moe_inter);
+    INT_KEY("num_attention_heads", 1, 4096, &c->n_heads);
+    INT_KEY("num_key_value_heads", 1, 4096, &c->n_kv_heads);
+    INT_KEY("num_experts", 1, 65536, &c->n_experts);
+    INT_KEY("num_experts_per_tok", 1, 65536, &c->top_k);
+    INT_KEY("num_dense_layers", 0, c->n_layers, &c->n_dense);
+    INT_KEY("conv_L_cache", 2, ZMLX_SHORT_CONV_MAX_L, &c->conv_L);
+    INT_KEY("vocab_size", 1, INT32_MAX, &c->vocab);
+    INT_KEY("max_position_embeddings", 1, INT64_MAX, &c->max_pos);
+#undef INT_KEY
+    int conv_bias;
+    if ((s = get_pos_double(r, what, "norm_eps", &c->rms_eps, err, errlen)) != ZMLX_OK) return s;
+    if ((s = get_bool(r, what, "norm_topk_prob", &c->norm_topk, err, errlen)) != ZMLX_OK) return s;
+    if ((s = get_bool(r, what, "use_expert_bias", &c->expert_bias, err, errlen)) != ZMLX_OK) return s;
+    if ((s = get_bool(r, what, "conv_bias", &conv_bias, err, errlen)) != ZMLX_OK) return s;
+    if (conv_bias)
+        return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED,
+                      "%s: conv_bias true (in_proj / out_proj with biases) is not supported", what);
+    /* optional: rope_theta (rope_parameters' wins), routed_scaling_factor */
+    c->rope_theta = 1e6;
+    c->route_scale = 1.0;
+    const zj_value *rp = zj_get(r, "rope_parameters");
+    if (zj_get(r, "rope_theta") && (s = get_pos_double(r, what, "rope_theta", &c->rope_theta, err, errlen)) != ZMLX_OK)
+        return s;
+    if (rp && rp->type == ZJ_OBJECT && zj_get(rp, "rope_theta") &&
+        (s = get_pos_double(rp, what, "rope_theta", &c->rope_theta, err, errlen)) != ZMLX_OK)
+        return s;
+    if (zj_get(r, "routed_scaling_factor") &&
+        (s = get_pos_double(r, what, "routed_scaling_factor", &c->route_scale, err, errlen)) != ZMLX_OK)
+        return s;
+    if (c->hidden % c->n_heads)
+        return zc_err(err, errlen, ZMLX_ERR_FORMAT,
+                      "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", what,
+                      (long long)c->hidden, (long long)c->n_heads);
+    c->head_dim = c->hidden / c->n_heads;
+    c->tie = 1; /* no lm_head: logits = embed_tokens.as_linear(h) */
+    c->sparse_step = 1;
+    /* the attention layers: full_attn_idxs, else layer_types' "full_attention" entries */
+    if (!(c->attn = calloc((size_t)c->n_layers, 1))) return zc_err(err, errlen, ZMLX_ERR_OOM, "%s: out of memory", what);
+    const zj_value *fa = zj_get(r, "full_attn_idxs"), *lt = zj_get(r, "layer_types");
+    if (fa && fa->type == ZJ_ARRAY) {
+        for (size_t i = 0; i < fa->u.arr.n; i++) {
+            int64_t l;
+            if (!zj_as_int64(zj_at(fa, i), &l) || l < 0 || l >= c->n_layers)
+                return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: \"full_attn_idxs\"[%zu] is not a layer index", what,
+                              i);
+            c->attn[l] = 1;
+        }
+    } else if (lt && lt->type == ZJ_ARRAY) {
+        if ((int64_t)lt->u.arr.n != c->n_layers)
+            return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: \"layer_types\" has %zu entries for %lld layers", what,
+                          lt->u.arr.n, (long long)c->n_layers);
+        for (size_t i = 0; i < lt->u.arr.n; i++) {
+            const char *t = zj_as_string(zj_at(lt, i));
+            if (!t || (strcmp(t, "full_attention") && strcmp(t, "conv")))
+                return zc_err(err, errlen, ZMLX_ERR_FORMAT,
+                              "%s: \"layer_types\"[%zu] is not \"full_attention\" or \"conv\"", what, i);
+            c->attn[i] = t[0] == 'f';
+        }
+    } else {
+        return zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: missing \"full_attn_idxs\" or \"layer_types\" (a list)",
+                      what);
+    }
+    return check_heads(c, what, err, errlen);
 }
 
 zmlx_status zm_config_parse(const char *text, size_t len, const char *what, zm_config *c, char *err,
@@ -241,12 +325,14 @@ zmlx_status zm_config_parse(const char *text, size_t len, const char *what, zm_c
         s = zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: not a JSON object", what);
     } else if (!mt) {
         s = zc_err(err, errlen, ZMLX_ERR_FORMAT, "%s: missing required key \"model_type\" (a string)", what);
-    } else if (strcmp(mt, "qwen3_moe")) {
-        s = zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED, "%s: model_type \"%.60s\" is not supported (supported: qwen3_moe)",
-                   what, mt);
+    } else if (strcmp(mt, "qwen3_moe") && strcmp(mt, "lfm2_moe")) {
+        s = zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED,
+                   "%s: model_type \"%.60s\" is not supported (supported: qwen3_moe, lfm2_moe)", what, mt);
     } else {
         snprintf(c->model_type, sizeof c->model_type, "%s", mt);
-        s = parse_qwen3_moe(r, what, c, err, errlen);
+        c->arch = mt[0] == 'l' ? ZM_ARCH_LFM2_MOE : ZM_ARCH_QWEN3_MOE;
+        s = c->arch == ZM_ARCH_LFM2_MOE ? parse_lfm2_moe(r, what, c, err, errlen)
+                                        : parse_qwen3_moe(r, what, c, err, errlen);
         const zj_value *eos = zj_get(r, "eos_token_id");
         if (s == ZMLX_OK && eos && eos->type != ZJ_NULL) s = parse_eos(eos, what, c, err, errlen);
         if (s == ZMLX_OK) s = parse_quant(r, what, c, err, errlen);

@@ -100,14 +100,25 @@ typedef struct zm_qoverride {
     zm_qspec spec;
 } zm_qoverride;
 
+typedef enum zm_arch { ZM_ARCH_QWEN3_MOE = 0, ZM_ARCH_LFM2_MOE } zm_arch;
+
 typedef struct zm_config {
     char model_type[64];
+    zm_arch arch;
     int64_t hidden, n_layers, inter, n_heads, n_kv_heads, head_dim;
     int64_t n_experts, top_k, sparse_step, moe_inter, vocab, max_pos;
     int64_t *mlp_only;
     size_t n_mlp_only;
     double rms_eps, rope_theta;
     int tie, norm_topk;
+    /* lfm2_moe: the first n_dense layers are dense; attn[l] marks the
+       attention layers (the rest are short-conv blocks of kernel conv_L);
+       the router adds a selection bias when expert_bias, and scales the
+       weights by route_scale */
+    int64_t n_dense, conv_L;
+    uint8_t *attn;
+    int expert_bias;
+    double route_scale;
     int n_eos;
     int32_t eos[ZMLX_MAX_EOS];
     /* quantization: has_quant = the config has a quantization (or
@@ -118,7 +129,7 @@ typedef struct zm_config {
     size_t n_over;
 } zm_config;
 
-/* Parse config.json text (qwen3_moe only; another model_type gives
+/* Parse config.json text (qwen3_moe, lfm2_moe; another model_type gives
  * ZMLX_ERR_UNSUPPORTED naming it). `what` names the file in messages. */
 zmlx_status zm_config_parse(const char *text, size_t len, const char *what, zm_config *c,
                             char *err, size_t errlen);
@@ -127,6 +138,7 @@ zmlx_status zm_genconfig_parse(const char *text, size_t len, const char *what, z
                                char *err, size_t errlen);
 void zm_config_free(zm_config *c);
 int zm_layer_is_moe(const zm_config *c, int64_t layer);
+int zm_layer_is_attn(const zm_config *c, int64_t layer); /* 0: a short-conv block (lfm2_moe) */
 
 /* The configured quantization of module `path`: the override if any, else
  * quantized (global defaults) iff `<path>.scales` exists in s. */
@@ -153,7 +165,11 @@ typedef struct zm_linear {
 
 typedef struct zm_layer {
     zm_fview in_norm, post_norm, q_norm, k_norm;
-    zm_linear q, k, v, o;
+    int is_attn;
+    zm_linear q, k, v, o;                        /* attention layers */
+    zm_linear conv_in, conv_out;                 /* short-conv layers (lfm2_moe) */
+    zm_fview conv_w;                             /* [D, L, 1] */
+    zm_fview expert_bias;                        /* [E] or absent (data NULL) */
     int is_moe;
     zm_linear router, ex_gate, ex_up, ex_down;   /* MoE layers   */
     zm_linear mlp_gate, mlp_up, mlp_down;        /* dense layers */
@@ -180,8 +196,8 @@ struct zmlx_model {
     double t_bind, t_touch;
 };
 
-/* Check and bind every qwen3_moe tensor of m->st per m->cfg. */
-zmlx_status zm_bind_qwen3_moe(zmlx_model *m, char *err, size_t errlen);
+/* Check and bind every tensor of m->st per m->cfg (its architecture). */
+zmlx_status zm_bind(zmlx_model *m, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ writer */
 
@@ -220,7 +236,14 @@ typedef enum zw_init {
     ZW_INIT_CODES         /* random codes and scales written directly (fast)   */
 } zw_init;
 
+#define ZW_MAX_ATTN 64
 typedef struct zw_tiny_opts {
+    zm_arch arch;          /* qwen3_moe (default) or lfm2_moe                   */
+    int n_attn;            /* lfm2_moe: the attention layers (the rest are
+                              short-conv blocks of kernel conv_L); head_dim must
+                              be hidden / heads                                */
+    int attn_idx[ZW_MAX_ATTN];
+    int conv_L;
     int layers, hidden, heads, kv_heads, head_dim, experts, top_k, moe_inter, dense_inter;
     int dense_layers;      /* the first dense_layers layers are dense SwiGLU MLPs of
                               dense_inter (config mlp_only_layers); the rest MoE   */
@@ -240,6 +263,8 @@ typedef struct zw_tiny_opts {
 
 void zw_tiny_defaults(zw_tiny_opts *o);        /* the small test model          */
 void zw_tiny_preset_qwen3_30b(zw_tiny_opts *o); /* Qwen3-30B-A3B dims            */
+void zw_tiny_lfm2(zw_tiny_opts *o);             /* the small lfm2_moe test model  */
+void zw_tiny_preset_lfm2_8b(zw_tiny_opts *o);   /* LFM2-8B-A1B dims              */
 zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size_t errlen);
 
 #endif /* ZMLX_MODEL_H */

@@ -2,8 +2,8 @@
  * session.c — the patch plan (parse / print) and the decoding session: its
  * lifetime, the one-time placement of weights (device copies on CUDA, norm
  * weights converted to the activation dtype), the KV cache and the scratch
- * rows, and the public prefill / step / logits entries around the forward of
- * forward_qwen3.c.
+ * rows, the short-conv states, and the public prefill / step / logits entries
+ * around the forward of forward.c.
  */
 #include "model/runtime.h"
 #include "core/core.h"
@@ -119,25 +119,27 @@ static void place_q(placer *p, const zmlx_qweight *src, zmlx_qweight *dst) {
     dst->on_device = 1;
 }
 
-/* A norm weight in T: the mapped tensor itself when it already is host T,
- * else a converted copy. */
-static const void *place_norm(placer *p, const zm_fview *f) {
+/* A float tensor (a norm or conv weight, a selection bias) in dtype t: the
+ * mapped tensor itself when it already is host t, else a converted copy. */
+static const void *place_float(placer *p, const zm_fview *f, zmlx_dtype t) {
     zmlx_session *s = p->s;
-    int64_t n = f->shape[0];
-    if (!s->on_device && f->dtype == s->T) return f->data;
-    size_t bytes = (size_t)n * zmlx_dtype_size(s->T);
+    int64_t n = 1;
+    for (int d = 0; d < f->ndim; d++) n *= f->shape[d];
+    if (!s->on_device && f->dtype == t) return f->data;
+    size_t bytes = (size_t)n * zmlx_dtype_size(t);
     if (!p->base) return carve(p, bytes);
     void *tmp = malloc(bytes);
     if (!tmp) {
         p->st = ZMLX_ERR_OOM;
         return carve(p, bytes);
     }
-    zmlx_status c = zmlx_convert(s->T, tmp, f->dtype, f->data, (size_t)n);
+    zmlx_status c = zmlx_convert(t, tmp, f->dtype, f->data, (size_t)n);
     if (c != ZMLX_OK && p->st == ZMLX_OK) p->st = c;
     const void *r = place_bytes(p, tmp, bytes);
     free(tmp);
     return r;
 }
+static const void *place_norm(placer *p, const zm_fview *f) { return place_float(p, f, p->s->T); }
 
 /* Rows [r0, r0 + n) of a single-expert x·Wᵀ weight, as a weight of its own. */
 static zmlx_qweight row_view(const zmlx_qweight *w, int64_t r0, int64_t n) {
@@ -202,10 +204,20 @@ static void place_weights(placer *p) {
     for (int64_t l = 0; l < s->d.L; l++) {
         const zm_layer *ml = &m->layers[l];
         zr_layer *L = &s->layers[l];
-        place_qkv(p, ml, L);
-        place_q(p, &ml->o.q, &L->o);
+        L->is_attn = ml->is_attn;
+        if (ml->is_attn) {
+            place_qkv(p, ml, L);
+            place_q(p, &ml->o.q, &L->o);
+            L->q_norm = place_norm(p, &ml->q_norm);
+            L->k_norm = place_norm(p, &ml->k_norm);
+        } else {
+            place_q(p, &ml->conv_in.q, &L->conv_in);
+            place_q(p, &ml->conv_out.q, &L->conv_out);
+            L->conv_w = place_norm(p, &ml->conv_w);
+        }
         L->is_moe = ml->is_moe;
         if (ml->is_moe) {
+            if (ml->expert_bias.data) L->expert_bias = place_float(p, &ml->expert_bias, ZMLX_F32);
             place_q(p, &ml->router.q, &L->router);
             place_q(p, &ml->ex_gate.q, &L->gate);
             place_q(p, &ml->ex_up.q, &L->up);
@@ -217,8 +229,6 @@ static void place_weights(placer *p) {
         }
         L->in_norm = place_norm(p, &ml->in_norm);
         L->post_norm = place_norm(p, &ml->post_norm);
-        L->q_norm = place_norm(p, &ml->q_norm);
-        L->k_norm = place_norm(p, &ml->k_norm);
     }
 }
 
@@ -249,12 +259,16 @@ static void place_scratch(placer *p) {
     c->qkv = carve(p, nb * (size_t)((d->H + 2 * d->Hkv) * d->hd) * es);
     c->pos = carve(p, sizeof(int32_t));
     c->tok = carve(p, sizeof(int32_t));
+    if (d->conv_L) {
+        c->bcx = carve(p, nb * (size_t)(3 * d->D) * es);
+        c->cy = carve(p, nb * (size_t)d->D * es);
+    }
 }
 
 /* The forward needs every linear quantized (it has only quantized matmuls). */
 static zmlx_status check_supported(const zmlx_model *m, char *err, size_t errlen) {
     const zm_config *c = &m->cfg;
-    if (strcmp(c->model_type, "qwen3_moe"))
+    if (c->arch != ZM_ARCH_QWEN3_MOE && c->arch != ZM_ARCH_LFM2_MOE)
         return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED, "no forward pass for model_type '%s' yet", c->model_type);
     if (!m->embed.quantized)
         return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED,
@@ -264,10 +278,13 @@ static zmlx_status check_supported(const zmlx_model *m, char *err, size_t errlen
         return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED, "lm_head is float; only quantized linears are supported");
     for (int64_t l = 0; l < c->n_layers; l++) {
         const zm_layer *L = &m->layers[l];
-        const zm_linear *lin[] = {&L->q, &L->k, &L->v, &L->o, &L->router, &L->ex_gate, &L->ex_up, &L->ex_down,
-                                  &L->mlp_gate, &L->mlp_up, &L->mlp_down};
-        static const char *const nm[] = {"q_proj", "k_proj", "v_proj", "o_proj", "mlp.gate", "gate_proj",
-                                         "up_proj", "down_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+        const zm_linear *lin[] = {&L->q,       &L->k,        &L->v,       &L->o,      &L->router,
+                                  &L->ex_gate, &L->ex_up,    &L->ex_down, &L->mlp_gate, &L->mlp_up,
+                                  &L->mlp_down, &L->conv_in, &L->conv_out};
+        static const char *const nm[] = {"q_proj",   "k_proj",        "v_proj",      "o_proj",
+                                         "router",   "gate_proj",     "up_proj",     "down_proj",
+                                         "dense gate_proj", "dense up_proj", "dense down_proj",
+                                         "conv.in_proj", "conv.out_proj"};
         for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
             if (lin[i]->present && !lin[i]->quantized)
                 return zc_err(err, errlen, ZMLX_ERR_UNSUPPORTED,
@@ -291,6 +308,52 @@ static zmlx_status alloc_pass(zmlx_session *s, void (*pass)(placer *), void **me
     pass(&p);
     if (p.st != ZMLX_OK)
         return zc_err(err, errlen, p.st, "placing the session's %s failed: %s", what, zmlx_status_str(p.st));
+    return ZMLX_OK;
+}
+
+/* K and V of every attention layer ([Hkv, cap, hd] each), then the state of
+ * every short-conv layer ([conv_L - 1, D]), zeroed before the first feed. */
+static zmlx_status alloc_caches(zmlx_session *s, char *err, size_t errlen) {
+    const zr_dims *d = &s->d;
+    const size_t es = zmlx_dtype_size(s->T), per = (size_t)(d->Hkv * d->hd) * (size_t)s->cap * es;
+    const size_t conv = d->conv_L ? (size_t)((d->conv_L - 1) * d->D) * es : 0;
+    size_t n_attn = 0, kv_bytes, total;
+    for (int64_t l = 0; l < d->L; l++) n_attn += (size_t)s->layers[l].is_attn;
+    zmlx_status st = ZMLX_OK;
+    if (!zc_mul_size(per, 2 * n_attn, &kv_bytes) || !zc_mul_size(conv, (size_t)d->L - n_attn, &s->conv_bytes) ||
+        (total = kv_bytes + s->conv_bytes) < kv_bytes)
+        st = ZMLX_ERR_OOM;
+    else if (total) st = zmlx_mem_alloc(s->ctx, total, &s->kv);
+    if (st != ZMLX_OK)
+        return zc_err(err, errlen, st, "cannot allocate the KV cache (%lld positions, %.1f MiB)", (long long)s->cap,
+                      (double)per * 2.0 * (double)n_attn / (1 << 20));
+    s->mem_bytes += total;
+    char *at = s->kv;
+    for (int64_t l = 0; l < d->L; l++)
+        if (s->layers[l].is_attn) {
+            s->layers[l].kc = at;
+            s->layers[l].vc = at + per;
+            at += 2 * per;
+        }
+    s->conv_states = at;
+    for (int64_t l = 0; l < d->L; l++)
+        if (!s->layers[l].is_attn) {
+            s->layers[l].conv_state = at;
+            at += conv;
+        }
+    s->conv_stale = 1;
+    return ZMLX_OK;
+}
+
+/* Zero the short-conv states (a sequence starts): one upload of zeros. */
+static zmlx_status zero_conv_states(zmlx_session *s, char *err, size_t errlen) {
+    if (!s->conv_bytes) return ZMLX_OK;
+    void *z = calloc(1, s->conv_bytes);
+    if (!z) return zc_err(err, errlen, ZMLX_ERR_OOM, "out of memory");
+    zmlx_status st = zmlx_mem_upload(s->ctx, s->conv_states, z, s->conv_bytes);
+    free(z);
+    if (st != ZMLX_OK) return zc_err(err, errlen, st, "zeroing the conv states: %s", zmlx_status_str(st));
+    s->conv_stale = 0;
     return ZMLX_OK;
 }
 
@@ -318,7 +381,10 @@ zmlx_status zmlx_session_new(const zmlx_model *m, zmlx_ctx *ctx, const zmlx_sess
                      .hd = c->head_dim, .E = c->n_experts, .k = c->top_k, .I = c->moe_inter,
                      .Idense = c->inter, .V = c->vocab, .eps = (float)c->rms_eps,
                      .theta = (float)c->rope_theta, .attn_scale = (float)pow((double)c->head_dim, -0.5),
-                     .norm_topk = c->norm_topk};
+                     .norm_topk = c->norm_topk, .sigmoid_router = c->arch == ZM_ARCH_LFM2_MOE,
+                     .route_scale = (float)c->route_scale};
+    for (int64_t l = 0; l < c->n_layers; l++)
+        if (!m->layers[l].is_attn) s->d.conv_L = c->conv_L;
     s->cap = o.max_ctx ? o.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
     /* 2048: larger chunks prefill faster (H200, a 512 / 2048 / 4000-token prompt: 4703 / 4521 / 3992 tok/s in
        chunks of 128, 5123 / 5871 / 5073 in chunks of up to 2048; src/cuda/NOTES.md v22) for ~115 KB of
@@ -336,22 +402,7 @@ zmlx_status zmlx_session_new(const zmlx_model *m, zmlx_ctx *ctx, const zmlx_sess
     }
     st = alloc_pass(s, place_weights, &s->arena, err, errlen, "weights");
     if (st == ZMLX_OK) st = alloc_pass(s, place_scratch, &s->scr_mem, err, errlen, "scratch");
-    if (st == ZMLX_OK) {
-        /* K and V of every layer: [Hkv, cap, hd] each */
-        size_t per = (size_t)(s->d.Hkv * s->d.hd) * (size_t)s->cap * zmlx_dtype_size(s->T), total;
-        if (!zc_mul_size(per, (size_t)(2 * s->d.L), &total)) st = ZMLX_ERR_OOM;
-        else st = zmlx_mem_alloc(ctx, total, &s->kv);
-        if (st != ZMLX_OK)
-            zc_err(err, errlen, st, "cannot allocate the KV cache (%lld positions, %.1f MiB)", (long long)s->cap,
-                   (double)per * 2.0 * (double)s->d.L / (1 << 20));
-        else {
-            s->mem_bytes += total;
-            for (int64_t l = 0; l < s->d.L; l++) {
-                s->layers[l].kc = (char *)s->kv + (size_t)(2 * l) * per;
-                s->layers[l].vc = (char *)s->kv + (size_t)(2 * l + 1) * per;
-            }
-        }
-    }
+    if (st == ZMLX_OK) st = alloc_caches(s, err, errlen);
     if (st != ZMLX_OK) {
         zmlx_session_free(s);
         return st;
@@ -379,6 +430,7 @@ void zmlx_session_reset(zmlx_session *s) {
     s->argmax = -1;
     s->pos_synced = 0;
     s->tok_synced = 0;
+    s->conv_stale = 1;
 }
 
 /* The captured step encodes the patch plan: a new plan drops it. */
@@ -390,12 +442,12 @@ void zmlx_session_set_patch(zmlx_session *s, zmlx_patch_plan p) {
 }
 zmlx_patch_plan zmlx_session_patch(const zmlx_session *s) { return s ? s->patch : 0; }
 
-/* Every layer must take the fused attention: the unfused one passes the
- * host's position as an argument, which a graph would freeze. */
+/* Every attention layer must take the fused attention: the unfused one
+ * passes the host's position as an argument, which a graph would freeze. */
 int zmlx_session_uses_graph(const zmlx_session *s) {
     if (!s || !s->use_graph || !(s->patch & ZMLX_PATCH_ATTENTION)) return 0;
     for (int64_t l = 0; l < s->d.L; l++)
-        if (!s->layers[l].has_qkv) return 0;
+        if (s->layers[l].is_attn && !s->layers[l].has_qkv) return 0;
     return 1;
 }
 
@@ -404,7 +456,7 @@ static zmlx_status capture_step(zmlx_session *s, unsigned sections, zmlx_graph *
                                 size_t errlen) {
     zmlx_status st = zmlx_graph_capture_begin(s->ctx);
     if (st != ZMLX_OK) return zc_err(err, errlen, st, "cannot start a graph capture: %s", zmlx_status_str(st));
-    st = zr_forward_qwen3(s, s->sc.tok, 1, sections, err, errlen);
+    st = zr_forward(s, s->sc.tok, 1, sections, err, errlen);
     zmlx_graph *g = NULL;
     zmlx_status end = zmlx_graph_capture_end(s->ctx, &g);
     if (st != ZMLX_OK) {
@@ -440,7 +492,7 @@ static zmlx_status run_chunk(zmlx_session *s, const int32_t *ids, int64_t n, cha
     }
     if ((st = zmlx_mem_upload(s->ctx, c->ids, ids, (size_t)n * sizeof(int32_t))) != ZMLX_OK)
         return zc_err(err, errlen, st, "uploading token ids: %s", zmlx_status_str(st));
-    return zr_forward_qwen3(s, c->ids, n, ZR_SEC_ALL, err, errlen);
+    return zr_forward(s, c->ids, n, ZR_SEC_ALL, err, errlen);
 }
 
 static zmlx_status feed(zmlx_session *s, const int32_t *ids, int64_t n, char *err, size_t errlen) {
@@ -454,6 +506,8 @@ static zmlx_status feed(zmlx_session *s, const int32_t *ids, int64_t n, char *er
             return zc_err(err, errlen, ZMLX_ERR_RANGE, "token id %d (at %lld) is outside the vocabulary [0, %lld)",
                           (int)ids[i], (long long)i, (long long)s->d.V);
     s->have_logits = 0;
+    zmlx_status zs = s->conv_stale ? zero_conv_states(s, err, errlen) : ZMLX_OK;
+    if (zs != ZMLX_OK) return zs;
     for (int64_t done = 0; done < n;) {
         int64_t c = n - done < s->nb ? n - done : s->nb;
         zmlx_status st = run_chunk(s, ids + done, c, err, errlen);
@@ -520,12 +574,17 @@ static double q_bytes(const zmlx_qweight *w) {
 static double step_bytes(const zmlx_session *s) {
     const zr_dims *d = &s->d;
     double b = q_bytes(&s->embed) / (double)s->embed.N + q_bytes(&s->head);
+    const double es = (double)zmlx_dtype_size(s->T);
     for (int64_t l = 0; l < d->L; l++) {
         const zr_layer *L = &s->layers[l];
-        b += q_bytes(&L->q) + q_bytes(&L->k) + q_bytes(&L->v) + q_bytes(&L->o);
+        if (L->is_attn) {
+            b += q_bytes(&L->q) + q_bytes(&L->k) + q_bytes(&L->v) + q_bytes(&L->o);
+            b += 2.0 * (double)(d->Hkv * d->hd) * es * (double)(s->pos + 1);
+        } else {
+            b += q_bytes(&L->conv_in) + q_bytes(&L->conv_out) + (double)(2 * d->conv_L - 1) * (double)d->D * es;
+        }
         double mlp = q_bytes(&L->gate) + q_bytes(&L->up) + q_bytes(&L->down);
         b += L->is_moe ? q_bytes(&L->router) + mlp * (double)d->k / (double)d->E : mlp;
-        b += 2.0 * (double)(d->Hkv * d->hd) * (double)zmlx_dtype_size(s->T) * (double)(s->pos + 1);
     }
     return b;
 }
@@ -562,9 +621,13 @@ zmlx_status zmlx_session_profile_decode(zmlx_session *s, int reps, zmlx_decode_p
     /* the replays overwrite the device logits: keep the session's on the host */
     if (!zmlx_session_logits(s)) return zc_err(err, errlen, ZMLX_ERR_DEVICE, "profile: cannot read the logits");
     out->bytes = step_bytes(s);
+    /* ... and advance the conv states: keep the session's */
+    void *conv = s->conv_bytes ? malloc(s->conv_bytes) : NULL;
+    if (s->conv_bytes && !conv) return zc_err(err, errlen, ZMLX_ERR_OOM, "out of memory");
+    zmlx_status st = conv ? zmlx_mem_download(s->ctx, conv, s->conv_states, s->conv_bytes) : ZMLX_OK;
+    if (st != ZMLX_OK) zc_err(err, errlen, st, "profile: cannot save the conv states");
     static const unsigned parts[4] = {ZR_SEC_ALL, ZR_SEC_ATTN, ZR_SEC_MLP, ZR_SEC_HEAD};
     double *dst[4] = {&out->step_us, &out->attn_us, &out->moe_us, &out->head_us};
-    zmlx_status st = ZMLX_OK;
     for (int i = 0; i < 4 && st == ZMLX_OK; i++) {
         zmlx_graph *g = i == 0 ? s->graph : NULL;
         if (!g && (st = capture_step(s, parts[i], &g, err, errlen)) != ZMLX_OK) break;
@@ -576,5 +639,13 @@ zmlx_status zmlx_session_profile_decode(zmlx_session *s, int reps, zmlx_decode_p
     out->rest_us = out->step_us - out->attn_us - out->moe_us - out->head_us;
     /* the replays moved the device position and token: re-sync at the next feed */
     s->pos_synced = s->tok_synced = 0;
+    if (conv) {
+        zmlx_status r = zmlx_mem_upload(s->ctx, s->conv_states, conv, s->conv_bytes);
+        if (r != ZMLX_OK) { /* the states are lost: the sequence cannot go on */
+            s->have_logits = 0;
+            if (st == ZMLX_OK) st = zc_err(err, errlen, r, "profile: cannot restore the conv states");
+        }
+        free(conv);
+    }
     return st;
 }

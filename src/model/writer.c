@@ -1,6 +1,6 @@
 /*
  * writer.c — writing MLX-format checkpoints: the generic sharded safetensors
- * writer (zw_write) and the synthetic qwen3_moe generator behind
+ * writer (zw_write) and the synthetic qwen3_moe / lfm2_moe generator behind
  * `zmlx make-tiny` (zw_make_tiny).
  *
  * Byte layout follows MLX's save_safetensors (mlx/io/safetensors.cpp): a
@@ -226,7 +226,50 @@ void zw_tiny_preset_qwen3_30b(zw_tiny_opts *o) {
     o->eos[1] = 151643;
 }
 
-enum { PART_W, PART_S, PART_B, PART_NORM };
+/* lfm2_moe: 4 layers (attention at 1 and 3), the first dense */
+void zw_tiny_lfm2(zw_tiny_opts *o) {
+    zw_tiny_defaults(o);
+    o->arch = ZM_ARCH_LFM2_MOE;
+    o->layers = 4;
+    o->n_attn = 2;
+    o->attn_idx[0] = 1;
+    o->attn_idx[1] = 3;
+    o->conv_L = 3;
+    o->dense_layers = 1;
+    o->dense_inter = 128;
+    o->rms_eps = 1e-5;
+}
+
+void zw_tiny_preset_lfm2_8b(zw_tiny_opts *o) {
+    zw_tiny_lfm2(o);
+    static const int attn[6] = {2, 6, 10, 14, 18, 21};
+    o->layers = 24;
+    o->n_attn = 6;
+    memcpy(o->attn_idx, attn, sizeof attn);
+    o->dense_layers = 2;
+    o->hidden = 2048;
+    o->heads = 32;
+    o->kv_heads = 8;
+    o->head_dim = 64;
+    o->experts = 32;
+    o->top_k = 4;
+    o->moe_inter = 1792;
+    o->dense_inter = 7168;
+    o->vocab = 65536;
+    o->max_pos = 128000;
+    o->init = ZW_INIT_CODES;
+    o->bos = 1;
+    o->eos[0] = 7;
+}
+
+static int tiny_is_attn(const zw_tiny_opts *o, int l) {
+    if (o->arch != ZM_ARCH_LFM2_MOE) return 1;
+    for (int i = 0; i < o->n_attn; i++)
+        if (o->attn_idx[i] == l) return 1;
+    return 0;
+}
+
+enum { PART_W, PART_S, PART_B, PART_NORM, PART_CONV, PART_EBIAS };
 
 typedef struct tmod {       /* one quantized module: logical [E, N, K] */
     int64_t E, N, K;
@@ -332,7 +375,7 @@ static zmlx_status gen_module(tgen *g, size_t mid, uint8_t *w, char *err, size_t
 
 static zmlx_status tiny_fill(void *ctx, size_t i, const zw_tensor *t, void *buf, char *err, size_t errlen) {
     tgen *g = ctx;
-    tmod *md = g->part[i] == PART_NORM ? NULL : &g->mods[g->mod[i]];
+    tmod *md = g->part[i] >= PART_NORM ? NULL : &g->mods[g->mod[i]];
     switch (g->part[i]) {
     case PART_W:
         return gen_module(g, (size_t)g->mod[i], buf, err, errlen);
@@ -347,10 +390,14 @@ static zmlx_status tiny_fill(void *ctx, size_t i, const zw_tensor *t, void *buf,
         md->biases = NULL;
         return ZMLX_OK;
     default: {
-        /* RMSNorm weights near 1 */
+        /* RMSNorm weights near 1, conv kernels in [-0.5, 0.5), f32 selection biases in [-0.05, 0.05) */
         uint64_t s = mix(g->o->seed ^ mix(0xabcdefull + i));
-        for (int64_t k = 0; k < t->shape[0]; k++)
-            ((uint16_t *)buf)[k] = zc_f32_to_bf16(1.0f + 0.1f * rng_unit(&s));
+        const int64_t n = (int64_t)(t->nbytes / zmlx_dtype_size(t->dtype));
+        for (int64_t k = 0; k < n; k++) {
+            float u = rng_unit(&s);
+            if (g->part[i] == PART_EBIAS) ((float *)buf)[k] = 0.05f * u;
+            else ((uint16_t *)buf)[k] = zc_f32_to_bf16(g->part[i] == PART_CONV ? 0.5f * u : 1.0f + 0.1f * u);
+        }
         return ZMLX_OK;
     }
     }
@@ -426,6 +473,15 @@ static void tl_norm(tlist *L, const char *name, int64_t D) {
     tl_push(L, name, ZMLX_BF16, 1, &D, PART_NORM, -1);
 }
 
+/* A float tensor of ndim dims that is not a norm: a conv kernel (bf16) or a
+ * selection bias (f32). */
+static void tl_float(tlist *L, const char *name, zmlx_dtype dt, int ndim, const int64_t *shape, int part) {
+    uint64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (uint64_t)shape[d];
+    L->params += n;
+    tl_push(L, name, dt, ndim, shape, part, -1);
+}
+
 /* Python repr of a float as json.dump writes it (1e-06, 1000000.0, 0.02). */
 static void py_float(char *buf, size_t len, double v) {
     if (v == floor(v) && fabs(v) < 1e16) {
@@ -446,8 +502,8 @@ static void quant_block(sbuf *b, const zw_tiny_opts *o) {
     sb_printf(b, "{\n        \"group_size\": %d,\n        \"bits\": %d,\n        \"mode\": \"%s\"", o->group_size,
               o->bits, zmlx_qmode_name(o->mode));
     for (int l = o->dense_layers; l < o->layers; l++) /* the routers of the MoE layers */
-        sb_printf(b, ",\n        \"model.layers.%d.mlp.gate\": {\n            \"group_size\": 64,\n"
-                     "            \"bits\": 8\n        }", l);
+        sb_printf(b, ",\n        \"model.layers.%d.%s.gate\": {\n            \"group_size\": 64,\n"
+                     "            \"bits\": 8\n        }", l, o->arch == ZM_ARCH_LFM2_MOE ? "feed_forward" : "mlp");
     sb_printf(b, "\n    }");
 }
 
@@ -472,10 +528,46 @@ static zmlx_status write_configs(const char *dir, const zw_tiny_opts *o, char *e
     for (int l = 0; l < o->dense_layers && mo < sizeof mlp_only; l++)
         mo += (size_t)snprintf(mlp_only + mo, sizeof mlp_only - mo, "%s\n        %d", l ? "," : "", l);
     if (mo < sizeof mlp_only) snprintf(mlp_only + mo, sizeof mlp_only - mo, o->dense_layers ? "\n    ]" : "]");
-    /* each NUM owns its buffer: initializer elements are evaluated in no fixed order */
+    /* each NUM owns its buffer: initializer elements are evaluated in no fixed order (the two
+       arrays share the indices of equal values) */
     char num[16][24];
 #define NUM(i, v) (snprintf(num[i], sizeof num[i], "%lld", (long long)(v)), num[i])
-    kv keys[] = {
+    /* lfm2_moe: layer_types as HF writes them */
+    sbuf lt = {0};
+    sb_printf(&lt, "[");
+    for (int l = 0; l < o->layers; l++)
+        sb_printf(&lt, "%s\n        \"%s\"", l ? "," : "", tiny_is_attn(o, l) ? "full_attention" : "conv");
+    sb_printf(&lt, "\n    ]");
+    kv lfm2[] = {
+        {"architectures", "[\n        \"Lfm2MoeForCausalLM\"\n    ]"},
+        {"bos_token_id", NUM(0, o->bos)},
+        {"conv_L_cache", NUM(13, o->conv_L)},
+        {"conv_bias", "false"},
+        {"eos_token_id", eos},
+        {"hidden_size", NUM(2, o->hidden)},
+        {"intermediate_size", NUM(3, o->dense_inter)},
+        {"layer_types", lt.p ? lt.p : ""},
+        {"max_position_embeddings", NUM(4, o->max_pos)},
+        {"model_type", "\"lfm2_moe\""},
+        {"moe_intermediate_size", NUM(6, o->moe_inter)},
+        {"norm_eps", eps},
+        {"norm_topk_prob", "true"},
+        {"num_attention_heads", NUM(7, o->heads)},
+        {"num_dense_layers", NUM(14, o->dense_layers)},
+        {"num_experts", NUM(8, o->experts)},
+        {"num_experts_per_tok", NUM(9, o->top_k)},
+        {"num_hidden_layers", NUM(10, o->layers)},
+        {"num_key_value_heads", NUM(11, o->kv_heads)},
+        {"quantization", q.p},
+        {"quantization_config", q.p},
+        {"rope_theta", theta},
+        {"routed_scaling_factor", "1.0"},
+        {"tie_embedding", "true"},
+        {"torch_dtype", "\"bfloat16\""},
+        {"use_expert_bias", "true"},
+        {"vocab_size", NUM(12, o->vocab)},
+    };
+    kv qwen3[] = {
         {"architectures", "[\n        \"Qwen3MoeForCausalLM\"\n    ]"},
         {"attention_bias", "false"},
         {"attention_dropout", "0.0"},
@@ -514,7 +606,9 @@ static zmlx_status write_configs(const char *dir, const zw_tiny_opts *o, char *e
         {"vocab_size", NUM(12, o->vocab)},
     };
 #undef NUM
-    size_t nk = sizeof keys / sizeof keys[0];
+    const int is_lfm2 = o->arch == ZM_ARCH_LFM2_MOE;
+    kv *keys = is_lfm2 ? lfm2 : qwen3;
+    size_t nk = is_lfm2 ? sizeof lfm2 / sizeof lfm2[0] : sizeof qwen3 / sizeof qwen3[0];
     qsort(keys, nk, sizeof keys[0], cmp_kv); /* mlx-lm save_config sorts the top level */
     sbuf b = {0};
     sb_printf(&b, "{");
@@ -523,9 +617,11 @@ static zmlx_status write_configs(const char *dir, const zw_tiny_opts *o, char *e
         sb_put(&b, keys[i].val, strlen(keys[i].val));
     }
     sb_printf(&b, "\n}");
-    zmlx_status s = write_text(dir, "config.json", &b, err, errlen);
+    zmlx_status s = lt.oom || b.oom ? zc_err(err, errlen, ZMLX_ERR_OOM, "make-tiny: out of memory")
+                                     : write_text(dir, "config.json", &b, err, errlen);
     free(b.p);
     free(q.p);
+    free(lt.p);
     if (s != ZMLX_OK) return s;
 
     /* generation_config.json as transformers writes it (indent 2, sorted, newline) */
@@ -549,6 +645,15 @@ static zmlx_status check_opts(const zw_tiny_opts *o, char *err, size_t errlen) {
         o->top_k < 1 || o->top_k > o->experts || o->moe_inter < 1 || o->dense_inter < 1 || o->vocab < 1 ||
         o->heads % o->kv_heads || o->head_dim % 2 || o->shard_limit == 0 || o->n_eos < 1 || o->n_eos > ZMLX_MAX_EOS)
         return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "make-tiny: inconsistent dimensions");
+    if (o->arch == ZM_ARCH_LFM2_MOE) {
+        int bad = o->hidden != o->heads * o->head_dim || o->conv_L < 2 || o->conv_L > ZMLX_SHORT_CONV_MAX_L ||
+                  o->n_attn < 0 || o->n_attn > ZW_MAX_ATTN;
+        for (int i = 0; i < o->n_attn && !bad; i++) bad = o->attn_idx[i] < 0 || o->attn_idx[i] >= o->layers;
+        if (bad)
+            return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG,
+                          "make-tiny: lfm2_moe needs hidden = heads x head_dim, conv_L in [2, %d] and attention "
+                          "layers that exist", ZMLX_SHORT_CONV_MAX_L);
+    }
     if (o->dense_layers < 0 || o->dense_layers > o->layers)
         return zc_err(err, errlen, ZMLX_ERR_INVALID_ARG, "make-tiny: dense layers %d not in [0, layers %d]",
                       o->dense_layers, o->layers);
@@ -585,30 +690,43 @@ zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size
     /* mlx-lm tree_flatten order: embed_tokens, layers[i] (self_attn, input_layernorm,
        post_attention_layernorm, mlp), norm, lm_head */
     tl_qlinear(&L, "model.embed_tokens", 0, 1, o->vocab, D, b, gs, o->mode);
+    const int lfm2 = o->arch == ZM_ARCH_LFM2_MOE;
+    const char *ffn = lfm2 ? "feed_forward" : "mlp";
+    char p2[96];
     for (int l = 0; l < o->layers; l++) {
 #define P(s) (snprintf(p, sizeof p, "model.layers.%d.%s", l, s), p)
-        tl_qlinear(&L, P("self_attn.q_proj"), 0, 1, Hq * hd, D, b, gs, o->mode);
-        tl_qlinear(&L, P("self_attn.k_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
-        tl_qlinear(&L, P("self_attn.v_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
-        tl_qlinear(&L, P("self_attn.o_proj"), 0, 1, D, Hq * hd, b, gs, o->mode);
-        tl_norm(&L, P("self_attn.q_norm.weight"), hd);
-        tl_norm(&L, P("self_attn.k_norm.weight"), hd);
-        tl_norm(&L, P("input_layernorm.weight"), D);
-        tl_norm(&L, P("post_attention_layernorm.weight"), D);
+#define F(s) (snprintf(p2, sizeof p2, "%s.%s", ffn, s), P(p2))
+        if (tiny_is_attn(o, l)) {
+            tl_qlinear(&L, P("self_attn.q_proj"), 0, 1, Hq * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P("self_attn.k_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P("self_attn.v_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P(lfm2 ? "self_attn.out_proj" : "self_attn.o_proj"), 0, 1, D, Hq * hd, b, gs, o->mode);
+            tl_norm(&L, P(lfm2 ? "self_attn.q_layernorm.weight" : "self_attn.q_norm.weight"), hd);
+            tl_norm(&L, P(lfm2 ? "self_attn.k_layernorm.weight" : "self_attn.k_norm.weight"), hd);
+        } else { /* LFM2's short-conv block */
+            const int64_t cw[3] = {D, o->conv_L, 1};
+            tl_qlinear(&L, P("conv.in_proj"), 0, 1, 3 * D, D, b, gs, o->mode);
+            tl_qlinear(&L, P("conv.out_proj"), 0, 1, D, D, b, gs, o->mode);
+            tl_float(&L, P("conv.conv.weight"), ZMLX_BF16, 3, cw, PART_CONV);
+        }
+        tl_norm(&L, P(lfm2 ? "operator_norm.weight" : "input_layernorm.weight"), D);
+        tl_norm(&L, P(lfm2 ? "ffn_norm.weight" : "post_attention_layernorm.weight"), D);
         if (l < o->dense_layers) { /* mlx-lm's MLP: gate_proj, down_proj, up_proj */
-            tl_qlinear(&L, P("mlp.gate_proj"), 0, 1, o->dense_inter, D, b, gs, o->mode);
-            tl_qlinear(&L, P("mlp.down_proj"), 0, 1, D, o->dense_inter, b, gs, o->mode);
-            tl_qlinear(&L, P("mlp.up_proj"), 0, 1, o->dense_inter, D, b, gs, o->mode);
+            tl_qlinear(&L, F("gate_proj"), 0, 1, o->dense_inter, D, b, gs, o->mode);
+            tl_qlinear(&L, F("down_proj"), 0, 1, D, o->dense_inter, b, gs, o->mode);
+            tl_qlinear(&L, F("up_proj"), 0, 1, o->dense_inter, D, b, gs, o->mode);
             continue;
         }
-        tl_qlinear(&L, P("mlp.gate"), 0, 1, E, D, 8, 64, ZMLX_QMODE_AFFINE); /* mlx-lm quant_predicate */
-        tl_qlinear(&L, P("mlp.switch_mlp.gate_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
-        tl_qlinear(&L, P("mlp.switch_mlp.up_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
-        tl_qlinear(&L, P("mlp.switch_mlp.down_proj"), 1, E, D, o->moe_inter, b, gs, o->mode);
+        tl_qlinear(&L, F("gate"), 0, 1, E, D, 8, 64, ZMLX_QMODE_AFFINE); /* mlx-lm quant_predicate */
+        if (lfm2) tl_float(&L, F("expert_bias"), ZMLX_F32, 1, &E, PART_EBIAS);
+        tl_qlinear(&L, F("switch_mlp.gate_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
+        tl_qlinear(&L, F("switch_mlp.up_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
+        tl_qlinear(&L, F("switch_mlp.down_proj"), 1, E, D, o->moe_inter, b, gs, o->mode);
+#undef F
 #undef P
     }
-    tl_norm(&L, "model.norm.weight", D);
-    if (!o->tie) tl_qlinear(&L, "lm_head", 0, 1, o->vocab, D, b, gs, o->mode);
+    tl_norm(&L, lfm2 ? "model.embedding_norm.weight" : "model.norm.weight", D);
+    if (!o->tie && !lfm2) tl_qlinear(&L, "lm_head", 0, 1, o->vocab, D, b, gs, o->mode);
 
     tgen g = {o, L.mods, L.n_mods, L.part, L.mod, NULL};
     if (L.oom) s = zc_err(err, errlen, ZMLX_ERR_OOM, "make-tiny: out of memory");

@@ -1,6 +1,6 @@
 /*
- * forward_qwen3.c — the qwen3_moe forward (FORMATS.md C.1) on any backend,
- * written only with the public primitives of include/zmlx.h. n tokens (one
+ * forward.c — the qwen3_moe and lfm2_moe forwards (FORMATS.md C.1, C.3) on
+ * any backend, written only with the public primitives of include/zmlx.h. n tokens (one
  * decode step, or a prefill chunk) go through every layer together: the
  * projections and experts see n_tok = n (the multi-token kernel paths);
  * attention_prefill takes the n query tokens over the cache (causal).
@@ -15,7 +15,10 @@
  *   m = rms_norm(x += o, post_attention_layernorm)
  *   MoE: logits = m·Wrᵀ ; (idx, w) = route ; y = Σ_j w_j·down_e(swiglu(gate_e(m), up_e(m)))
  *   dense: y = down(swiglu(gate(m), up(m)))
- * then x += y, the final norm (last row only), the LM head and its argmax
+ * lfm2_moe differs in three places: its conv layers take the short-conv
+ * block (bcx = a·W_inᵀ ; cy = short_conv(bcx, state) ; o = cy·W_outᵀ) where
+ * the others take attention; the route is sigmoid + selection bias + scale;
+ * the LM head is the embedding table. Then x += y, the final norm (last row only), the LM head and its argmax
  * (left in sc.tok), and sc.pos advanced: nothing goes through the host.
  */
 #include "model/runtime.h"
@@ -78,6 +81,17 @@ static zmlx_status attention(zmlx_session *s, const zr_layer *L, int64_t n, int6
     return ZMLX_OK;
 }
 
+/* LFM2's short-conv block on c->a, into c->o (its state carries over). */
+static zmlx_status conv_block(zmlx_session *s, const zr_layer *L, int64_t n, int64_t layer, char *err,
+                              size_t errlen) {
+    zr_scratch *c = &s->sc;
+    RUN("conv in_proj", zmlx_gather_qmm(s->ctx, s->T, c->a, n, 0, &L->conv_in, NULL, 1, c->bcx));
+    RUN("short conv", zmlx_short_conv(s->ctx, s->T, c->bcx, n, s->d.D, (int)s->d.conv_L, L->conv_w, L->conv_state,
+                                      c->cy));
+    RUN("conv out_proj", zmlx_gather_qmm(s->ctx, s->T, c->cy, n, 0, &L->conv_out, NULL, 1, c->o));
+    return ZMLX_OK;
+}
+
 /* y = the MLP of layer L on c->a: routed experts (k slots per token) or the
  * dense SwiGLU MLP (one slot, no index). */
 static zmlx_status mlp(zmlx_session *s, const zr_layer *L, int64_t n, int64_t layer, char *err, size_t errlen) {
@@ -91,8 +105,14 @@ static zmlx_status mlp(zmlx_session *s, const zr_layer *L, int64_t n, int64_t la
         RUN("router", zmlx_gather_qmm(ctx, T, c->a, n, 0, &L->router, NULL, 1, c->rl));
         /* with renormalised weights, softmax-then-top-k equals top-k-then-softmax */
         int fused = (s->patch & ZMLX_PATCH_ROUTER) && d->norm_topk;
-        const zmlx_router_params rp = {.kind = fused ? ZMLX_ROUTER_TOPK_SOFTMAX : ZMLX_ROUTER_SOFTMAX_TOPK,
-                                       .E = (int)d->E, .k = (int)d->k, .norm_topk = d->norm_topk};
+        zmlx_router_params rp = {.kind = fused ? ZMLX_ROUTER_TOPK_SOFTMAX : ZMLX_ROUTER_SOFTMAX_TOPK,
+                                 .E = (int)d->E, .k = (int)d->k, .norm_topk = d->norm_topk};
+        if (d->sigmoid_router) { /* lfm2_moe (FORMATS.md C.3 steps 1-3) */
+            rp.kind = ZMLX_ROUTER_SIGMOID_TOPK;
+            rp.norm_eps = 1e-6f;
+            rp.scale = d->route_scale;
+            rp.bias = L->expert_bias;
+        }
         RUN("route", zmlx_moe_route(ctx, &rp, T, c->rl, n, c->idx, c->w));
         idx = c->idx;
         k = (int)d->k;
@@ -115,8 +135,8 @@ static zmlx_status mlp(zmlx_session *s, const zr_layer *L, int64_t n, int64_t la
     return ZMLX_OK;
 }
 
-zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, unsigned sections, char *err,
-                             size_t errlen) {
+zmlx_status zr_forward(zmlx_session *s, const int32_t *ids, int64_t n, unsigned sections, char *err,
+                       size_t errlen) {
     const zr_dims *d = &s->d;
     zr_scratch *c = &s->sc;
     zmlx_ctx *ctx = s->ctx;
@@ -130,7 +150,8 @@ zmlx_status zr_forward_qwen3(zmlx_session *s, const int32_t *ids, int64_t n, uns
         if (sections & ZR_SEC_ATTN) {
             /* the previous layer's MLP output joins the stream here */
             RUN("input norm", resid_norm(s, c->x, layer ? c->y : NULL, L->in_norm, n, c->a));
-            if ((st = attention(s, L, n, layer, err, errlen)) != ZMLX_OK) return st;
+            st = L->is_attn ? attention(s, L, n, layer, err, errlen) : conv_block(s, L, n, layer, err, errlen);
+            if (st != ZMLX_OK) return st;
         }
         if (sections & ZR_SEC_MLP) {
             RUN("post-attention norm", resid_norm(s, c->x, c->o, L->post_norm, n, c->a));
