@@ -14,7 +14,10 @@
 #
 # `profile` (not in all): ncu durations of one eager decode step's kernels.
 #
-#   scripts/device-check.sh [all|build|test|sanitize|bench|decode|model|profile]...   (default: all)
+# The `lfm2` step checks the lfm2_moe forward against transformers and times
+# its full-size decode.
+#
+#   scripts/device-check.sh [all|build|test|sanitize|bench|decode|model|lfm2|profile]...   (default: all)
 # Environment: BUILD (default build-device), LAYERS (48), TOKENS (1,4,16,32,64),
 # SHAPES (the four), JOBS (nproc), ZMLX_GIT_COMMIT (the commit the capsules
 # record, e.g. `git rev-parse --short=12 HEAD` taken where the tree came from:
@@ -109,6 +112,31 @@ if want profile; then
         awk '/^  [a-zA-Z_].*\(/ { name = $1 } /Duration/ { print name, $(NF-1), $NF }' "$OUTDIR/$f.txt"
     done | tee "$OUTDIR/ncu-summary.txt"
     note "profile: see ncu-summary.txt"
+fi
+
+# lfm2_moe against transformers' Lfm2Moe (scripts/hf-reference.py): a small
+# random checkpoint, zmlx's greedy ids on CUDA and on the reference backend,
+# each checked token by token; then `bench decode --preset lfm2-8b-a1b`.
+if want lfm2; then
+    LD=$OUTDIR/lfm2-ref
+    rm -rf "$LD"
+    "$BUILD/zmlx" make-tiny --arch lfm2_moe --hidden 256 --heads 8 --head-dim 32 --kv-heads 2 --experts 16 \
+        --top-k 4 --moe-inter 128 --dense-inter 256 --vocab 512 --out "$LD" >/dev/null
+    prompt="1 5 9 200 33 7 77 301 12 4 99 150 480 2 64"
+    for b in cuda cpu-ref; do
+        { echo "$prompt"; "$BUILD/zmlx" generate "$LD" --prompt-ids "$prompt" --max-tokens 48 --ignore-eos \
+            --backend $b; } >"$OUTDIR/lfm2-ids-$b.txt" 2>"$OUTDIR/lfm2-gen-$b.err"
+        python3 scripts/hf-reference.py "$LD" "$OUTDIR/lfm2-ids-$b.txt" 2>&1 | tee "$OUTDIR/lfm2-ref-$b.txt" | tail -3
+        note "lfm2 vs transformers ($b): rc=${PIPESTATUS[0]}, $(tail -1 "$OUTDIR/lfm2-ref-$b.txt")"
+    done
+    "$BUILD/zmlx" validate "$LD" --backend cuda --patch exact --max-tokens 200 --runs 1 --ignore-eos \
+        >"$OUTDIR/lfm2-validate.txt" 2>&1
+    note "lfm2 validate (cuda, 200 tokens): rc=$?, $(grep FIDELITY "$OUTDIR/lfm2-validate.txt")"
+    "$BUILD/zmlx" bench decode --preset lfm2-8b-a1b --backend cuda --prompt-tokens 512 \
+        --tokens "${DECODE_TOKENS:-256}" --json "$OUTDIR/decode-cuda-lfm2-8b-a1b-p512.json" \
+        >"$OUTDIR/decode-lfm2.txt" 2>"$OUTDIR/decode-lfm2.err"
+    note "bench decode lfm2-8b-a1b prompt 512: rc=$?"
+    tail -12 "$OUTDIR/decode-lfm2.txt"
 fi
 
 if want model; then
