@@ -10,8 +10,8 @@ second (`zmlx generate --prompt-ids ... --ignore-eos` output). The weights are
 dequantized (affine, LSB-first codes) into float32, the model is run once over
 prompt + generated ids, and at every generated position zmlx's token is
 compared with transformers' argmax. A token that differs must be a near tie:
-its logit within 1% of the logit range of the best. Needs torch, transformers,
-safetensors and numpy (the device machine has them); exits 1 on a mismatch.
+its logit within 1% of the logit range of the best. Needs torch, transformers
+and numpy (the device machine has them); exits 1 on a mismatch.
 """
 import glob
 import json

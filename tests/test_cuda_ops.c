@@ -799,8 +799,6 @@ static void test_attention_step(void) {
     zmlx_mem_free(g_ctx, sinks);
 }
 
-/* argmax == the CPU's on rows with ties, NaN, a row of NaN and a vocabulary-
- * sized row; i32_add adds. */
 /* zmlx_short_conv on the GPU == the reference table, bit for bit (y and the
  * state), over a whole call and over pieces of one token. */
 static void test_short_conv(void) {
@@ -839,6 +837,8 @@ static void test_short_conv(void) {
     zmlx_ctx_free(ref);
 }
 
+/* argmax == the CPU's on rows with ties, NaN, a row of NaN and a vocabulary-
+ * sized row; i32_add adds. */
 static void test_argmax(void) {
     h_rng r = {32};
     for (int ti = 0; ti < 3; ti++) {

@@ -123,7 +123,7 @@ static void expect_open(const char *dir, zmlx_status want, int n_needles, ...) {
     if (s == ZMLX_OK) zmlx_model_free(m);
 }
 
-static char g_tiny[512], g_shard[512];
+static char g_tiny[512], g_shard[512], g_lfm2[512];
 
 static void make_fixtures(void) {
     zw_tiny_opts o;
@@ -137,7 +137,13 @@ static void make_fixtures(void) {
     snprintf(g_shard, sizeof g_shard, "%s/shard", g_root);
     s = zw_make_tiny(g_shard, &o, err, sizeof err);
     CHECKF(s == ZMLX_OK, "%s", err);
+    zw_tiny_lfm2(&o); /* conv, attention, conv, attention; layer 0 dense */
+    o.n_threads = 2;
+    snprintf(g_lfm2, sizeof g_lfm2, "%s/lfm2", g_root);
+    s = zw_make_tiny(g_lfm2, &o, err, sizeof err);
+    CHECKF(s == ZMLX_OK, "%s", err);
 }
+
 
 /* Opens, dims and categories right, every view consistent. */
 static void test_tiny_opens(void) {
@@ -458,6 +464,45 @@ static void test_bad_dirs(void) {
     h_rm_tree(d);
 }
 
+/* lfm2_moe: the layer kinds, the tied head, the conv and bias views; its
+ * config and tensor errors name what is wrong. */
+static void test_lfm2(void) {
+    zmlx_model *m = NULL;
+    char err[512] = "", p[1024];
+    CHECKF(zmlx_model_open(g_lfm2, NULL, &m, err, sizeof err) == ZMLX_OK, "%s", err);
+    if (m) {
+        CHECK(m->cfg.arch == ZM_ARCH_LFM2_MOE && m->cfg.tie && m->cfg.head_dim == 16 && m->cfg.conv_L == 3);
+        for (int l = 0; l < 4; l++) {
+            const zm_layer *L = &m->layers[l];
+            CHECKF(L->is_attn == (l % 2) && L->is_moe == (l > 0), "layer %d kinds", l);
+            CHECK(L->is_attn ? L->q.present && !L->conv_in.present : L->conv_in.present && !L->q.present);
+            if (!L->is_attn) CHECK(L->conv_w.shape[0] == 64 && L->conv_w.shape[1] == 3 && L->conv_w.shape[2] == 1);
+            if (L->is_moe) CHECK(L->expert_bias.data && L->expert_bias.dtype == ZMLX_F32);
+        }
+        CHECK(!m->lm_head.present);
+    }
+    zmlx_model_free(m);
+    struct { const char *find, *repl; zmlx_status want; const char *needle; } cases[] = {
+        {"\"conv_bias\": false", "\"conv_bias\": true", ZMLX_ERR_UNSUPPORTED, "conv_bias"},
+        {"\"conv_L_cache\": 3", "\"conv_L_cache\": 9", ZMLX_ERR_FORMAT, "conv_L_cache"},
+        {"\"num_dense_layers\": 1", "\"num_dense_layers\": 5", ZMLX_ERR_FORMAT, "num_dense_layers"},
+        {"\"layer_types\"", "\"layer_kinds\"", ZMLX_ERR_FORMAT, "layer_types"},
+        {"\"full_attention\",", "\"sliding_attention\",", ZMLX_ERR_FORMAT, "layer_types\"[1]"},
+        {"\"conv\",", "", ZMLX_ERR_FORMAT, "3 entries for 4 layers"},
+        {"\"num_attention_heads\": 4", "\"num_attention_heads\": 3", ZMLX_ERR_FORMAT, "hidden_size 64"},
+        {"\"use_expert_bias\": true", "\"use_expert_bias\": 1", ZMLX_ERR_FORMAT, "use_expert_bias"},
+        /* layer 0 made an attention layer: its projections are missing */
+        {"\"conv\",", "\"full_attention\",", ZMLX_ERR_FORMAT, "self_attn.q_proj"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *d = fresh(g_lfm2);
+        path_of(p, sizeof p, d, "config.json");
+        CHECKF(edit_text(p, NULL, cases[i].find, cases[i].repl), "case %zu edit", i);
+        expect_open(d, cases[i].want, 1, cases[i].needle);
+        h_rm_tree(d);
+    }
+}
+
 static void test_bad_config(void) {
     char p[1024];
     const char *d;
@@ -670,11 +715,13 @@ int main(void) {
     RUN(test_bad_files);
     RUN(test_bad_dirs);
     RUN(test_bad_config);
+    RUN(test_lfm2);
     RUN(test_parse_memory);
     RUN(test_make_tiny_args);
     RUN(test_variants);
     h_rm_tree(g_tiny);
     h_rm_tree(g_shard);
+    h_rm_tree(g_lfm2);
     h_rm_tree(g_root);
     return harness_done();
 }

@@ -1,9 +1,9 @@
 /*
  * ops_cuda.cu — the non-matmul, non-attention primitives on the GPU: add,
  * rms_norm, add_rms_norm, softmax, the MoE router, argmax, LFM2's short
- * convolution and the int32 counter add (rope and attention: attn_cuda.cu). Formulas and rounding
- * points follow the reference kernels (src/cpu/ref_norm.c, ref_router.c,
- * ref_elementwise.c); reductions run
+ * convolution and the int32 counter add (rope and attention: attn_cuda.cu).
+ * Formulas and rounding points follow the reference kernels
+ * (src/cpu/ref_norm.c, ref_router.c, ref_elementwise.c, ref_kv.c); reductions run
  * in fixed shuffle trees instead of index order, so results agree with the
  * CPU within rounding and are bit-identical from run to run.
  *

@@ -197,11 +197,13 @@ static zmlx_status check_heads(const zm_config *c, const char *what, char *err, 
     return ZMLX_OK;
 }
 
+/* A required integer key of the parsers below (their r, what, s, err, errlen). */
+#define INT_KEY(k, lo, hi, dst) \
+    if ((s = get_int(r, what, k, lo, hi, dst, err, errlen)) != ZMLX_OK) return s
+
 static zmlx_status parse_qwen3_moe(const zj_value *r, const char *what, zm_config *c, char *err, size_t errlen) {
     const int64_t BIG = (int64_t)1 << 30;
     zmlx_status s;
-#define INT_KEY(k, lo, hi, dst) \
-    if ((s = get_int(r, what, k, lo, hi, dst, err, errlen)) != ZMLX_OK) return s
     INT_KEY("hidden_size", 1, BIG, &c->hidden);
     INT_KEY("num_hidden_layers", 1, 4096, &c->n_layers);
     INT_KEY("intermediate_size", 1, BIG, &c->inter);
@@ -214,7 +216,6 @@ static zmlx_status parse_qwen3_moe(const zj_value *r, const char *what, zm_confi
     INT_KEY("moe_intermediate_size", 1, BIG, &c->moe_inter);
     INT_KEY("vocab_size", 1, INT32_MAX, &c->vocab);
     INT_KEY("max_position_embeddings", 1, INT64_MAX, &c->max_pos);
-#undef INT_KEY
     if ((s = get_pos_double(r, what, "rms_norm_eps", &c->rms_eps, err, errlen)) != ZMLX_OK) return s;
     if ((s = get_pos_double(r, what, "rope_theta", &c->rope_theta, err, errlen)) != ZMLX_OK) return s;
     if ((s = get_bool(r, what, "tie_word_embeddings", &c->tie, err, errlen)) != ZMLX_OK) return s;
@@ -242,8 +243,6 @@ static zmlx_status parse_qwen3_moe(const zj_value *r, const char *what, zm_confi
 static zmlx_status parse_lfm2_moe(const zj_value *r, const char *what, zm_config *c, char *err, size_t errlen) {
     const int64_t BIG = (int64_t)1 << 30;
     zmlx_status s;
-#define INT_KEY(k, lo, hi, dst) \
-    if ((s = get_int(r, what, k, lo, hi, dst, err, errlen)) != ZMLX_OK) return s
     INT_KEY("hidden_size", 1, BIG, &c->hidden);
     INT_KEY("num_hidden_layers", 1, 4096, &c->n_layers);
     INT_KEY("intermediate_size", 1, BIG, &c->inter);
@@ -312,6 +311,7 @@ static zmlx_status parse_lfm2_moe(const zj_value *r, const char *what, zm_config
     }
     return check_heads(c, what, err, errlen);
 }
+#undef INT_KEY
 
 zmlx_status zm_config_parse(const char *text, size_t len, const char *what, zm_config *c, char *err,
                             size_t errlen) {

@@ -42,7 +42,7 @@ typedef struct zr_dims {
     int norm_topk;
     int sigmoid_router; /* lfm2_moe: sigmoid scores, selection bias, route_scale */
     float route_scale;
-    int64_t conv_L;     /* 0: no short-conv layers */
+    int64_t conv_L;     /* lfm2_moe: the short conv's kernel length; 0 otherwise */
 } zr_dims;
 
 /* Scratch rows for up to max_batch tokens, all in backend memory. */
@@ -119,6 +119,6 @@ struct zmlx_session {
  * is copied to or from the host, so the whole call can be captured as a
  * graph. */
 zmlx_status zr_forward(zmlx_session *s, const int32_t *ids, int64_t n, unsigned sections,
-                             char *err, size_t errlen);
+                       char *err, size_t errlen);
 
 #endif /* ZMLX_RUNTIME_H */

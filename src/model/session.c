@@ -382,9 +382,7 @@ zmlx_status zmlx_session_new(const zmlx_model *m, zmlx_ctx *ctx, const zmlx_sess
                      .Idense = c->inter, .V = c->vocab, .eps = (float)c->rms_eps,
                      .theta = (float)c->rope_theta, .attn_scale = (float)pow((double)c->head_dim, -0.5),
                      .norm_topk = c->norm_topk, .sigmoid_router = c->arch == ZM_ARCH_LFM2_MOE,
-                     .route_scale = (float)c->route_scale};
-    for (int64_t l = 0; l < c->n_layers; l++)
-        if (!m->layers[l].is_attn) s->d.conv_L = c->conv_L;
+                     .route_scale = (float)c->route_scale, .conv_L = c->conv_L};
     s->cap = o.max_ctx ? o.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
     /* 2048: larger chunks prefill faster (H200, a 512 / 2048 / 4000-token prompt: 4703 / 4521 / 3992 tok/s in
        chunks of 128, 5123 / 5871 / 5073 in chunks of up to 2048; src/cuda/NOTES.md v22) for ~115 KB of

@@ -468,19 +468,16 @@ static void tl_qlinear(tlist *L, const char *path, int stacked, int64_t E, int64
     }
 }
 
-static void tl_norm(tlist *L, const char *name, int64_t D) {
-    L->params += (uint64_t)D;
-    tl_push(L, name, ZMLX_BF16, 1, &D, PART_NORM, -1);
-}
-
-/* A float tensor of ndim dims that is not a norm: a conv kernel (bf16) or a
- * selection bias (f32). */
+/* A float tensor: a norm weight (bf16), a conv kernel (bf16) or a selection
+ * bias (f32); `part` says how tiny_fill draws it. */
 static void tl_float(tlist *L, const char *name, zmlx_dtype dt, int ndim, const int64_t *shape, int part) {
     uint64_t n = 1;
     for (int d = 0; d < ndim; d++) n *= (uint64_t)shape[d];
     L->params += n;
     tl_push(L, name, dt, ndim, shape, part, -1);
 }
+
+static void tl_norm(tlist *L, const char *name, int64_t D) { tl_float(L, name, ZMLX_BF16, 1, &D, PART_NORM); }
 
 /* Python repr of a float as json.dump writes it (1e-06, 1000000.0, 0.02). */
 static void py_float(char *buf, size_t len, double v) {
