@@ -179,15 +179,10 @@ static const char *case_str(const qcase *c) {
     return s;
 }
 
-/* whether W with activations T runs its expert runs of one slot (shared = 0)
- * or of several (shared = 1) on the integer (int16 x) dots now */
-static int uses_xint(const zmlx_qweight *q, zmlx_dtype T, int shared) {
-    return cq_xform_int16(cq_pick(q, T, shared)->xform);
-}
+/* whether W with activations T runs on the integer (int16 x) dots now */
+static int uses_xint(const zmlx_qweight *q, zmlx_dtype T) { return cq_xform_int16(cq_pick(q, T)->xform); }
 /* the same for the bf16 dots (AVX512_BF16, T = bf16) */
-static int uses_xbf16(const zmlx_qweight *q, zmlx_dtype T, int shared) {
-    return cq_xform_bf16(cq_pick(q, T, shared)->xform);
-}
+static int uses_xbf16(const zmlx_qweight *q, zmlx_dtype T) { return cq_xform_bf16(cq_pick(q, T)->xform); }
 
 /* whether the active SIMD level computes q's outputs with the bits of the
  * level below: AVX-512 those of AVX2 everywhere but the affine integer dots'
@@ -196,20 +191,16 @@ static int uses_xbf16(const zmlx_qweight *q, zmlx_dtype T, int shared) {
 static int isa_identical(const zmlx_qweight *q, zmlx_dtype T) {
     const int zsteps = q->mode == ZMLX_QMODE_AFFINE && (q->bits == 8 || (q->bits == 4 && q->group_size >= 64));
     switch (cq_isa_active()) {
-    case CQ_ISA_AVX512: return !(zsteps && (uses_xint(q, T, 0) || uses_xint(q, T, 1)));
-    case CQ_ISA_AVX512_BF16: return !uses_xbf16(q, T, 0) && !uses_xbf16(q, T, 1);
+    case CQ_ISA_AVX512: return !(zsteps && uses_xint(q, T));
+    case CQ_ISA_AVX512_BF16: return !uses_xbf16(q, T);
     default: return 0;
     }
 }
 
 /* the stated x error of the path now, relative to a group's max |x|: 0 for
- * the f32 dots, 2^-16 for one int16 piece, 2^-31 for two; the larger of the
- * two run kinds' (a slot's run kind is not tracked here) */
+ * the f32 and bf16 dots, 2^-16 for one int16 piece, 2^-31 for two */
 static double xint_err(const zmlx_qweight *q, zmlx_dtype T) {
-    double err = 0.0;
-    for (int sh = 0; sh < 2; sh++)
-        if (uses_xint(q, T, sh)) err = fmax(err, cq_pick(q, T, sh)->pieces == 2 ? 0x1p-31 : 0x1p-16);
-    return err;
+    return !uses_xint(q, T) ? 0.0 : cq_pick(q, T)->pieces == 2 ? 0x1p-31 : 0x1p-16;
 }
 
 /* y [n_tok, k, N] against the oracle; x rows per slot or per token */
@@ -418,49 +409,43 @@ static void test_env_defaults(void) {
 
 static void test_formats_simd(void) {
     if (!simd_on()) return;
-    /* AUTO takes the integer dots for bf16/f16 4/8-bit and mxfp4 in runs of
-       one slot, the f32 dots in shared runs and for f32; on AVX512_BF16 the
-       bf16 dots for T = bf16 in every run of 4-bit and mxfp4 with K % 64 ==
-       0, and in the shared runs of 8-bit; SHARED: every run as a shared one */
+    /* AUTO takes the integer dots for bf16/f16 and the f32 dots for f32; on
+       AVX512_BF16 the bf16 dots for T = bf16 (4-bit and mxfp4 with K % 64 ==
+       0); OFF the f32 dots for every T */
     const int bf = cq_isa_active() == CQ_ISA_AVX512_BF16;
     tweight t;
     h_rng r = {5};
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 4, 64, 1, 1, 1, 128, ZMLX_BF16);
-    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
-    CHECK(!uses_xint(&t.q, ZMLX_BF16, 1) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 1));
-    CHECK(cq_pick(&t.q, ZMLX_F16, 1) == cq_pick(&t.q, ZMLX_F32, 0));
-    CHECK(uses_xbf16(&t.q, ZMLX_BF16, 0) == bf && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf);
-    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) == !bf && xint_err(&t.q, ZMLX_BF16) == (bf ? 0 : 0x1p-31));
-    CHECK(!uses_xbf16(&t.q, ZMLX_F16, 0) && !uses_xbf16(&t.q, ZMLX_F32, 1));
-    cq_xint_force(CQ_XINT_SHARED);
-    CHECK(cq_pick(&t.q, ZMLX_F16, 0) == cq_pick(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F16, 0));
+    CHECK(uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+    CHECK(uses_xbf16(&t.q, ZMLX_BF16) == bf);
+    CHECK(uses_xint(&t.q, ZMLX_BF16) == !bf && xint_err(&t.q, ZMLX_BF16) == (bf ? 0 : 0x1p-31));
+    CHECK(!uses_xbf16(&t.q, ZMLX_F16) && !uses_xbf16(&t.q, ZMLX_F32));
+    cq_xint_force(CQ_XINT_OFF);
+    CHECK(cq_pick(&t.q, ZMLX_F16) == cq_pick(&t.q, ZMLX_F32) && !uses_xint(&t.q, ZMLX_F16));
     cq_xint_force(CQ_XINT_AUTO);
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
-    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1));
-    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf); /* 8-bit: shared runs only */
+    CHECK(uses_xint(&t.q, ZMLX_F16) && uses_xint(&t.q, ZMLX_BF16) && !uses_xint(&t.q, ZMLX_F32)); /* 8-bit: no bf16 dots */
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 128, ZMLX_U8);
-    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
-    CHECK(uses_xbf16(&t.q, ZMLX_BF16, 0) == bf && uses_xbf16(&t.q, ZMLX_BF16, 1) == bf);
+    CHECK(uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+    CHECK(uses_xbf16(&t.q, ZMLX_BF16) == bf);
     tw_free(&t);
-    /* mxfp4 with K % 64 != 0 has neither f32 nor bf16 dots: shared runs stay
-       on the integer ones */
+    /* mxfp4 with K % 64 != 0 has neither f32 nor bf16 dots: the integer ones
+       for bf16/f16, the portable ones for f32 */
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 96, ZMLX_U8);
-    CHECK(uses_xint(&t.q, ZMLX_F16, 0) && uses_xint(&t.q, ZMLX_F16, 1) && !uses_xint(&t.q, ZMLX_F32, 0));
-    CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_BF16, 1));
+    CHECK(uses_xint(&t.q, ZMLX_F16) && uses_xint(&t.q, ZMLX_BF16) && !uses_xint(&t.q, ZMLX_F32));
     tw_free(&t);
-    /* affine 2/3/5/6-bit: integer dots for one-slot runs of bf16/f16, f32
-       dots (x in natural order) otherwise, never the portable ones */
+    /* affine 2/3/5/6-bit: integer dots for bf16/f16, f32 dots (x in natural
+       order) for f32, never the portable ones */
     for (int b = 2; b <= 6; b++) {
         if (b == 4) continue;
         tw_make(&t, &r, ZMLX_QMODE_AFFINE, b, 32 << (b % 3), 1, 1, 1, 256, ZMLX_BF16);
         cq_isa_force(CQ_ISA_SCALAR);
-        const cq_kernel *kp = cq_pick(&t.q, ZMLX_F32, 0);
+        const cq_kernel *kp = cq_pick(&t.q, ZMLX_F32);
         cq_isa_force(g_simd);
-        CHECK(uses_xint(&t.q, ZMLX_BF16, 0) && uses_xint(&t.q, ZMLX_F16, 0) && !uses_xint(&t.q, ZMLX_F32, 0));
-        CHECK(!uses_xint(&t.q, ZMLX_BF16, 1) && cq_pick(&t.q, ZMLX_F32, 0) == cq_pick(&t.q, ZMLX_F16, 1));
-        CHECK(cq_pick(&t.q, ZMLX_F32, 0) != kp && cq_pick(&t.q, ZMLX_F32, 0)->xform == CQ_X_F32);
+        CHECK(uses_xint(&t.q, ZMLX_BF16) && uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));
+        CHECK(cq_pick(&t.q, ZMLX_F32) != kp && cq_pick(&t.q, ZMLX_F32)->xform == CQ_X_F32);
         tw_free(&t);
     }
     formats_on_current_isa(11);
@@ -507,14 +492,10 @@ static void test_grouped_tokens(void) {
 
 /* Each token's rows of an M-token gather_qmm equal that token computed alone
  * (memcmp), on the formats with AVX2 kernels and on every forced path: the
- * expert-grouped path hands up to 4 slots of one expert to one dot call.
- * In the AUTO integer mode a slot whose expert has other slots in the call
- * runs on the shared runs' kernel (cq_pick, shared = 1: the f32 dots, or
- * the bf16 dots): its rows must equal the token alone in the SHARED mode,
- * and a slot alone on its expert the token alone in AUTO (its runs then all
- * have one slot). */
+ * expert-grouped path hands up to 4 slots of one expert to one dot call, and
+ * every run of a call takes the same kernel (cq_pick), whether or not its
+ * expert has other slots in the call. */
 static void token_alone_on_current(h_rng *r) {
-    const cq_xint mode = cq_xint_mode();
     static const int fmt[7][3] = {{4, 64, 0}, {4, 32, 0}, {4, 128, 0}, {8, 64, 0}, {4, 32, 1}, {3, 64, 0}, {6, 32, 0}};
     for (int f = 0; f < 7; f++)
         for (int v = 0; v < 3; v++) {
@@ -526,39 +507,23 @@ static void token_alone_on_current(h_rng *r) {
             tweight tw;
             tw_make(&tw, r, fmt[f][2] ? ZMLX_QMODE_MXFP4 : ZMLX_QMODE_AFFINE, fmt[f][0], fmt[f][1], 1,
                     E, N, K, T);
-            /* the mode in which a token alone runs the shared runs' kernel */
-            const cq_kernel *kshared = cq_pick(&tw.q, T, 1);
-            const cq_xint mode_shared = mode == CQ_XINT_AUTO ? CQ_XINT_SHARED : mode;
-            cq_xint_force(mode_shared);
-            CHECK(cq_pick(&tw.q, T, 0) == kshared);
-            cq_xint_force(mode);
             int32_t *idx = h_alloc((size_t)(M * k) * 4);
             rand_idx(r, idx, M, k, E);
             const size_t ts = zmlx_dtype_size(T), rowb = (size_t)(k * N) * ts;
             void *x = rand_act(r, T, (xps ? M * k : M) * K, -3.0f, 3.0f);
-            const size_t slotb = (size_t)N * ts;
-            void *y = h_alloc((size_t)M * rowb), *y1[2] = {h_alloc(rowb), h_alloc(rowb)};
+            void *y = h_alloc((size_t)M * rowb), *y1 = h_alloc(rowb);
             h_poison(y, (size_t)M * rowb);
             CHECK(zmlx_gather_qmm(g_ctx[2], T, x, M, xps, &tw.q, idx, k, y) == ZMLX_OK);
             for (int64_t t = 0; t < M; t++) {
                 const void *xt = (const char *)x + (size_t)(t * (xps ? k : 1) * K) * ts;
-                for (int sh = 0; sh < 2; sh++) { /* alone in this mode, in the shared runs' mode */
-                    cq_xint_force(sh ? mode_shared : mode);
-                    h_poison(y1[sh], rowb);
-                    CHECK(zmlx_gather_qmm(g_ctx[1], T, xt, 1, xps, &tw.q, idx + t * k, k, y1[sh]) == ZMLX_OK);
-                }
-                cq_xint_force(mode);
-                for (int j = 0; j < k; j++) {
-                    int runs = 0; /* slots of the call on this slot's expert */
-                    for (int64_t i = 0; i < M * k; i++) runs += idx[i] == idx[t * k + j];
-                    CHECKF(memcmp((char *)y1[runs > 1] + j * slotb, (char *)y + (size_t)t * rowb + j * slotb,
-                                  slotb) == 0,
-                           "bits %d gs %d mx %d v %d T %s isa %d xint %d: token %lld slot %d (run of %d) alone differs",
-                           fmt[f][0], fmt[f][1], fmt[f][2], v, zmlx_dtype_name(T), (int)cq_isa_active(),
-                           (int)mode, (long long)t, j, runs);
-                }
+                h_poison(y1, rowb);
+                CHECK(zmlx_gather_qmm(g_ctx[1], T, xt, 1, xps, &tw.q, idx + t * k, k, y1) == ZMLX_OK);
+                CHECKF(memcmp(y1, (char *)y + (size_t)t * rowb, rowb) == 0,
+                       "bits %d gs %d mx %d v %d T %s isa %d xint %d: token %lld alone differs", fmt[f][0],
+                       fmt[f][1], fmt[f][2], v, zmlx_dtype_name(T), (int)cq_isa_active(), (int)cq_xint_mode(),
+                       (long long)t);
             }
-            free(idx); free(x); free(y); free(y1[0]); free(y1[1]);
+            free(idx); free(x); free(y); free(y1);
             tw_free(&tw);
         }
 }
@@ -587,11 +552,11 @@ static void test_token_alone(void) {
 static void test_xint_edges(void) {
     if (!simd_on()) return;
     h_rng r = {51};
-    const int nf = cq_isa_active() == CQ_ISA_AVX512_BF16 ? 12 : 8;
+    const int nf = cq_isa_active() == CQ_ISA_AVX512_BF16 ? 10 : 8;
     for (int f = 0; f < nf; f++) {
-        /* f < 8: the integer dots, forced (the two tokens share the expert:
-           AUTO would run the f32 dots), two pieces then one; f >= 8: the
-           bf16 dots (AUTO, T = bf16) */
+        /* f < 8: the integer dots, forced (AUTO takes the bf16 dots at the
+           bf16 level), two pieces then one; f = 8, 9: the bf16 dots (AUTO,
+           T = bf16, 4-bit) */
         cq_xint_force(f < 8 ? CQ_XINT_ALL : CQ_XINT_AUTO);
         cq_xpieces_force(f < 4 ? 2 : 1);
         const int bits = f % 4 < 2 ? 4 : 8, gs = f % 2 ? 32 : 64;
@@ -601,7 +566,7 @@ static void test_xint_edges(void) {
         const float sub = T == ZMLX_F16 ? 1e-6f : 1e-39f; /* below T's least normal */
         tweight tw;
         tw_make(&tw, &r, ZMLX_QMODE_AFFINE, bits, gs, 1, 1, N, K, ZMLX_BF16);
-        CHECK(f < 8 ? uses_xint(&tw.q, T, 1) : uses_xbf16(&tw.q, T, 1));
+        CHECK(f < 8 ? uses_xint(&tw.q, T) : uses_xbf16(&tw.q, T));
         qcase c = {.mode = ZMLX_QMODE_AFFINE, .bits = bits, .gs = gs, .transpose = 1, .E = 1,
                    .N = N, .K = K, .n_tok = 2, .k = 1, .T = T, .sdt = ZMLX_BF16};
         void *x = rand_act(&r, T, 2 * K, -1.0f, 1.0f);
@@ -641,15 +606,15 @@ static void test_xint_edges(void) {
 static void test_bf16_dots_direct(void) {
     if (!simd_on() || cq_isa_active() != CQ_ISA_AVX512_BF16) return;
     h_rng r = {81};
-    static const int fmt[7][3] = {{4, 32, 0}, {4, 64, 0}, {4, 128, 0}, {8, 32, 0}, {8, 64, 0}, {8, 128, 0}, {4, 32, 1}};
+    static const int fmt[4][3] = {{4, 32, 0}, {4, 64, 0}, {4, 128, 0}, {4, 32, 1}};
     enum { NX = 4, N = 7 };
     const int64_t K = 512;
-    for (int f = 0; f < 7; f++) {
+    for (int f = 0; f < 4; f++) {
         const int gs = fmt[f][1];
         const int64_t G = K / gs, E = 2;
         tweight tw;
         tw_make(&tw, &r, fmt[f][2] ? ZMLX_QMODE_MXFP4 : ZMLX_QMODE_AFFINE, fmt[f][0], gs, 1, E, N, K, Ts[f % 3]);
-        const cq_kernel *kern = cq_pick(&tw.q, ZMLX_BF16, 1);
+        const cq_kernel *kern = cq_pick(&tw.q, ZMLX_BF16);
         CHECKF(cq_xform_bf16(kern->xform), "format %d: no bf16 dots", f);
 
         uint16_t *x = h_alloc((size_t)(NX * K) * 2), *xb = h_alloc((size_t)(NX * K) * 2);
@@ -709,7 +674,7 @@ static void test_xint_mx_scales(void) {
         cq_xint_force(CQ_XINT_ALL);
         tweight tw;
         tw_make(&tw, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, N, K, ZMLX_U8);
-        CHECK(uses_xint(&tw.q, T, 0));
+        CHECK(uses_xint(&tw.q, T));
         for (int64_t n = 0; n < N; n++)
             for (int64_t g = 0; g < K / 32; g++) ((uint8_t *)tw.s)[n * (K / 32) + g] = sb[n];
         void *x = rand_act(&r, T, K, -1.0f, 1.0f), *y = h_alloc((size_t)N * zmlx_dtype_size(T));
@@ -759,7 +724,7 @@ static void test_xint_two_pieces(void) {
         int over[3] = {0, 0, 0}; /* outputs past the bound, by piece count */
         for (int p = 1; p <= 2; p++) {
             cq_xpieces_force(p);
-            CHECK(uses_xint(&tw.q, ZMLX_F32, 0) && cq_pick(&tw.q, ZMLX_F32, 0)->pieces == p);
+            CHECK(uses_xint(&tw.q, ZMLX_F32) && cq_pick(&tw.q, ZMLX_F32)->pieces == p);
             h_poison(y, (size_t)N * 4);
             CHECK(zmlx_gather_qmm(g_ctx[2], ZMLX_F32, x, 1, 0, &tw.q, NULL, 1, y) == ZMLX_OK);
             for (int64_t n = 0; n < N; n++) {

@@ -494,27 +494,25 @@ static int bench_moe_layer(int argc, char **argv) {
             fprintf(stderr, "zmlx bench: cannot write %s\n", json);
             rc = 1;
         } else {
-            /* the activation forms of the CPU kernels of the experts' down
-               projection (probe's shape now) in runs of one slot and in
-               shared runs, as cq_pick chose them from ZMLX_CPU_INT_DOT, T and
-               the ISA (src/cpu/NOTES.md), and that ISA */
-            const char *cpu_xdot[2] = {"none", "none"};
-            for (int sh = 0; sh < 2 && bk == ZMLX_BACKEND_CPU; sh++) {
-                const cq_kernel *kern = cq_pick(&probe, T, sh);
-                cpu_xdot[sh] = cq_xform_bf16(kern->xform)    ? "bf16"
-                               : !cq_xform_int16(kern->xform) ? "f32"
-                               : kern->pieces == 2            ? "int16x2"
-                                                              : "int16";
+            /* the activation form of the CPU kernel of the experts' down
+               projection (probe's shape now), as cq_pick chose it from
+               ZMLX_CPU_INT_DOT, T and the ISA (src/cpu/NOTES.md), and that ISA */
+            const char *cpu_xdot = "none";
+            if (bk == ZMLX_BACKEND_CPU) {
+                const cq_kernel *kern = cq_pick(&probe, T);
+                cpu_xdot = cq_xform_bf16(kern->xform)    ? "bf16"
+                           : !cq_xform_int16(kern->xform) ? "f32"
+                           : kern->pieces == 2            ? "int16x2"
+                                                          : "int16";
             }
             cli_capsule_head(jf, "moe-layer", on_dev);
             fprintf(jf, "  \"backend\": \"%s\",\n  \"shape\": \"%s\",\n  \"mode\": \"%s\",\n"
                     "  \"bits\": %d,\n  \"group_size\": %d,\n  \"dtype\": \"%s\",\n  \"layers\": %lld,\n"
                     "  \"threads\": %lld,\n  \"reps\": %lld,\n  \"cpu_isa\": \"%s\",\n  \"cpu_xdot\": \"%s\",\n"
-                    "  \"cpu_xdot_shared\": \"%s\",\n"
                     "  \"bandwidth_gbps\": %.3f,\n  \"results\": [\n",
                     bname, sh->name, zmlx_qmode_name(mode), (int)bits, (int)gs, zmlx_dtype_name(T),
                     layers, threads, reps, bk == ZMLX_BACKEND_CPU ? cq_isa_name(cq_isa_active()) : "none",
-                    cpu_xdot[0], cpu_xdot[1], bw);
+                    cpu_xdot, bw);
             for (int ti = 0; ti < n_tokens; ti++) {
                 const row *rw = &rows[ti];
                 double gbps = rw->bytes / (rw->st[0][0] * 1e3), floor_us = rw->bytes / (rw->bw * 1e3);

@@ -38,16 +38,15 @@ const char *cq_isa_name(cq_isa isa);
 /* Integer-dot use (affine 4/8-bit and mxfp4, transpose = 1, AVX2): AUTO takes it for
  * T = bf16/f16 and keeps the f32 kernels for T = f32 (at CQ_ISA_AVX512_BF16,
  * T = bf16 takes the bf16 dots where cq_pick has them instead of either);
- * OFF never, ALL also for f32 (tests force each); SHARED (tests) gives every
- * run the kernel AUTO gives shared runs. cq_xint_force returns the previous
- * setting.
+ * OFF never, ALL also for f32 (tests force each). cq_xint_force returns the
+ * previous setting.
  * Pieces: each activation is held as one int16 (x ≈ sx·xi, error <= ~2^-16
  * of its group's max |x|) or two (x ≈ sx·(xi + 2^-15·xl), error <= ~2^-31 of
  * the group's max: below the f32 kernels' own rounding). The default is AUTO
  * with two pieces; the environment's ZMLX_CPU_INT_DOT=1 picks one piece
  * (faster, ~100x the x error), ZMLX_CPU_INT_DOT=0 the f32 kernels (OFF).
  * cq_xpieces_force returns the previous piece count. */
-typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2, CQ_XINT_SHARED = 3 } cq_xint;
+typedef enum cq_xint { CQ_XINT_AUTO = 0, CQ_XINT_OFF = 1, CQ_XINT_ALL = 2 } cq_xint;
 cq_xint cq_xint_force(cq_xint mode);
 cq_xint cq_xint_mode(void);
 int cq_xpieces_force(int pieces);
@@ -63,10 +62,9 @@ typedef enum cq_xform {
     CQ_X_I16_8,   /* int16 [K] + per-group scale, natural order               */
     CQ_X_I16_4W,  /* as CQ_X_I16_4 per 64 elements: the 32 even, the 32 odd
                      (32 bytes of 4-bit codes in one 512-bit unpack)          */
-    CQ_X_BF16_4Q, /* bf16 [K], x's own bits (T = bf16); per 128 elements
+    CQ_X_BF16_4Q  /* bf16 [K], x's own bits (T = bf16); per 128 elements
                      (a row's last 64 when K % 128 = 64) every fourth from
                      0, then from 1, 2, 3 (the 4-bit words' unpack order)   */
-    CQ_X_BF16_8   /* bf16 [K], x's own bits, natural order                  */
 } cq_xform;
 
 /* One prepared activation row. x ≈ xsc[g]·xi within group g for the I16
@@ -105,29 +103,25 @@ typedef struct cq_kernel {
 } cq_kernel;
 
 /* The kernel for W's format, activation dtype T and the active ISA / integer
- * mode, for the expert runs of one slot (shared = 0) or of two or more
- * (shared = 1; never NULL, the same block for both). They differ only in the
- * AUTO integer mode for T = bf16/f16 where the bf16 dots are not taken: a run
- * of one slot takes the integer dots, a shared run the f32 dots, which
- * dequantize each code vector once for up to CQ_MAXT slots and then need one
- * FMA per 8 products and slot, where the integer dots need a vpmaddwd and an
- * add per 16 and piece (hot, one core: ~1.3x the integer dots' rate at 2
- * slots, ~1.7x at 3-4; src/cpu/NOTES.md). An output's value thus depends on
- * whether another slot of its call shares its expert (never with the bf16
- * dots); never on the thread count, or on the op (fused or unfused). */
-const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared);
+ * mode (never NULL), for every run of a call alike: a slot's value never
+ * depends on whether another slot of its call shares its expert, so a chunk
+ * of tokens gives the bits of the same tokens one at a time; nor on the
+ * thread count, or on the op (fused or unfused). (Shared runs once took the
+ * f32 dots below the bf16 level, ~1.3-1.7x the integer dots' rate at 2-4
+ * slots, at that price: src/cpu/NOTES.md.) */
+const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T);
 
 /* The x86 kernels (cpu_qmm_x86.h) of each build: NULL when the format/shape
  * has none; the two builds choose alike (same forms, same blocks). */
-const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T, int shared);
-const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T, int shared);
+const cq_kernel *cq_pick_avx2(const zmlx_qweight *W, zmlx_dtype T);
+const cq_kernel *cq_pick_avx512(const zmlx_qweight *W, zmlx_dtype T);
 
 /* Whether activation form f is int16 per group (the integer dots: group
  * scales xsc, one or two pieces). */
 static inline int cq_xform_int16(cq_xform f) { return f == CQ_X_I16_4 || f == CQ_X_I16_8 || f == CQ_X_I16_4W; }
 
 /* Whether activation form f is x's own bf16 values (the bf16 dots). */
-static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4Q || f == CQ_X_BF16_8; }
+static inline int cq_xform_bf16(cq_xform f) { return f == CQ_X_BF16_4Q; }
 
 /* Whether kernels of activation form f use Σx per group (cq_xrow.xs) for the
  * affine bias term: the integer, bf16 and portable dots; the x86 f32 dots

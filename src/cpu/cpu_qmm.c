@@ -214,11 +214,11 @@ static void dot_t0_portable(const zmlx_qweight *W, int64_t e, int64_t r0, int nr
 static const cq_kernel k_t1_portable = {dot_t1_portable, 4, CQ_X_F32, 0};
 static const cq_kernel k_t0_portable = {dot_t0_portable, T0_BLOCK, CQ_X_F32, 0};
 
-const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T, int shared) {
+const cq_kernel *cq_pick(const zmlx_qweight *W, zmlx_dtype T) {
     if (!W->transpose) return &k_t0_portable;
     const cq_isa isa = cq_isa_active();
     if (isa >= CQ_ISA_AVX2) {
-        const cq_kernel *k = isa >= CQ_ISA_AVX512 ? cq_pick_avx512(W, T, shared) : cq_pick_avx2(W, T, shared);
+        const cq_kernel *k = isa >= CQ_ISA_AVX512 ? cq_pick_avx512(W, T) : cq_pick_avx2(W, T);
         if (k) return k;
     }
     return &k_t1_portable;
@@ -277,7 +277,7 @@ static float quant_group(const float *f, int n, int16_t *xi, int16_t *xl) {
  * 64; a block may span two groups); or per 128 elements (the last 64 when
  * K % 128 = 64) elements 4k + m at m·B/4 + k (CQ_X_BF16_4Q). */
 static void order_16(cq_xform xform, int16_t *row, int64_t K) {
-    if (xform == CQ_X_I16_8 || xform == CQ_X_BF16_8) return;
+    if (xform == CQ_X_I16_8) return;
     const int quad = xform == CQ_X_BF16_4Q, B = xform == CQ_X_I16_4 ? 32 : quad ? 128 : 64;
     int16_t q[128];
     for (int64_t c = 0; c < K; c += B) {
@@ -325,8 +325,7 @@ void cq_prep_x(const cq_kernel *kern, zmlx_dtype T, const void *x, int64_t K, in
         case CQ_X_I16_8:
             xsc[g] = quant_group(f, gs, xi + g0, kern->pieces == 2 ? xi + K + g0 : NULL);
             break;
-        case CQ_X_BF16_4Q:
-        case CQ_X_BF16_8: memcpy(xi + g0, (const uint16_t *)x + g0, (size_t)n * 2); break;
+        case CQ_X_BF16_4Q: memcpy(xi + g0, (const uint16_t *)x + g0, (size_t)n * 2); break;
         }
     }
     const int rows16 = cq_xform_int16(kern->xform) ? kern->pieces : cq_xform_bf16(kern->xform);
@@ -342,14 +341,11 @@ typedef struct {
     zmlx_dtype T;
     zmlx_act act;
     const zmlx_qweight *W, *Wu;
-    /* Per activation form f (0: the kernel of one-slot runs, 1: of shared runs,
-       when that is another kernel; form[s] is run kind s's f): the kernel and
-       its prepared rows [n_xrows][xrow_bytes[f]] (f32 or int16 [K]); NULL when
-       no run of the call uses it. At most one is an integer form (xsc). */
-    const cq_kernel *kern[2];
-    char *xb[2];
-    size_t xrow_bytes[2];
-    int form[2];
+    /* the kernel of every run and its prepared rows [n_xrows][xrow_bytes]
+       (f32, int16 or bf16 [K]) */
+    const cq_kernel *kern;
+    char *xb;
+    size_t xrow_bytes;
     int64_t N, K, G, nblocks; /* G: groups per row rounded up to 8 (cq_gpad) */
     int k, x_per_slot;
     const void *x;
@@ -372,13 +368,9 @@ static void prep_task(void *arg, int64_t b, int64_t e, int t) {
     qjob *j = arg;
     size_t ts = zmlx_dtype_size(j->T);
     for (int64_t r = b; r < e; r++)
-        for (int f = 0; f < 2; f++) {
-            const cq_kernel *kf = j->kern[f];
-            if (!j->xb[f]) continue;
-            cq_prep_x(kf, j->T, (const char *)j->x + (size_t)(r * j->K) * ts, j->K, j->W->group_size,
-                      j->xb[f] + (size_t)r * j->xrow_bytes[f], cq_xform_int16(kf->xform) ? j->xsc + r * j->G : NULL,
-                      j->xs && cq_xform_uses_xs(kf->xform) ? j->xs + r * j->G : NULL);
-        }
+        cq_prep_x(j->kern, j->T, (const char *)j->x + (size_t)(r * j->K) * ts, j->K, j->W->group_size,
+                  j->xb + (size_t)r * j->xrow_bytes, j->xsc ? j->xsc + r * j->G : NULL,
+                  j->xs ? j->xs + r * j->G : NULL);
 }
 
 /* First task (linear id g*nblocks + b) whose starting weight is >= w. */
@@ -412,16 +404,15 @@ static void dot_rows_of_task(const cq_kernel *kern, const zmlx_qweight *W, int32
 
 /* Block b of TASK_ROWS rows of expert run g for every slot routed there,
  * CQ_MAXT slots per dot call (one weight decode serves them all; each slot's
- * values are the same as if it were alone in a run of the same kind). A
- * task's slot writes TASK_ROWS contiguous outputs: whole cache lines, where
- * the kernels' 4-row blocks wrote 8 bytes per slot row. */
+ * values are the same as if it were alone). A task's slot writes TASK_ROWS
+ * contiguous outputs: whole cache lines, where the kernels' 4-row blocks
+ * wrote 8 bytes per slot row. */
 static void run_block(const qjob *j, int64_t g, int64_t b) {
     float o1[CQ_MAXT * TASK_ROWS], o2[CQ_MAXT * TASK_ROWS];
     cq_xrow xr[CQ_MAXT];
     int64_t slots[CQ_MAXT];
     const int32_t e = j->gexp[g];
-    const int f = j->form[j->gstart[g + 1] - j->gstart[g] > 1];
-    const cq_kernel *kern = j->kern[f];
+    const cq_kernel *kern = j->kern;
     const int64_t r0 = b * TASK_ROWS, N = j->N;
     const int nr = (int)(N - r0 < TASK_ROWS ? N - r0 : TASK_ROWS);
     /* the run's slots in as few calls as CQ_MAXT allows, of near-equal size
@@ -432,7 +423,7 @@ static void run_block(const qjob *j, int64_t g, int64_t b) {
         for (int t = 0; t < nx; t++) {
             const int64_t slot = j->order[p0 + t], r = j->x_per_slot ? slot : slot / j->k;
             slots[t] = slot;
-            const char *xrow = j->xb[f] + (size_t)r * j->xrow_bytes[f];
+            const char *xrow = j->xb + (size_t)r * j->xrow_bytes;
             xr[t] = (cq_xrow){xrow, j->xsc ? j->xsc + r * j->G : NULL, j->xs ? j->xs + r * j->G : NULL};
         }
         dot_rows_of_task(kern, j->W, e, r0, nr, xr, nx, o1);
@@ -492,15 +483,11 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     j->N = W->N; /* output features of one slot */
     j->K = W->K;
     j->G = cq_gpad(W->K / W->group_size); /* stride of xsc/xs rows (see cq_xrow) */
-    j->kern[0] = cq_pick(W, j->T, 0);
-    j->kern[1] = cq_pick(W, j->T, 1);
-    j->form[0] = 0;
-    j->form[1] = j->kern[1] == j->kern[0] ? 0 : 1;
+    j->kern = cq_pick(W, j->T);
     j->nblocks = (j->N + TASK_ROWS - 1) / TASK_ROWS;
     j->n_xrows = j->x_per_slot ? n_slots : n_tok;
 
-    /* counting sort of slots by expert (stable: slot order within an expert),
-       into a first allocation; which forms the runs use decides the second */
+    /* counting sort of slots by expert (stable: slot order within an expert) */
     size_t sbytes = 0;
     sbytes += pad64((size_t)n_slots * 4);       /* order  */
     sbytes += pad64((size_t)(n_slots + 1) * 8); /* gstart */
@@ -516,14 +503,12 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     int64_t *cnt = carve(&p, (size_t)(E + 1) * 8);
     memset(cnt, 0, (size_t)(E + 1) * 8);
     for (int64_t s = 0; s < n_slots; s++) cnt[(idx ? idx[s] : 0) + 1]++;
-    int used[2] = {0, 0}; /* forms the runs use */
     j->ng = 0;
     j->gstart[0] = 0;
     for (int64_t e = 0; e < E; e++) {
         if (cnt[e + 1]) {
             j->gexp[j->ng] = (int32_t)e;
             j->gstart[j->ng + 1] = j->gstart[j->ng] + cnt[e + 1];
-            used[j->form[cnt[e + 1] > 1]] = 1;
             j->ng++;
         }
         cnt[e + 1] += cnt[e]; /* cnt[e] becomes the first position of expert e */
@@ -533,16 +518,11 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
     for (int64_t g = 0; g < j->ng; g++)
         j->gpre[g + 1] = j->gpre[g] + j->nblocks * ((j->gstart[g + 1] - j->gstart[g]) + 1);
 
-    /* the prepared rows of the forms in use, their int16 scales and Σx */
-    int need_xsc = 0, need_xs = 0;
-    size_t bytes = 0;
-    for (int f = 0; f < 2; f++) {
-        j->xrow_bytes[f] = used[f] ? xrow_size(j->kern[f], j->K) : 0;
-        bytes += (size_t)j->n_xrows * j->xrow_bytes[f];
-        if (!used[f]) continue;
-        need_xsc |= cq_xform_int16(j->kern[f]->xform);
-        need_xs |= W->mode == ZMLX_QMODE_AFFINE && W->transpose && cq_xform_uses_xs(j->kern[f]->xform);
-    }
+    /* the prepared rows, their int16 scales and Σx */
+    const int need_xsc = cq_xform_int16(j->kern->xform);
+    const int need_xs = W->mode == ZMLX_QMODE_AFFINE && W->transpose && cq_xform_uses_xs(j->kern->xform);
+    j->xrow_bytes = xrow_size(j->kern, j->K);
+    size_t bytes = (size_t)j->n_xrows * j->xrow_bytes;
     const size_t gbytes = pad64((size_t)(j->n_xrows * j->G) * 4);
     bytes += (need_xsc + need_xs) * gbytes;
     const size_t ybytes = (size_t)(n_slots * j->N) * zmlx_dtype_size(j->T);
@@ -553,7 +533,7 @@ static zmlx_status run_qmm(zmlx_ctx *ctx, qjob *j, const int32_t *idx, int64_t n
         return ZMLX_ERR_OOM;
     }
     p = mem;
-    for (int f = 0; f < 2; f++) j->xb[f] = used[f] ? carve(&p, (size_t)j->n_xrows * j->xrow_bytes[f]) : NULL;
+    j->xb = carve(&p, (size_t)j->n_xrows * j->xrow_bytes);
     j->xsc = need_xsc ? carve(&p, gbytes) : NULL;
     j->xs = need_xs ? carve(&p, gbytes) : NULL;
     if (j->xsc) memset(j->xsc, 0, gbytes); /* the pads */

@@ -47,11 +47,12 @@
  * down to 2^-127) is applied after sx, acc += (f32(Σ)·sx)·2^(e-128), so no
  * product underflows early. Each (row, token) has its own chain, so decoding
  * a code vector once for up to CQ_MAXT tokens gives the same values as one
- * token alone. Taken for the expert runs of one slot; T = f32 and the shared
- * runs take the f32 dots (CQ_PICK); cq_xint_force overrides the choice.
+ * token alone. Taken for T = bf16 / f16 below the AVX512_BF16 level (and
+ * there for the widths without bf16 dots); T = f32 takes the f32 dots
+ * (CQ_PICK); cq_xint_force overrides the choice.
  *
- * f32 dots (affine 2- to 8-bit, mxfp4 with K % 64 == 0; T = f32, and runs of
- * two or more slots of one expert for every T; 2/3/5/6-bit: gdot_rows, x in
+ * f32 dots (affine 2- to 8-bit, mxfp4 with K % 64 == 0; T = f32, and every T
+ * with ZMLX_CPU_INT_DOT=0 (CQ_XINT_OFF); 2/3/5/6-bit: gdot_rows, x in
  * natural order, below). Codes are consumed 256 bits at a
  * time ("a chunk": 64 4-bit or 32 8-bit codes) as 8 u32 lanes; code s of
  * every lane is isolated with one shift and one AND (no shuffles) and
@@ -66,12 +67,11 @@
  * (src/cpu/NOTES.md). Two chains per (row, token), even and odd s; result =
  * hsum(chain 0 + chain 1) (fixed tree).
  *
- * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; T = bf16; every run of
- * affine 4-bit and mxfp4 with K % 64 == 0, shared runs of 8-bit). x is its
- * own bf16 values and each code's value is exact in bf16, so vdpbf16ps
- * multiplies exactly, 32 products per instruction, summed in f32
- * (bdot_rows); the group scale is applied once per step (4-bit: 128
- * elements, 1-4 groups; 8-bit: once per group). Zen 5, hot, one
+ * bf16 dots (AVX-512 build, CQ_ISA_AVX512_BF16; T = bf16; affine 4-bit and
+ * mxfp4 with K % 64 == 0). x is its own bf16 values and each code's value is
+ * exact in bf16, so vdpbf16ps multiplies exactly, 32 products per
+ * instruction, summed in f32 (bdot_rows); the group scale is applied once
+ * per step (128 elements, 1-4 groups). Zen 5, hot, one
  * core, 4-bit: 1.36x the integer dots' rate at one slot, 1.7x the f32 dots'
  * at 4; on a Sapphire Rapids slower than both (three 512-bit shuffles per
  * step: cq_isa_active keeps the level to AMD CPUs; src/cpu/NOTES.md).
@@ -897,7 +897,9 @@ AI BF16_FN __m512i bf16_table(__m512 v) { return (__m512i)_mm512_cvtne2ps_pbh(v,
  * elements, 8-15 its last 64. half: a row's last 64 elements (K % 128 = 64),
  * in lanes 0-7 the same way (masked loads: lanes 8-15 sum zeros). 8-bit:
  * 32 code bytes, q = lo + 16·hi, two vectors against the same x (natural
- * order). */
+ * order). No 8-bit instance is built now (CQ_PICK gives 8-bit the integer
+ * dots), but its branches stay: without them GCC scheduled the 4-bit and
+ * mxfp4 instances differently, ~15% slower at one slot (src/cpu/NOTES.md). */
 AI BF16_FN void bstep(int four, int half, int NT, int first, const uint8_t *codes, const uint16_t *const *xb,
                       int64_t xo, __m512i tlo, __m512i thi, __m512 *a) {
     const int NV = four ? 4 : 2; /* code vectors per step */
@@ -1065,7 +1067,6 @@ AI BF16_FN void bdot_fmt(int fmt, const zmlx_qweight *W, int64_t e, int64_t r0, 
         bdot_fmt(fmt, W, e, r0, nr, x, nx, out);                                                              \
     }
 DEFINE_BDOT(bdot_a4, F_A4)
-DEFINE_BDOT(bdot_a8, F_A8)
 DEFINE_BDOT(bdot_mx4, F_MX4)
 #endif
 
@@ -1090,13 +1091,12 @@ static const cq_kernel k_imx4[2][2] = {{{idot_mx4, 4, CQ_X_I16_4, 1}, {idot_mx4p
                                        {{idot_mx4w, 4, I16_4W, 1}, {idot_mx4wp2, 4, I16_4W, 2}}};
 
 #if CQ_AVX512
-/* bf16 dots: affine 4-bit, 8-bit, mxfp4 */
+/* bf16 dots: affine 4-bit, mxfp4 */
 static const cq_kernel k_ba4 = {bdot_a4, 4, CQ_X_BF16_4Q, 0};
-static const cq_kernel k_ba8 = {bdot_a8, 4, CQ_X_BF16_8, 0};
 static const cq_kernel k_bmx4 = {bdot_mx4, 4, CQ_X_BF16_4Q, 0};
 #endif
 
-const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
+const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T) {
     if (!W->transpose) return NULL;
     /* the integer and the f32 dots for W's format and shape (NULL: none); the
        integer dots have instances for group sizes 32, 64, 128 */
@@ -1111,23 +1111,22 @@ const cq_kernel *CQ_PICK(const zmlx_qweight *W, zmlx_dtype T, int shared) {
         kf = W->K % 64 == 0 ? &k_mx4 : NULL;
     }
     if (!gsok) ki = NULL;
-    cq_xint xm = cq_xint_mode();
-    if (xm == CQ_XINT_SHARED) xm = CQ_XINT_AUTO, shared = 1;
+    const cq_xint xm = cq_xint_mode();
 #if CQ_AVX512
     /* T = bf16 at the AVX512_BF16 level: the bf16 dots (exact products, x
-       unquantized) for every run of 4-bit and mxfp4, faster than both other
-       families at every run size on Zen 5; for the shared runs of 8-bit (one
-       slot: the integer dots' 8-bit step is one unpack, the bf16 dots' three,
-       ~1.2x faster; src/cpu/NOTES.md); unless the integer mode is forced */
-
+       unquantized) for 4-bit and mxfp4, faster than both other families at
+       every run size on Zen 5, unless the integer mode is forced. (8-bit had
+       them too, for its shared runs; with one kernel for every run its
+       decode layer ran 5-30% slower on them than on the integer dots, whose
+       step is one unpack against three: src/cpu/NOTES.md) */
     if (xm == CQ_XINT_AUTO && T == ZMLX_BF16 && gsok && cq_isa_active() >= CQ_ISA_AVX512_BF16) {
         if (affine && W->bits == 4 && W->K % 64 == 0) return &k_ba4;
-        if (affine && W->bits == 8 && W->K % 32 == 0 && shared) return &k_ba8;
         if (W->mode == ZMLX_QMODE_MXFP4 && W->K % 64 == 0) return &k_bmx4;
     }
 #endif
-    if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32 && !shared)) return ki ? ki : kf;
-    /* f32 dots; a shared run without them (mxfp4, K % 64 != 0) is still
-       faster on the integer dots than on the portable ones */
-    return kf ? kf : xm == CQ_XINT_AUTO && T != ZMLX_F32 ? ki : NULL;
+    /* one family for every run of a call, whatever its slots share: a slot's
+       bits never depend on the other tokens of the call (a prefill chunk
+       gives the bits of its tokens one at a time) */
+    if (xm == CQ_XINT_ALL || (xm == CQ_XINT_AUTO && T != ZMLX_F32)) return ki ? ki : kf;
+    return kf;
 }
