@@ -196,16 +196,15 @@ static zmlx_status bind_linear(binder *b, const char *path, zmlx_wcat cat, int s
     return ZMLX_OK;
 }
 
-/* Where an architecture keeps a layer's modules (FORMATS.md C.1, C.3). */
-typedef struct arch_names {
-    const char *in_norm, *post_norm, *q, *k, *v, *o, *q_norm, *k_norm, *ffn, *final_norm;
-} arch_names;
-static const arch_names qwen3_names = {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj",
-                                       "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                       "self_attn.q_norm", "self_attn.k_norm", "mlp", "model.norm.weight"};
-static const arch_names lfm2_names = {"operator_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
-                                      "self_attn.v_proj", "self_attn.out_proj", "self_attn.q_layernorm",
-                                      "self_attn.k_layernorm", "feed_forward", "model.embedding_norm.weight"};
+const zm_arch_names *zm_arch_names_of(zm_arch arch) {
+    static const zm_arch_names qwen3 = {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj",
+                                        "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                        "self_attn.q_norm", "self_attn.k_norm", "mlp", "model.norm.weight"};
+    static const zm_arch_names lfm2 = {"operator_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
+                                       "self_attn.v_proj", "self_attn.out_proj", "self_attn.q_layernorm",
+                                       "self_attn.k_layernorm", "feed_forward", "model.embedding_norm.weight"};
+    return arch == ZM_ARCH_LFM2_MOE ? &lfm2 : &qwen3;
+}
 
 zmlx_status zm_bind(zmlx_model *m, char *err, size_t errlen) {
     const zm_config *c = &m->cfg;
@@ -217,7 +216,7 @@ zmlx_status zm_bind(zmlx_model *m, char *err, size_t errlen) {
     }
     const int64_t D = c->hidden, hd = c->head_dim, H = c->n_heads, Hkv = c->n_kv_heads;
     const int64_t E = c->n_experts, I = c->moe_inter, V = c->vocab;
-    const arch_names *an = c->arch == ZM_ARCH_LFM2_MOE ? &lfm2_names : &qwen3_names;
+    const zm_arch_names *an = zm_arch_names_of(c->arch);
     zmlx_status st = bind_linear(&b, "model.embed_tokens", ZMLX_WCAT_EMBED, 0, 1, V, D, &m->embed);
     char p[192], p2[224], f[64];
     for (int64_t l = 0; l < c->n_layers && st == ZMLX_OK; l++) {

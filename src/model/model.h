@@ -140,6 +140,14 @@ void zm_config_free(zm_config *c);
 int zm_layer_is_moe(const zm_config *c, int64_t layer);
 int zm_layer_is_attn(const zm_config *c, int64_t layer); /* 0: a short-conv block (lfm2_moe) */
 
+/* Where an architecture keeps a layer's modules (FORMATS.md C.1, C.3), under
+ * model.layers.N (norms without their ".weight"; final_norm whole): the
+ * binding (bind.c) and make-tiny's writer read the same table. */
+typedef struct zm_arch_names {
+    const char *in_norm, *post_norm, *q, *k, *v, *o, *q_norm, *k_norm, *ffn, *final_norm;
+} zm_arch_names;
+const zm_arch_names *zm_arch_names_of(zm_arch arch);
+
 /* The configured quantization of module `path`: the override if any, else
  * quantized (global defaults) iff `<path>.scales` exists in s. */
 zm_qspec zm_module_qspec(const zm_config *c, const zst_set *s, const char *path);

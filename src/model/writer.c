@@ -500,7 +500,7 @@ static void quant_block(sbuf *b, const zw_tiny_opts *o) {
               o->bits, zmlx_qmode_name(o->mode));
     for (int l = o->dense_layers; l < o->layers; l++) /* the routers of the MoE layers */
         sb_printf(b, ",\n        \"model.layers.%d.%s.gate\": {\n            \"group_size\": 64,\n"
-                     "            \"bits\": 8\n        }", l, o->arch == ZM_ARCH_LFM2_MOE ? "feed_forward" : "mlp");
+                     "            \"bits\": 8\n        }", l, zm_arch_names_of(o->arch)->ffn);
     sb_printf(b, "\n    }");
 }
 
@@ -688,26 +688,27 @@ zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size
        post_attention_layernorm, mlp), norm, lm_head */
     tl_qlinear(&L, "model.embed_tokens", 0, 1, o->vocab, D, b, gs, o->mode);
     const int lfm2 = o->arch == ZM_ARCH_LFM2_MOE;
-    const char *ffn = lfm2 ? "feed_forward" : "mlp";
+    const zm_arch_names *an = zm_arch_names_of(o->arch);
     char p2[96];
     for (int l = 0; l < o->layers; l++) {
 #define P(s) (snprintf(p, sizeof p, "model.layers.%d.%s", l, s), p)
-#define F(s) (snprintf(p2, sizeof p2, "%s.%s", ffn, s), P(p2))
+#define F(s) (snprintf(p2, sizeof p2, "%s.%s", an->ffn, s), P(p2))
+#define NORM_W(s) (snprintf(p2, sizeof p2, "%s.weight", s), P(p2))
         if (tiny_is_attn(o, l)) {
-            tl_qlinear(&L, P("self_attn.q_proj"), 0, 1, Hq * hd, D, b, gs, o->mode);
-            tl_qlinear(&L, P("self_attn.k_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
-            tl_qlinear(&L, P("self_attn.v_proj"), 0, 1, Hkv * hd, D, b, gs, o->mode);
-            tl_qlinear(&L, P(lfm2 ? "self_attn.out_proj" : "self_attn.o_proj"), 0, 1, D, Hq * hd, b, gs, o->mode);
-            tl_norm(&L, P(lfm2 ? "self_attn.q_layernorm.weight" : "self_attn.q_norm.weight"), hd);
-            tl_norm(&L, P(lfm2 ? "self_attn.k_layernorm.weight" : "self_attn.k_norm.weight"), hd);
+            tl_qlinear(&L, P(an->q), 0, 1, Hq * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P(an->k), 0, 1, Hkv * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P(an->v), 0, 1, Hkv * hd, D, b, gs, o->mode);
+            tl_qlinear(&L, P(an->o), 0, 1, D, Hq * hd, b, gs, o->mode);
+            tl_norm(&L, NORM_W(an->q_norm), hd);
+            tl_norm(&L, NORM_W(an->k_norm), hd);
         } else { /* LFM2's short-conv block */
             const int64_t cw[3] = {D, o->conv_L, 1};
             tl_qlinear(&L, P("conv.in_proj"), 0, 1, 3 * D, D, b, gs, o->mode);
             tl_qlinear(&L, P("conv.out_proj"), 0, 1, D, D, b, gs, o->mode);
             tl_float(&L, P("conv.conv.weight"), ZMLX_BF16, 3, cw, PART_CONV);
         }
-        tl_norm(&L, P(lfm2 ? "operator_norm.weight" : "input_layernorm.weight"), D);
-        tl_norm(&L, P(lfm2 ? "ffn_norm.weight" : "post_attention_layernorm.weight"), D);
+        tl_norm(&L, NORM_W(an->in_norm), D);
+        tl_norm(&L, NORM_W(an->post_norm), D);
         if (l < o->dense_layers) { /* mlx-lm's MLP: gate_proj, down_proj, up_proj */
             tl_qlinear(&L, F("gate_proj"), 0, 1, o->dense_inter, D, b, gs, o->mode);
             tl_qlinear(&L, F("down_proj"), 0, 1, D, o->dense_inter, b, gs, o->mode);
@@ -719,10 +720,11 @@ zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size
         tl_qlinear(&L, F("switch_mlp.gate_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
         tl_qlinear(&L, F("switch_mlp.up_proj"), 1, E, o->moe_inter, D, b, gs, o->mode);
         tl_qlinear(&L, F("switch_mlp.down_proj"), 1, E, D, o->moe_inter, b, gs, o->mode);
+#undef NORM_W
 #undef F
 #undef P
     }
-    tl_norm(&L, lfm2 ? "model.embedding_norm.weight" : "model.norm.weight", D);
+    tl_norm(&L, an->final_norm, D);
     if (!o->tie && !lfm2) tl_qlinear(&L, "lm_head", 0, 1, o->vocab, D, b, gs, o->mode);
 
     tgen g = {o, L.mods, L.n_mods, L.part, L.mod, NULL};
