@@ -425,7 +425,8 @@ static void test_formats_simd(void) {
     cq_xint_force(CQ_XINT_AUTO);
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_AFFINE, 8, 32, 1, 1, 1, 64, ZMLX_F16);
-    CHECK(uses_xint(&t.q, ZMLX_F16) && uses_xint(&t.q, ZMLX_BF16) && !uses_xint(&t.q, ZMLX_F32)); /* 8-bit: no bf16 dots */
+    /* 8-bit: no bf16 dots */
+    CHECK(uses_xint(&t.q, ZMLX_F16) && uses_xint(&t.q, ZMLX_BF16) && !uses_xint(&t.q, ZMLX_F32));
     tw_free(&t);
     tw_make(&t, &r, ZMLX_QMODE_MXFP4, 4, 32, 1, 1, 1, 128, ZMLX_U8);
     CHECK(uses_xint(&t.q, ZMLX_F16) && !uses_xint(&t.q, ZMLX_F32));

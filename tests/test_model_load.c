@@ -144,7 +144,6 @@ static void make_fixtures(void) {
     CHECKF(s == ZMLX_OK, "%s", err);
 }
 
-
 /* Opens, dims and categories right, every view consistent. */
 static void test_tiny_opens(void) {
     zmlx_model *m = NULL;

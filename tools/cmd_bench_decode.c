@@ -151,10 +151,11 @@ int bench_decode(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (preset && strcmp(preset, "qwen3-30b-a3b") && strcmp(preset, "lfm2-8b-a1b")) {
+    zw_tiny_opts o;
+    if (preset && !zw_tiny_preset(preset, &o)) {
         if (!strcmp(preset, "glm-4.7-flash") || !strcmp(preset, "gpt-oss-20b")) {
             fprintf(stderr, "zmlx bench decode: preset %s: not supported yet (its architecture has no "
-                    "forward pass in zmlx yet; qwen3-30b-a3b and lfm2-8b-a1b have)\n", preset);
+                    "forward pass in zmlx yet; " ZW_TINY_PRESETS " have)\n", preset);
             return 2;
         }
         fprintf(stderr, "zmlx bench decode: unknown preset '%s'\n", preset);
@@ -176,9 +177,6 @@ int bench_decode(int argc, char **argv) {
             fprintf(stderr, "zmlx bench decode: cannot create a directory under %s\n", td && *td ? td : "/tmp");
             return 1;
         }
-        zw_tiny_opts o;
-        if (!strcmp(preset, "lfm2-8b-a1b")) zw_tiny_preset_lfm2_8b(&o);
-        else zw_tiny_preset_qwen3_30b(&o);
         fprintf(stderr, "bench decode: writing a full-size %s checkpoint to %s ...\n", preset, tmp);
         double t0 = zc_now_sec();
         if (zw_make_tiny(tmp, &o, err, sizeof err) != ZMLX_OK) {

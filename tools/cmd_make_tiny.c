@@ -116,10 +116,8 @@ int cmd_make_tiny(int argc, char **argv) {
     }
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--preset")) {
-            if (!strcmp(argv[i + 1], "qwen3-30b-a3b")) zw_tiny_preset_qwen3_30b(&o);
-            else if (!strcmp(argv[i + 1], "lfm2-8b-a1b")) zw_tiny_preset_lfm2_8b(&o);
-            else {
-                fprintf(stderr, "make-tiny: unknown preset '%s' (known: qwen3-30b-a3b, lfm2-8b-a1b)\n", argv[i + 1]);
+            if (!zw_tiny_preset(argv[i + 1], &o)) {
+                fprintf(stderr, "make-tiny: unknown preset '%s' (known: " ZW_TINY_PRESETS ")\n", argv[i + 1]);
                 return 2;
             }
         }

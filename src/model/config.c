@@ -284,7 +284,8 @@ static zmlx_status parse_lfm2_moe(const zj_value *r, const char *what, zm_config
     c->tie = 1; /* no lm_head: logits = embed_tokens.as_linear(h) */
     c->sparse_step = 1;
     /* the attention layers: full_attn_idxs, else layer_types' "full_attention" entries */
-    if (!(c->attn = calloc((size_t)c->n_layers, 1))) return zc_err(err, errlen, ZMLX_ERR_OOM, "%s: out of memory", what);
+    if (!(c->attn = calloc((size_t)c->n_layers, 1)))
+        return zc_err(err, errlen, ZMLX_ERR_OOM, "%s: out of memory", what);
     const zj_value *fa = zj_get(r, "full_attn_idxs"), *lt = zj_get(r, "layer_types");
     if (fa && fa->type == ZJ_ARRAY) {
         for (size_t i = 0; i < fa->u.arr.n; i++) {

@@ -269,10 +269,12 @@ typedef struct zw_tiny_opts {
     int n_threads;         /* for quantization / generation; 0 = all cores      */
 } zw_tiny_opts;
 
-void zw_tiny_defaults(zw_tiny_opts *o);        /* the small test model          */
-void zw_tiny_preset_qwen3_30b(zw_tiny_opts *o); /* Qwen3-30B-A3B dims            */
-void zw_tiny_lfm2(zw_tiny_opts *o);             /* the small lfm2_moe test model  */
-void zw_tiny_preset_lfm2_8b(zw_tiny_opts *o);   /* LFM2-8B-A1B dims              */
+void zw_tiny_defaults(zw_tiny_opts *o); /* the small test model           */
+void zw_tiny_lfm2(zw_tiny_opts *o);     /* the small lfm2_moe test model   */
+/* The full-size dims of preset `name` (one of ZW_TINY_PRESETS: Qwen3-30B-A3B,
+ * LFM2-8B-A1B) into o; 0 (o untouched) for another name. */
+#define ZW_TINY_PRESETS "qwen3-30b-a3b, lfm2-8b-a1b"
+int zw_tiny_preset(const char *name, zw_tiny_opts *o);
 zmlx_status zw_make_tiny(const char *dir, const zw_tiny_opts *o, char *err, size_t errlen);
 
 #endif /* ZMLX_MODEL_H */

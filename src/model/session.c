@@ -623,7 +623,10 @@ zmlx_status zmlx_session_profile_decode(zmlx_session *s, int reps, zmlx_decode_p
     void *conv = s->conv_bytes ? malloc(s->conv_bytes) : NULL;
     if (s->conv_bytes && !conv) return zc_err(err, errlen, ZMLX_ERR_OOM, "out of memory");
     zmlx_status st = conv ? zmlx_mem_download(s->ctx, conv, s->conv_states, s->conv_bytes) : ZMLX_OK;
-    if (st != ZMLX_OK) zc_err(err, errlen, st, "profile: cannot save the conv states");
+    if (st != ZMLX_OK) { /* nothing replayed yet: the states stand; conv holds no copy to restore */
+        free(conv);
+        return zc_err(err, errlen, st, "profile: cannot save the conv states");
+    }
     static const unsigned parts[4] = {ZR_SEC_ALL, ZR_SEC_ATTN, ZR_SEC_MLP, ZR_SEC_HEAD};
     double *dst[4] = {&out->step_us, &out->attn_us, &out->moe_us, &out->head_us};
     for (int i = 0; i < 4 && st == ZMLX_OK; i++) {

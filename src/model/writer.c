@@ -207,7 +207,7 @@ void zw_tiny_defaults(zw_tiny_opts *o) {
                         .bos = 254, .n_eos = 1, .eos = {255}, .n_threads = 0};
 }
 
-void zw_tiny_preset_qwen3_30b(zw_tiny_opts *o) {
+static void preset_qwen3_30b(zw_tiny_opts *o) {
     zw_tiny_defaults(o);
     o->layers = 48;
     o->hidden = 2048;
@@ -240,7 +240,7 @@ void zw_tiny_lfm2(zw_tiny_opts *o) {
     o->rms_eps = 1e-5;
 }
 
-void zw_tiny_preset_lfm2_8b(zw_tiny_opts *o) {
+static void preset_lfm2_8b(zw_tiny_opts *o) {
     zw_tiny_lfm2(o);
     static const int attn[6] = {2, 6, 10, 14, 18, 21};
     o->layers = 24;
@@ -260,6 +260,13 @@ void zw_tiny_preset_lfm2_8b(zw_tiny_opts *o) {
     o->init = ZW_INIT_CODES;
     o->bos = 1;
     o->eos[0] = 7;
+}
+
+int zw_tiny_preset(const char *name, zw_tiny_opts *o) {
+    if (!strcmp(name, "qwen3-30b-a3b")) preset_qwen3_30b(o);
+    else if (!strcmp(name, "lfm2-8b-a1b")) preset_lfm2_8b(o);
+    else return 0;
+    return 1;
 }
 
 static int tiny_is_attn(const zw_tiny_opts *o, int l) {
